@@ -1,0 +1,5 @@
+"""A paper IB Gateway that speaks the real TWS API socket protocol (server version 176)."""
+from .faults import Faults
+from .server import Simulator
+
+__all__ = ['Faults', 'Simulator']

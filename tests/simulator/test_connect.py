@@ -1,0 +1,96 @@
+"""Connecting: handshake, startup sync, client ids, the client limit."""
+import asyncio
+import threading
+import time
+
+from ib_insync import IB
+
+
+def test_connect_reports_accounts_version_and_farm_notices(sim):
+    ib = IB()
+    notices = []
+    ib.errorEvent += lambda req_id, code, text, contract: notices.append(code)
+    ib.connect(sim.host, sim.port, clientId=3, timeout=5)
+    try:
+        assert ib.client.serverVersion() == 176
+        assert ib.managedAccounts() == ['DU1234567']
+        assert {2104, 2106, 2158} <= set(notices)
+        assert ib.client.getReqId() > 0
+    finally:
+        ib.disconnect()
+
+
+def test_200_connect_disconnect_cycles_with_the_same_client_id(sim):
+    ib = IB()
+    for _ in range(200):
+        ib.connect(sim.host, sim.port, clientId=5, timeout=5)
+        assert ib.isConnected()
+        ib.disconnect()
+    deadline = time.time() + 2
+    while sim.connected_client_ids() and time.time() < deadline:
+        time.sleep(0.01)
+    assert sim.connected_client_ids() == set()
+
+
+def test_30_concurrent_clients_with_distinct_ids(sim):
+    results = {}
+
+    def client(client_id):
+        async def run():
+            ib = IB()
+            await ib.connectAsync(sim.host, sim.port, clientId=client_id, timeout=10)
+            results[client_id] = (ib.managedAccounts(), await ib.reqCurrentTimeAsync())
+            await asyncio.sleep(0.3)   # stay connected while the others connect
+            ib.disconnect()
+        asyncio.run(run())
+
+    threads = [threading.Thread(target=client, args=(100 + i,)) for i in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results) == list(range(100, 130))
+    assert all(accounts == ['DU1234567'] for accounts, _ in results.values())
+
+
+def test_duplicate_client_id_gets_error_326_within_a_second(connect, sim):
+    connect(7)
+    second = IB()
+    seen = []
+    second.errorEvent += lambda req_id, code, text, contract: seen.append((code, time.monotonic()))
+    started = time.monotonic()
+    try:
+        second.connect(sim.host, sim.port, clientId=7, timeout=2)
+    except (TimeoutError, ConnectionError, asyncio.TimeoutError):
+        pass
+    finally:
+        second.disconnect()
+    assert seen and seen[0][0] == 326
+    assert seen[0][1] - started < 1.0
+
+
+def test_a_33rd_client_is_refused(connect, sim):
+    for client_id in range(1, 33):
+        connect(client_id, readonly=True)
+    extra = IB()
+    codes = []
+    extra.errorEvent += lambda req_id, code, text, contract: codes.append(code)
+    try:
+        extra.connect(sim.host, sim.port, clientId=99, timeout=1)
+    except (TimeoutError, ConnectionError, asyncio.TimeoutError):
+        pass
+    finally:
+        extra.disconnect()
+    assert codes == [502]
+    assert 99 not in sim.connected_client_ids()
+
+
+def test_next_valid_id_stays_above_ids_a_client_used_before(connect, sim):
+    from ib_insync import MarketOrder, Stock
+    ib = connect(4)
+    contract = ib.qualifyContracts(Stock('SPY', 'SMART', 'USD'))[0]
+    trade = ib.placeOrder(contract, MarketOrder('BUY', 1))
+    used = trade.order.orderId
+    ib.disconnect()
+    again = connect(4)
+    assert again.client.getReqId() > used

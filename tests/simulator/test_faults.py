@@ -1,0 +1,119 @@
+"""What the client sees under each fault the simulator can inject."""
+import asyncio
+import contextlib
+import time
+
+import pytest
+from ib_insync import IB, LimitOrder, MarketOrder, Stock
+
+
+def test_latency_delays_every_reply(sim, connect):
+    ib = connect(1)
+    started = time.perf_counter()
+    ib.reqCurrentTime()
+    fast = time.perf_counter() - started
+    sim.faults.latency_ms = 100
+    started = time.perf_counter()
+    ib.reqCurrentTime()
+    slow = time.perf_counter() - started
+    assert slow >= 0.1 > fast
+
+
+def test_refused_connections_fail_at_once_and_recover(sim):
+    sim.faults.refuse_connections = True
+    ib = IB()
+    started = time.perf_counter()
+    with pytest.raises(ConnectionRefusedError):
+        ib.connect(sim.host, sim.port, clientId=1, timeout=2)
+    assert time.perf_counter() - started < 1
+    sim.faults.refuse_connections = False
+    ib.connect(sim.host, sim.port, clientId=1, timeout=2)
+    assert ib.isConnected()
+    ib.disconnect()
+
+
+def test_drop_after_n_messages_disconnects_the_client(sim, connect):
+    ib = connect(1)
+    sent = sum(sim.counters()[-1]['in'].values())
+    sim.faults.drop_after = sent + 1
+    with pytest.raises(ConnectionError):
+        ib.reqCurrentTime()
+    assert not ib.isConnected()
+
+
+def test_drop_on_a_given_request(sim, connect):
+    ib = connect(1)
+    sim.faults.drop_on = {49}
+    with pytest.raises(ConnectionError):
+        ib.reqCurrentTime()
+
+
+def test_stalled_request_never_answers(sim, connect):
+    ib = connect(1)
+    sim.faults.stall = {49}
+
+    async def ask():
+        return await asyncio.wait_for(ib.reqCurrentTimeAsync(), 0.5)
+
+    with pytest.raises(asyncio.TimeoutError):
+        ib.run(ask())
+    sim.faults.stall = set()
+    assert ib.reqCurrentTime() is not None
+
+
+def test_rejected_orders_end_cancelled_with_error_201(sim, connect):
+    ib = connect(1)
+    sim.faults.reject_orders = 'simulated rejection'
+    codes = []
+    ib.errorEvent += lambda req_id, code, text, contract: codes.append(code)
+    spy = ib.qualifyContracts(Stock('SPY', 'SMART', 'USD'))[0]
+    trade = ib.placeOrder(spy, MarketOrder('BUY', 1))
+    ib.sleep(0.3)
+    assert 201 in codes
+    assert trade.orderStatus.status == 'Cancelled'
+    assert sim.broker.executions() == []
+
+
+def test_partial_fill_leaves_the_rest_working(sim, connect):
+    ib = connect(1)
+    sim.faults.partial_fill = 0.5
+    spy = ib.qualifyContracts(Stock('SPY', 'SMART', 'USD'))[0]
+    trade = ib.placeOrder(spy, LimitOrder('BUY', 10, 100000.0))
+    ib.sleep(0.5)
+    assert trade.orderStatus.filled == 5
+    assert trade.orderStatus.remaining == 5
+    assert not trade.isDone()
+
+
+def test_historical_data_outage_returns_error_162_and_no_bars(sim, connect):
+    ib = connect(1)
+    sim.faults.hist_outage = True
+    codes = []
+    ib.errorEvent += lambda req_id, code, text, contract: codes.append(code)
+    spy = ib.qualifyContracts(Stock('SPY', 'SMART', 'USD'))[0]
+    assert len(ib.reqHistoricalData(spy, '', '5 D', '1 day', 'TRADES', True)) == 0
+    assert 162 in codes
+
+
+def test_disconnect_all_drops_every_client_and_they_can_reconnect(sim, connect):
+    clients = [connect(i) for i in (1, 2, 3)]
+    sim.disconnect_all()
+    for ib in clients:
+        for _ in range(100):
+            if not ib.isConnected():
+                break
+            with contextlib.suppress(ConnectionError):   # what a waiting call sees: 'Socket disconnect'
+                ib.sleep(0.02)
+        assert not ib.isConnected()
+    clients[0].connect(sim.host, sim.port, clientId=1, timeout=5)
+    assert clients[0].isConnected()
+
+
+def test_counters_report_messages_and_round_trips(sim, connect):
+    sim.faults.latency_ms = 5   # replies leave after the client's batched requests have all arrived
+    ib = connect(1)
+    ib.reqCurrentTime()
+    stats = sim.counters()[-1]
+    assert stats['clientId'] == 1
+    assert stats['in'][49] == 1 and stats['out'][49] == 1
+    assert stats['roundTrips'] == 5     # handshake, startApi, startup batch, executions, request
