@@ -1,0 +1,1 @@
+"""The Cloud Function: message contract, handler, results publisher, local runner."""

@@ -1,0 +1,164 @@
+"""One invocation: decode the message, run the intent in a fresh loop, publish the result.
+
+Permanent failures (unreadable or stale message, unknown intent, bad params, business rejection)
+publish a result and return, so Pub/Sub acks. Transient failures publish a result with
+`retryable: true` and then raise TransientFailure, so Pub/Sub delivers the message again.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from pydantic import ValidationError
+
+from functions import publisher
+from functions.contract import (
+    Decoded, Envelope, ErrorInfo, Gateway, IntentResult, InvalidMessage, Timings, decode_message,
+    describe_validation_error,
+)
+from functions.runner import Outcome, run_isolated
+from intents.registry import UnknownIntent, get_intent
+from lib import log
+from lib.config import ConfigError, Settings
+
+logger = log.get_logger(__name__)
+
+Publish = Callable[[IntentResult, Settings], None]
+_LOG_LEVELS = {'rejected': logging.WARNING, 'error': logging.ERROR}
+
+
+class TransientFailure(RuntimeError):
+    """The run failed in a way a redelivery may fix; raised after the result was published."""
+
+    def __init__(self, message: str, result: IntentResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What is known about a run before the intent executes."""
+
+    run_id: str
+    started_at: datetime
+    started: float                    # time.monotonic() at start
+    envelope: Envelope
+    intent: str | None
+    dry_run: bool = False
+    idempotency_key: str | None = None
+
+
+def handle(cloud_event: Any, settings: Settings | None = None, *,
+           publish: Publish = publisher.publish_result) -> IntentResult:
+    """Handle one Pub/Sub CloudEvent end to end and return the published result.
+
+    Raises TransientFailure (after publishing) when the error is retryable, and PublishFailed
+    when the result could not be published: both make Pub/Sub redeliver.
+    """
+    log.ensure_configured()
+    if settings is None:
+        try:
+            settings = Settings.from_env()
+        except ConfigError as exc:
+            logger.critical('configuration is invalid, so every message fails until it is fixed: %s', exc)
+            raise
+    started_at, started = datetime.now(timezone.utc), time.monotonic()
+    run_id = str(uuid.uuid4())
+    try:
+        decoded = decode_message(cloud_event)
+    except InvalidMessage as exc:
+        run = _Run(run_id, started_at, started, exc.envelope, exc.intent)
+        with log.bind(runId=run_id, messageId=run.envelope.message_id, intent=run.intent):
+            return _finish(run, _rejected(exc.error_type, str(exc)), settings, publish)
+    request = decoded.request
+    run = _Run(run_id, started_at, started, decoded.envelope, request.intent, request.dry_run,
+               request.idempotency_key)
+    with log.bind(runId=run_id, messageId=run.envelope.message_id, intent=run.intent):
+        return _finish(run, _execute(decoded, settings, run), settings, publish)
+
+
+def _execute(decoded: Decoded, settings: Settings, run: _Run) -> Outcome:
+    request = decoded.request
+    age = decoded.age_seconds(run.started_at)
+    if request.max_age_seconds is not None and age is not None and age > request.max_age_seconds:
+        return _rejected('StaleMessage', f'message is {age:.1f} s old, older than maxAgeSeconds '
+                                         f'{request.max_age_seconds:g}; not executed')
+    try:
+        intent_cls = get_intent(request.intent)
+    except UnknownIntent as exc:
+        return _rejected('UnknownIntent', str(exc))
+    try:
+        params = intent_cls.Params.model_validate(request.params)
+    except ValidationError as exc:
+        return _rejected('InvalidParams', describe_validation_error(exc, prefix='params'))
+    labels = log.current_labels()
+    try:
+        return run_isolated(intent_cls, params, dry_run=request.dry_run, settings=settings, labels=labels)
+    except Exception as exc:   # run_isolated promises not to raise; if it does, still publish a result
+        logger.exception('runner failed outside the intent')
+        return _failed(type(exc).__name__, str(exc), retryable=False)
+
+
+def _finish(run: _Run, outcome: Outcome, settings: Settings, publish: Publish) -> IntentResult:
+    finished_at = datetime.now(timezone.utc)
+    result = IntentResult(
+        run_id=run.run_id,
+        message_id=run.envelope.message_id,
+        idempotency_key=run.idempotency_key,
+        intent=run.intent,
+        status=outcome.status,
+        dry_run=run.dry_run,
+        trading_mode=settings.trading_mode,
+        account=outcome.account,
+        started_at=run.started_at,
+        finished_at=finished_at,
+        duration_ms=_ms(time.monotonic() - run.started),
+        timings=Timings(queue_ms=_queue_ms(run), connect_ms=outcome.connect_ms, intent_ms=outcome.intent_ms),
+        gateway=Gateway(**outcome.gateway) if outcome.gateway else None,
+        result=outcome.result,
+        error=ErrorInfo(**outcome.error) if outcome.error else None,
+    )
+    publish_started = time.monotonic()
+    try:
+        publish(result, settings)
+    except Exception:
+        logger.exception('result of %s not published; raising so the message is delivered again', run.intent)
+        raise
+    publish_ms = _ms(time.monotonic() - publish_started)
+    _log_run(result, publish_ms)
+    if result.error is not None and result.error.retryable:
+        raise TransientFailure(f'{result.error.type}: {result.error.message}', result)
+    return result
+
+
+def _log_run(result: IntentResult, publish_ms: float) -> None:
+    fields = {'status': result.status, 'durationMs': result.duration_ms,
+              'timings': {**result.timings.to_wire(), 'publishMs': publish_ms}, 'account': result.account,
+              'error': result.error.to_wire() if result.error else None}
+    client_id = result.gateway.client_id if result.gateway else None
+    summary = f'{result.intent or "message"} {result.status} in {result.duration_ms:.0f} ms'
+    if result.error is not None:
+        summary += f': {result.error.type}: {result.error.message}'
+    level = _LOG_LEVELS.get(result.status, logging.INFO)
+    logger.log(level, summary, extra={'fields': fields, 'labels': {'clientId': client_id}})
+
+
+def _rejected(error_type: str, message: str) -> Outcome:
+    return Outcome(status='rejected', error={'type': error_type, 'message': message, 'retryable': False})
+
+
+def _failed(error_type: str, message: str, *, retryable: bool) -> Outcome:
+    return Outcome(status='error', error={'type': error_type, 'message': message, 'retryable': retryable})
+
+
+def _queue_ms(run: _Run) -> float | None:
+    published = run.envelope.publish_time
+    return None if published is None else _ms((run.started_at - published).total_seconds())
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)

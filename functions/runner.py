@@ -1,0 +1,187 @@
+"""Run one intent in a fresh thread that owns a new event loop and its own IB(); never raises.
+
+Nothing survives a call: the IB object, the loop, its tasks and the thread all end before
+run_isolated returns, so no state leaks from one invocation into the next.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import threading
+import time
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from intents.base import Intent, IntentOutput, IntentRejected
+from lib.config import ConfigError, Settings
+from lib.ibapi import IB
+from lib.log import bind, get_logger
+from lib.session import SessionRejected, close_session, disconnect, open_session
+
+log = get_logger(__name__)
+
+# How long past the deadline to wait for the thread before giving up on it (it can only be stuck in
+# synchronous code, which the loop's deadline cannot interrupt).
+JOIN_GRACE_SECONDS = 5.0
+
+
+@dataclass
+class Outcome:
+    """What happened to one intent run, in the terms of the result document."""
+
+    status: str                       # ok | error | rejected | skipped
+    result: dict | None = None
+    error: dict | None = None         # {"type": str, "message": str, "retryable": bool}
+    account: str | None = None
+    gateway: dict | None = None       # {"host", "port", "clientId", "serverVersion"}
+    connect_ms: float | None = None
+    intent_ms: float | None = None
+
+
+class GatewayDisconnected(ConnectionError):
+    """The gateway closed the connection while the intent was running."""
+
+
+def run_isolated(intent_cls: type[Intent], params: BaseModel, *, dry_run: bool, settings: Settings,
+                 labels: dict[str, str] | None = None) -> Outcome:
+    """Run `intent_cls` with `params` on its own thread, loop and IB(); every failure becomes an Outcome."""
+    context = contextvars.copy_context()
+    box: list[Outcome] = []
+
+    def target() -> None:
+        with bind(**(labels or {})):
+            box.append(_run_in_fresh_loop(intent_cls, params, dry_run, settings))
+
+    thread = threading.Thread(target=context.run, args=(target,), name=f'intent-{intent_cls.name}', daemon=True)
+    thread.start()
+    thread.join(settings.deadline_seconds + JOIN_GRACE_SECONDS)
+    if thread.is_alive():
+        with bind(**(labels or {})):
+            log.error('intent thread %s still running %.0fs after its deadline; abandoning it',
+                      thread.name, JOIN_GRACE_SECONDS)
+        return Outcome(status='error', error=_error('DeadlineExceeded', 'intent blocked its event loop past the '
+                                                    'deadline', retryable=False))
+    return box[0]
+
+
+def _run_in_fresh_loop(intent_cls: type[Intent], params: BaseModel, dry_run: bool, settings: Settings) -> Outcome:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)   # ib_insync looks the loop up through the policy, not the running loop
+    try:
+        return loop.run_until_complete(_execute(intent_cls, params, dry_run, settings))
+    except BaseException as exc:   # SystemExit from an intent, or a bug here: still hand back an Outcome
+        log.exception('intent runner failed')
+        return Outcome(status='error', error=_error(type(exc).__name__, str(exc), retryable=False))
+    finally:
+        _cancel_leftovers(loop)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+async def _execute(intent_cls: type[Intent], params: BaseModel, dry_run: bool, settings: Settings) -> Outcome:
+    loop = asyncio.get_running_loop()
+    ib = IB()
+    outcome = Outcome(status='error', gateway={'host': settings.gateway_host, 'port': settings.gateway_port,
+                                               'clientId': None, 'serverVersion': None})
+    session = None
+    intent_started = None
+    deadline = asyncio.timeout(settings.deadline_seconds)
+    with contextlib.ExitStack() as labels:
+        try:
+            async with deadline:
+                session = await open_session(ib, settings, readonly=intent_cls.readonly,
+                                             deadline=loop.time() + settings.deadline_seconds)
+                labels.enter_context(bind(clientId=session.client_id))
+                outcome.account, outcome.gateway = session.account, session.gateway()
+                outcome.connect_ms = round(session.connect_ms, 1)
+                intent = intent_cls(session, params, dry_run=dry_run)
+                intent_started = time.perf_counter()
+                output = await _until_disconnected(ib, intent.run())
+                outcome.intent_ms = _ms_since(intent_started)
+                _apply(outcome, output)
+        except Exception as exc:
+            if isinstance(exc, (IntentRejected, SessionRejected)):
+                outcome.status = 'rejected'
+            outcome.error = _describe_failure(exc, intent_cls, settings, deadline.expired(),
+                                              intent_started is not None)
+        finally:
+            if session is not None:
+                close_session(session)
+            else:
+                disconnect(ib)
+            await asyncio.sleep(0)   # let the transport finish closing its socket inside this loop
+    if intent_started is not None and outcome.intent_ms is None:
+        outcome.intent_ms = _ms_since(intent_started)
+    return outcome
+
+
+def _describe_failure(exc: Exception, intent_cls: type[Intent], settings: Settings, deadline_hit: bool,
+                      intent_started: bool) -> dict:
+    """The result document's `error` for an exception, logged at a severity that fits it."""
+    if deadline_hit:
+        # Nothing was done before the intent started, so a retry is safe; after that only for read-only ones.
+        log.warning('%s hit its deadline of %gs', intent_cls.name, settings.deadline_seconds)
+        return _error('DeadlineExceeded', f'{intent_cls.name} did not finish within {settings.deadline_seconds:g}s',
+                      retryable=not intent_started or intent_cls.readonly)
+    if isinstance(exc, (IntentRejected, SessionRejected, ConfigError)):
+        log.warning('%s refused: %s', intent_cls.name, exc)
+        return _error(type(exc).__name__, str(exc), retryable=False)
+    retryable = getattr(exc, 'retryable', None)
+    if retryable is None:
+        retryable = isinstance(exc, ConnectionError) or (isinstance(exc, TimeoutError) and intent_cls.readonly)
+    if retryable:
+        log.warning('%s failed: %s: %s', intent_cls.name, type(exc).__name__, exc)
+    else:
+        log.exception('%s failed', intent_cls.name)
+    return _error(type(exc).__name__, str(exc) or type(exc).__name__, retryable=bool(retryable))
+
+
+async def _until_disconnected(ib: IB, work) -> IntentOutput:
+    """Await `work`, but fail at once if the gateway drops the connection meanwhile."""
+    task = asyncio.ensure_future(work)
+    dropped = asyncio.get_running_loop().create_future()
+
+    def on_disconnect() -> None:
+        if not dropped.done():
+            dropped.set_result(None)
+
+    ib.disconnectedEvent += on_disconnect
+    try:
+        await asyncio.wait({task, dropped}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        raise GatewayDisconnected('the gateway closed the connection during the intent')
+    finally:
+        ib.disconnectedEvent -= on_disconnect
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+def _apply(outcome: Outcome, output: IntentOutput) -> None:
+    outcome.status = output.status
+    outcome.result = dict(output.result)
+    if output.status == 'rejected':
+        outcome.error = _error('IntentRejected', output.reason or 'rejected', retryable=False)
+    elif output.reason:
+        outcome.result['reason'] = output.reason
+
+
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+
+def _error(kind: str, message: str, *, retryable: bool) -> dict:
+    return {'type': kind, 'message': message, 'retryable': retryable}
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)

@@ -1,0 +1,1 @@
+"""Intents: the jobs a message can ask for. Look them up through intents.registry."""

@@ -1,0 +1,113 @@
+"""The `summary` intent: account values, positions with PnL, open orders and today's executions."""
+from __future__ import annotations
+
+import asyncio
+import math
+
+from intents.base import Intent, IntentOutput, IntentParams, IntentRejected
+from lib.ibapi import AccountValue, Contract, ExecutionFilter, Fill, PortfolioItem, Position, Trade
+
+UNSET_DOUBLE = 1.7976931348623157e308   # IB's "no value" for doubles
+
+
+class SummaryParams(IntentParams):
+    account: str | None = None
+    """Another managed account to summarise instead of the session's."""
+
+
+class Summary(Intent):
+    """Everything about one account in one read-only pass, requested concurrently."""
+
+    name = 'summary'
+    readonly = True
+    Params = SummaryParams
+
+    async def run(self) -> IntentOutput:
+        ib = self.ib
+        account = self.params.account or self.session.account
+        if account not in self.session.managed_accounts:
+            raise IntentRejected(f'account {account} is not managed by this gateway')
+        requests = [
+            ib.accountSummaryAsync(account),
+            ib.reqPositionsAsync(),
+            ib.reqAllOpenOrdersAsync(),
+            ib.reqExecutionsAsync(ExecutionFilter(acctCode=account)),
+        ]
+        if account != self.session.account:
+            # the connect only subscribed the session's account to values and portfolio
+            requests.append(ib.reqAccountUpdatesAsync(account))
+        summary, positions, trades, fills, *_ = await asyncio.gather(*requests)
+        # ib_insync attaches commission reports to the Fill it saw first (the connect already asked for
+        # executions), not to the copy a repeated reqExecutions returns.
+        known_fills = {f.execution.execId: f for f in ib.fills()}
+        fills = [known_fills.get(f.execution.execId, f) for f in fills]
+        return IntentOutput(result={
+            'account': account,
+            'accountValues': account_values(ib.accountValues(account)),
+            'summary': account_values(summary),
+            'positions': [position(p) for p in positions if p.account == account],
+            'portfolio': [portfolio_item(p) for p in ib.portfolio(account)],
+            'openOrders': [open_order(t) for t in trades if t.order.account in ('', account)],
+            'executions': [execution(f) for f in fills if f.execution.acctNumber == account],
+        })
+
+
+def account_values(values: list[AccountValue]) -> dict[str, dict[str, float | str]]:
+    """{tag: {currency: value}}; numbers become floats, the currency is '' where IB gives none."""
+    table: dict[str, dict[str, float | str]] = {}
+    for value in values:
+        table.setdefault(value.tag, {})[value.currency] = _number_or_text(value.value)
+    return table
+
+
+def contract(c: Contract) -> dict:
+    data = {'conId': c.conId, 'symbol': c.symbol, 'secType': c.secType, 'exchange': c.exchange or c.primaryExchange,
+            'currency': c.currency, 'localSymbol': c.localSymbol}
+    if c.lastTradeDateOrContractMonth:
+        data['lastTradeDateOrContractMonth'] = c.lastTradeDateOrContractMonth
+    if c.multiplier:
+        data['multiplier'] = c.multiplier
+    return data
+
+
+def position(p: Position) -> dict:
+    return {'account': p.account, 'contract': contract(p.contract), 'position': p.position,
+            'avgCost': _number(p.avgCost)}
+
+
+def portfolio_item(p: PortfolioItem) -> dict:
+    return {'contract': contract(p.contract), 'position': p.position, 'marketPrice': _number(p.marketPrice),
+            'marketValue': _number(p.marketValue), 'averageCost': _number(p.averageCost),
+            'unrealizedPNL': _number(p.unrealizedPNL), 'realizedPNL': _number(p.realizedPNL)}
+
+
+def open_order(t: Trade) -> dict:
+    o, s = t.order, t.orderStatus
+    return {'orderId': o.orderId, 'permId': o.permId, 'clientId': o.clientId, 'account': o.account,
+            'contract': contract(t.contract), 'action': o.action, 'totalQuantity': o.totalQuantity,
+            'orderType': o.orderType, 'lmtPrice': _number(o.lmtPrice), 'auxPrice': _number(o.auxPrice),
+            'tif': o.tif, 'orderRef': o.orderRef, 'status': s.status, 'filled': s.filled,
+            'remaining': s.remaining, 'avgFillPrice': _number(s.avgFillPrice)}
+
+
+def execution(f: Fill) -> dict:
+    e, c = f.execution, f.commissionReport
+    return {'execId': e.execId, 'time': f.time.isoformat() if f.time else None, 'account': e.acctNumber,
+            'contract': contract(f.contract), 'side': e.side, 'shares': e.shares, 'price': e.price,
+            'orderId': e.orderId, 'permId': e.permId, 'clientId': e.clientId, 'orderRef': e.orderRef,
+            'commission': _number(c.commission) if c.execId else None,
+            'commissionCurrency': c.currency or None, 'realizedPNL': _number(c.realizedPNL) if c.execId else None}
+
+
+def _number(value: float | None) -> float | None:
+    """IB marks missing doubles with NaN or DBL_MAX; JSON gets null instead."""
+    if value is None or math.isnan(value) or math.isinf(value) or value >= UNSET_DOUBLE:
+        return None
+    return value
+
+
+def _number_or_text(raw: str) -> float | str:
+    try:
+        return _number(float(raw)) if raw != '' else raw
+    except ValueError:
+        return raw

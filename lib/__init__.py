@@ -1,0 +1,1 @@
+"""Shared runtime pieces: settings, the gateway session, client ids, logging."""

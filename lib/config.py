@@ -1,0 +1,111 @@
+"""Runtime settings read from environment variables, validated once per invocation."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Mapping, TypeVar
+
+T = TypeVar('T')
+
+TRADING_MODES = ('paper', 'live')
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything an invocation needs to know about its environment."""
+
+    gateway_host: str | None = None
+    gateway_port: int = 4002
+    client_id_min: int = 100
+    client_id_max: int = 999
+    connect_timeout: float = 4.0
+    connect_attempts: int = 3
+    account: str | None = None
+    trading_mode: str = 'paper'
+    allow_live: bool = False
+    deadline_seconds: float = 60.0
+    results_topic: str | None = None
+    project: str | None = None
+    publish_timeout: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `env` (default: os.environ); raise ConfigError naming the bad variable."""
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = env.get(name, '').strip()
+            return value or None
+
+        def parse(name: str, convert: Callable[[str], T], default: T) -> T:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                return convert(raw)
+            except ValueError as exc:
+                raise ConfigError(f'{name}={raw!r} is invalid: {exc}') from None
+
+        low, high = parse('IB_CLIENT_ID_RANGE', _client_id_range, (cls.client_id_min, cls.client_id_max))
+        trading_mode = (get('TRADING_MODE') or cls.trading_mode).lower()
+        if trading_mode not in TRADING_MODES:
+            raise ConfigError(f'TRADING_MODE={trading_mode!r} is invalid: expected one of {", ".join(TRADING_MODES)}')
+        return cls(
+            gateway_host=get('IB_GATEWAY_HOST'),
+            gateway_port=parse('IB_GATEWAY_PORT', _port, cls.gateway_port),
+            client_id_min=low,
+            client_id_max=high,
+            connect_timeout=parse('IB_CONNECT_TIMEOUT', _positive_float, cls.connect_timeout),
+            connect_attempts=parse('IB_CONNECT_ATTEMPTS', _positive_int, cls.connect_attempts),
+            account=get('IB_ACCOUNT'),
+            trading_mode=trading_mode,
+            allow_live=parse('ALLOW_LIVE_TRADING', _boolean, cls.allow_live),
+            deadline_seconds=parse('INTENT_DEADLINE_SECONDS', _positive_float, cls.deadline_seconds),
+            results_topic=get('RESULTS_TOPIC'),
+            project=get('GOOGLE_CLOUD_PROJECT'),
+            publish_timeout=parse('PUBLISH_TIMEOUT_SECONDS', _positive_float, cls.publish_timeout),
+        )
+
+
+def _port(raw: str) -> int:
+    port = int(raw)
+    if not 1 <= port <= 65535:
+        raise ValueError('expected a TCP port 1-65535')
+    return port
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError('expected an integer >= 1')
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0 or value == float('inf'):
+        raise ValueError('expected a positive number of seconds')
+    return value
+
+
+def _boolean(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ('1', 'true', 'yes', 'on'):
+        return True
+    if lowered in ('0', 'false', 'no', 'off'):
+        return False
+    raise ValueError('expected true or false')
+
+
+def _client_id_range(raw: str) -> tuple[int, int]:
+    parts = raw.split('-')
+    if len(parts) != 2:
+        raise ValueError('expected LOW-HIGH, e.g. 100-999')
+    low, high = int(parts[0]), int(parts[1])
+    if not 1 <= low <= high <= 2**31 - 1:
+        raise ValueError('expected 1 <= LOW <= HIGH')
+    return low, high

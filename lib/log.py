@@ -1,0 +1,166 @@
+"""Logging: JSON lines Cloud Logging understands, labels bound per run, secrets masked.
+
+One JSON object per line: ``severity``, ``message``, ``time`` and the labels bound with `bind`
+under ``logging.googleapis.com/labels``. On a terminal the same records read as plain text.
+Values of environment variables whose names look secret are masked in every line written.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json as jsonlib
+import logging
+import os
+import sys
+import threading
+import traceback
+from datetime import datetime, timezone
+from typing import Iterator, Mapping, TextIO
+
+LABELS_KEY = 'logging.googleapis.com/labels'
+SECRET_NAME_PARTS = ('PASSWORD', 'SECRET', 'TOKEN', 'KEY', 'CREDENTIAL')
+MASK = '***'
+# Shorter values would mask ordinary words and digits everywhere; no real secret is that short.
+MIN_SECRET_LENGTH = 4
+
+_labels: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar('log_labels', default={})
+_configure_lock = threading.RLock()
+
+
+def get_logger(name: str) -> logging.Logger:
+    """The logger for a module; records carry the labels bound where they are emitted."""
+    return logging.getLogger(name)
+
+
+@contextlib.contextmanager
+def bind(**labels: object) -> Iterator[None]:
+    """Add labels (runId, intent, messageId, clientId, ...) to every record logged inside the block.
+
+    Labels live in a context variable, so they follow `contextvars.copy_context()` into threads.
+    None values are left out.
+    """
+    merged = {**_labels.get(), **{k: str(v) for k, v in labels.items() if v is not None}}
+    token = _labels.set(merged)
+    try:
+        yield
+    finally:
+        _labels.reset(token)
+
+
+def current_labels() -> dict[str, str]:
+    """The labels bound in the current context."""
+    return dict(_labels.get())
+
+
+def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Values of environment variables whose names contain PASSWORD, SECRET, TOKEN, KEY or CREDENTIAL."""
+    env = os.environ if environ is None else environ
+    found = {value for name, value in env.items()
+             if any(part in name.upper() for part in SECRET_NAME_PARTS) and len(value) >= MIN_SECRET_LENGTH}
+    return sorted(found, key=len, reverse=True)   # longest first, so a secret containing another is masked whole
+
+
+def redact(text: str) -> str:
+    """Mask every secret value found in the environment (read now, so late-set secrets count too)."""
+    for value in secret_values():
+        if value in text:
+            text = text.replace(value, MASK)
+    return text
+
+
+class _LabelFilter(logging.Filter):
+    """Copies the bound labels onto each record in the thread that emits it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        explicit = getattr(record, 'labels', None) or {}
+        record.labels = {**_labels.get(), **{k: str(v) for k, v in explicit.items() if v is not None}}
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One Cloud Logging structured entry per record; `extra={'fields': {...}}` adds payload keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message = f'{message}\n{"".join(traceback.format_exception(*record.exc_info)).rstrip()}'
+        entry: dict[str, object] = dict(getattr(record, 'fields', None) or {})
+        entry.update({
+            'severity': record.levelname,
+            'message': message,
+            'time': _iso(record.created),
+            'logger': record.name,
+            LABELS_KEY: getattr(record, 'labels', {}),
+            'logging.googleapis.com/sourceLocation': {
+                'file': record.pathname, 'line': str(record.lineno), 'function': record.funcName},
+        })
+        return jsonlib.dumps(entry, default=str, separators=(',', ':'))
+
+
+class TextFormatter(logging.Formatter):
+    """A line a person reads: time, severity, message, labels, extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [_iso(record.created)[11:23], f'{record.levelname:<7}', record.getMessage()]
+        labels = getattr(record, 'labels', {})
+        if labels:
+            parts.append(' '.join(f'{k}={v}' for k, v in labels.items()))
+        fields = getattr(record, 'fields', None)
+        if fields:
+            parts.append(jsonlib.dumps(fields, default=str, separators=(',', ':')))
+        line = '  '.join(parts)
+        if record.exc_info:
+            line = f'{line}\n{"".join(traceback.format_exception(*record.exc_info)).rstrip()}'
+        return line
+
+
+class _RedactingHandler(logging.Handler):
+    """Writes formatted, redacted records to a stream; without one, to whatever sys.stdout is now."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        super().__init__()
+        self._stream = stream
+        self.addFilter(_LabelFilter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = self._stream or sys.stdout
+            stream.write(redact(self.format(record)) + '\n')
+            stream.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def configure(json: bool | None = None, stream: TextIO | None = None, level: str | None = None) -> None:
+    """Route all logging through one redacting handler on the root logger.
+
+    json None: JSON unless the stream is a terminal. stream None: sys.stdout at the time of each
+    write. level: LOG_LEVEL from the environment, default INFO. Calling it again replaces the
+    previous setup instead of adding a second handler.
+    """
+    with _configure_lock:
+        root = logging.getLogger()
+        for existing in [h for h in root.handlers if isinstance(h, _RedactingHandler)]:
+            root.removeHandler(existing)
+        handler = _RedactingHandler(stream)
+        target = stream or sys.stdout
+        use_json = json if json is not None else not _is_tty(target)
+        handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
+        root.addHandler(handler)
+        root.setLevel((level or os.environ.get('LOG_LEVEL') or 'INFO').upper())
+
+
+def ensure_configured() -> None:
+    """Configure with the defaults unless `configure` already ran in this process."""
+    with _configure_lock:
+        if not any(isinstance(h, _RedactingHandler) for h in logging.getLogger().handlers):
+            configure()
+
+
+def _is_tty(stream: TextIO) -> bool:
+    isatty = getattr(stream, 'isatty', None)
+    return bool(isatty and isatty())
+
+
+def _iso(created: float) -> str:
+    return datetime.fromtimestamp(created, timezone.utc).isoformat(timespec='microseconds').replace('+00:00', 'Z')

@@ -1,0 +1,91 @@
+"""Shared fixtures: the Pub/Sub emulator, functions-framework servers, and a simulated gateway."""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from tests.emulators import FunctionServer, PubSub, PubSubEmulator
+
+EMULATOR_ENV = 'PUBSUB_EMULATOR_HOST'
+
+
+@pytest.fixture(scope='session')
+def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSubEmulator]:
+    """The Pub/Sub emulator: the one PUBSUB_EMULATOR_HOST names, else one started for the session.
+
+    Without gcloud the tests that need it are skipped, except under CI=true where that is a failure.
+    """
+    given = os.environ.get(EMULATOR_ENV)
+    if given:
+        emulator = PubSubEmulator(given)
+        emulator.wait_ready()
+        yield emulator
+        return
+    if shutil.which('gcloud') is None:
+        reason = 'gcloud is not installed, so the Pub/Sub emulator cannot start (and PUBSUB_EMULATOR_HOST is unset)'
+        if os.environ.get('CI') == 'true':
+            pytest.fail(reason)
+        pytest.skip(reason)
+    emulator = PubSubEmulator.start(tmp_path_factory.mktemp('pubsub'))
+    os.environ[EMULATOR_ENV] = emulator.host
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+        os.environ.pop(EMULATOR_ENV, None)
+
+
+@pytest.fixture
+def pubsub(pubsub_emulator: PubSubEmulator, request: pytest.FixtureRequest) -> Iterator[PubSub]:
+    """Topics and subscriptions with names unique to this test, deleted afterwards."""
+    helper = PubSub(pubsub_emulator, prefix=_unique_prefix(request.node.name))
+    try:
+        yield helper
+    finally:
+        helper.cleanup()
+
+
+@pytest.fixture(scope='module')
+def module_pubsub(pubsub_emulator: PubSubEmulator, request: pytest.FixtureRequest) -> Iterator[PubSub]:
+    """Like `pubsub`, shared by the tests of one module."""
+    helper = PubSub(pubsub_emulator, prefix=_unique_prefix(request.module.__name__.rsplit('.', 1)[-1]))
+    try:
+        yield helper
+    finally:
+        helper.cleanup()
+
+
+@pytest.fixture
+def simulator() -> Iterator[object]:
+    """A simulated IB Gateway serving on 127.0.0.1 for one test."""
+    from simulator import Simulator
+
+    with Simulator() as sim:
+        yield sim
+
+
+@pytest.fixture
+def start_function_server(tmp_path: Path) -> Iterator[Callable[..., FunctionServer]]:
+    """Start functions-framework servers for the test (env as keyword args); all stopped afterwards."""
+    servers: list[FunctionServer] = []
+
+    def start(**env: str) -> FunctionServer:
+        server = FunctionServer.start({k: str(v) for k, v in env.items()}, tmp_path)
+        servers.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def _unique_prefix(name: str) -> str:
+    cleaned = ''.join(ch if ch.isalnum() else '-' for ch in name.lower()).strip('-')[:30]
+    return f't-{cleaned}-{uuid.uuid4().hex[:6]}'
