@@ -1,0 +1,165 @@
+"""The state store: run claims and results, strategy targets, the fills ledger, dynamic settings.
+
+Two backends behave the same (one shared test suite): SQLite, the embedded default for local runs,
+and Firestore for the cloud. `open_store()` picks one from the environment:
+
+| variable | default | meaning |
+|---|---|---|
+| STORE_BACKEND | sqlite | `sqlite` or `firestore` |
+| SQLITE_PATH | ./.local/state.sqlite3 | the SQLite file (its folder is created on first use) |
+| GOOGLE_CLOUD_PROJECT | (required for firestore) | the Firestore project |
+| FIRESTORE_DATABASE | (default) | the Firestore database id |
+| FIRESTORE_EMULATOR_HOST | unset | host:port of a Firestore emulator (no credentials then) |
+| STORE_TIMEOUT_SECONDS | 10 | how long one store operation may take before it counts as unavailable |
+
+Every failure of the backend (unreachable, timeout, permission, corrupt file) raises StoreUnavailable;
+callers that place orders treat it as "no": they fail closed. Timestamps are tz-aware UTC datetimes.
+Nothing here does I/O before the first store operation.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Mapping, Protocol
+
+from lib.config import ConfigError
+
+__all__ = [
+    'BACKENDS', 'Claim', 'ClaimRecord', 'Store', 'StoreUnavailable', 'open_store',
+]
+
+BACKENDS = ('sqlite', 'firestore')
+DEFAULT_SQLITE_PATH = './.local/state.sqlite3'
+DEFAULT_FIRESTORE_DATABASE = '(default)'
+DEFAULT_TIMEOUT_SECONDS = 10.0
+
+ClaimOutcome = Literal['new', 'taken_over', 'finished', 'running']
+
+
+class StoreUnavailable(Exception):
+    """The store could not be read or written (unreachable, timed out, refused, broken)."""
+
+
+@dataclass
+class ClaimRecord:
+    """The stored state of one idempotency key."""
+
+    key: str
+    run_id: str                 # the run that holds (or finished) the key
+    status: str                 # 'running' | 'finished'
+    lease_until: datetime
+    attempt: int                # 1 for the first run, +1 for each takeover
+    created_at: datetime
+    result: dict | None
+
+
+@dataclass
+class Claim:
+    """The answer to claim(): what happened and the record as it stands after the claim.
+
+    outcome 'new': we hold the key. 'taken_over': the previous lease had expired; we hold it now
+    (record.attempt counts the takeovers). 'finished': someone finished it; record.result is theirs.
+    'running': someone else holds a valid lease.
+    """
+
+    outcome: ClaimOutcome
+    record: ClaimRecord
+
+    @property
+    def held(self) -> bool:
+        """True when the caller now holds the key and may do the work."""
+        return self.outcome in ('new', 'taken_over')
+
+
+class Store(Protocol):
+    """What every backend offers. All methods raise StoreUnavailable when the backend fails."""
+
+    def claim(self, key: str, run_id: str, lease_seconds: float, now: datetime) -> Claim:
+        """Atomically claim `key` for `run_id` with a lease of lease_seconds from now."""
+
+    def finish(self, key: str, run_id: str, result: dict, now: datetime) -> bool:
+        """Mark the key finished with `result` and end the lease; False if run_id no longer holds it.
+
+        Repeating a finish with the same result returns True again (a retried call is safe).
+        """
+
+    def get_claim(self, key: str) -> ClaimRecord | None:
+        """The stored claim of `key`, or None."""
+
+    def get_targets(self, strategy: str) -> dict | None:
+        """{"targets": {key: weight}, "updatedAt": ISO 8601 UTC, "runId": str} or None."""
+
+    def put_targets(self, strategy: str, targets: dict[str, float], run_id: str, now: datetime) -> None:
+        """Replace the strategy's last targets."""
+
+    def record_fill(self, fill: dict) -> bool:
+        """Add a fill to the ledger, keyed by fill["execId"]; False when it was already there."""
+
+    def fills(self, *, since: datetime | None = None, strategy: str | None = None) -> list[dict]:
+        """Recorded fills with time >= since serving `strategy`, oldest first."""
+
+    def get_settings(self) -> dict:
+        """The dynamic settings (kill switch, limits, exposures); {} when none were stored."""
+
+    def put_settings(self, values: dict) -> None:
+        """Merge values into the settings: each top-level key given replaces the stored one."""
+
+    def close(self) -> None:
+        """Release connections; the store reconnects if used again."""
+
+
+def open_store(env: Mapping[str, str] | None = None) -> Store:
+    """The process's store for the configuration in env (default os.environ), created on first use."""
+    env = os.environ if env is None else env
+    config = _store_config(env)
+    with _STORES_LOCK:
+        store = _STORES.get(config)
+        if store is None:
+            store = _STORES[config] = _create(config)
+        return store
+
+
+_STORES: dict[tuple, Store] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def _store_config(env: Mapping[str, str]) -> tuple:
+    def get(name: str) -> str | None:
+        value = env.get(name, '').strip()
+        return value or None
+
+    backend = (get('STORE_BACKEND') or 'sqlite').lower()
+    raw_timeout = get('STORE_TIMEOUT_SECONDS')
+    timeout = DEFAULT_TIMEOUT_SECONDS
+    if raw_timeout is not None:
+        try:
+            timeout = float(raw_timeout)
+        except ValueError:
+            timeout = math.nan
+        if not 0 < timeout < math.inf:
+            raise ConfigError(f'STORE_TIMEOUT_SECONDS={raw_timeout!r} is invalid: '
+                              'expected a positive number of seconds')
+    if backend == 'sqlite':
+        return ('sqlite', os.path.abspath(get('SQLITE_PATH') or DEFAULT_SQLITE_PATH), timeout)
+    if backend == 'firestore':
+        project = get('GOOGLE_CLOUD_PROJECT')
+        if project is None:
+            raise ConfigError('GOOGLE_CLOUD_PROJECT is required when STORE_BACKEND=firestore')
+        return ('firestore', project, get('FIRESTORE_DATABASE') or DEFAULT_FIRESTORE_DATABASE,
+                get('FIRESTORE_EMULATOR_HOST'), timeout)
+    raise ConfigError(f'STORE_BACKEND={backend!r} is invalid: expected one of {", ".join(BACKENDS)}')
+
+
+def _create(config: tuple) -> Store:
+    if config[0] == 'sqlite':
+        from lib.store.sqlite import SqliteStore
+
+        _, path, timeout = config
+        return SqliteStore(path, timeout=timeout)
+    from lib.store.firestore import FirestoreStore
+
+    _, project, database, emulator_host, timeout = config
+    return FirestoreStore(project, database=database, emulator_host=emulator_host, timeout=timeout)

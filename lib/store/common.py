@@ -1,0 +1,105 @@
+"""Rules both store backends share: UTC times, claim decisions, and what may be stored."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal, Mapping
+
+from lib.store import ClaimRecord
+
+
+def utc(moment: datetime, name: str = 'now') -> datetime:
+    """`moment` in UTC; naive datetimes are refused because their zone is a guess."""
+    if not isinstance(moment, datetime) or moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f'{name} must be a timezone-aware datetime, got {moment!r}')
+    return moment.astimezone(timezone.utc)
+
+
+def iso(moment: datetime) -> str:
+    """ISO 8601 in UTC with a trailing Z, as every timestamp in results."""
+    return utc(moment).isoformat().replace('+00:00', 'Z')
+
+
+def lease_end(now: datetime, lease_seconds: float) -> datetime:
+    """When a lease taken at `now` expires."""
+    if not 0 < lease_seconds < math.inf:
+        raise ValueError(f'lease_seconds must be a positive number, got {lease_seconds!r}')
+    return utc(now) + timedelta(seconds=lease_seconds)
+
+
+def existing_outcome(record: ClaimRecord, now: datetime,
+                     run_id: str) -> Literal['new', 'taken_over', 'finished', 'running', 'expired']:
+    """How a claim by run_id meets an existing record; 'expired' means the caller may take it over.
+
+    The run that already holds a valid lease gets its own outcome back ('new' or 'taken_over'), so a
+    claim whose reply was lost can be repeated.
+    """
+    if record.status == 'finished':
+        return 'finished'
+    if record.lease_until <= utc(now):
+        return 'expired'
+    if record.run_id == run_id:
+        return 'new' if record.attempt == 1 else 'taken_over'
+    return 'running'
+
+
+def to_json(value: Any, what: str) -> str:
+    """Strict JSON text of value (no NaN or infinity); TypeError/ValueError names `what`."""
+    try:
+        return json.dumps(value, allow_nan=False, sort_keys=True, separators=(',', ':'))
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f'{what} is not JSON-serialisable: {exc}') from None
+
+
+def clean_targets(targets: Mapping[str, float]) -> dict[str, float]:
+    """Targets as {str: finite float}; anything else is a ValueError naming the key."""
+    cleaned: dict[str, float] = {}
+    for key, weight in targets.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f'target keys must be non-empty strings, got {key!r}')
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+            raise ValueError(f'target {key!r} must be a finite number, got {weight!r}')
+        cleaned[key] = float(weight)
+    return cleaned
+
+
+def clean_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings keyed by non-empty strings; Firestore reserves names like __name__, so they are refused."""
+    for name in values:
+        if not isinstance(name, str) or not name or (name.startswith('__') and name.endswith('__')):
+            raise ValueError(f'setting names must be non-empty strings not of the form __x__, got {name!r}')
+    return dict(values)
+
+
+@dataclass(frozen=True)
+class FillEntry:
+    """A fill as the ledger indexes it: its id, time and the strategies it serves, plus the JSON text."""
+
+    exec_id: str
+    time: datetime
+    strategies: tuple[str, ...]
+    text: str
+
+
+def fill_entry(fill: Mapping[str, Any]) -> FillEntry:
+    """Validate a fill for the ledger.
+
+    A fill is a JSON-able dict with at least `execId` (str) and `time` (ISO 8601 with a zone);
+    `strategies` (a list of names, or a dict keyed by name, e.g. name -> quantity) says whom it serves.
+    """
+    exec_id = fill.get('execId')
+    if not isinstance(exec_id, str) or not exec_id:
+        raise ValueError(f'fill needs a non-empty string execId, got {exec_id!r}')
+    raw_time = fill.get('time')
+    try:
+        moment = datetime.fromisoformat(raw_time) if isinstance(raw_time, str) else None
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ValueError(f'fill {exec_id}: time must be an ISO 8601 string with a zone, got {raw_time!r}')
+    strategies = fill.get('strategies') or ()
+    if not isinstance(strategies, (list, tuple, dict)) or not all(isinstance(name, str) for name in strategies):
+        raise ValueError(f'fill {exec_id}: strategies must be a list of names or a dict keyed by name')
+    return FillEntry(exec_id, utc(moment), tuple(sorted(set(strategies))), to_json(dict(fill), f'fill {exec_id}'))

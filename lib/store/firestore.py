@@ -1,0 +1,224 @@
+"""The Firestore store.
+
+Layout (document ids of runs, targets and fills are the sha256 hex of the key, because keys may hold
+'/' and other characters Firestore ids cannot; the original is kept in a field):
+
+- `runs/{sha256(key)}`: key, runId, status ('running' | 'finished'), leaseUntil, attempt, createdAt,
+  result (JSON text, or null while running);
+- `targets/{sha256(strategy)}`: strategy, targets (map key -> weight), updatedAt, runId;
+- `fills/{sha256(execId)}`: execId, time, strategies (array of names), fill (the fill as JSON text);
+- `settings/trading`: the dynamic settings as plain fields (tradingEnabled, exposure, limits, ...),
+  meant to be edited in the console.
+
+A claim is a `create` (fails if the document exists). Taking over an expired lease and finishing are
+updates conditional on the document's update time as read, so of two concurrent writers one wins and
+the other re-reads. Every call has the store's timeout, so an unreachable database fails fast.
+Paper and live deployments must not share a database (use FIRESTORE_DATABASE or another project).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+from google.api_core import exceptions as gexc
+from google.api_core import retry as gretry
+from google.auth import exceptions as auth_exceptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.field_path import FieldPath
+
+from lib.store import Claim, ClaimRecord, StoreUnavailable
+from lib.store.common import (
+    clean_settings, clean_targets, existing_outcome, fill_entry, iso, lease_end, to_json, utc,
+)
+
+SETTINGS_DOCUMENT = ('settings', 'trading')
+CONDITIONAL_WRITE_ATTEMPTS = 20
+
+
+class FirestoreStore:
+    """The Store on a Firestore database; the client is created on first use."""
+
+    def __init__(self, project: str, *, database: str = '(default)', emulator_host: str | None = None,
+                 timeout: float = 10.0):
+        self.project = project
+        self.database = database
+        self.emulator_host = emulator_host
+        self.timeout = timeout
+        self._retry = gretry.Retry(predicate=gretry.if_transient_error, initial=0.1, maximum=1.0,
+                                   multiplier=2.0, timeout=timeout)
+        self._lock = threading.Lock()
+        self._client: firestore.Client | None = None
+
+    def claim(self, key: str, run_id: str, lease_seconds: float, now: datetime) -> Claim:
+        now = utc(now)
+        lease_until = lease_end(now, lease_seconds)
+        fresh = ClaimRecord(key, run_id, 'running', lease_until, 1, now, None)
+        with self._unavailable_on_error():
+            ref = self._doc('runs', key)
+            for _ in range(CONDITIONAL_WRITE_ATTEMPTS):
+                try:
+                    ref.create(_claim_fields(fresh), **self._call())
+                    return Claim('new', fresh)
+                except gexc.AlreadyExists:
+                    pass
+                snapshot = ref.get(**self._call())
+                if not snapshot.exists:     # deleted by hand since our create failed: create again
+                    continue
+                record = _claim_record(snapshot.to_dict())
+                outcome = existing_outcome(record, now, run_id)
+                if outcome != 'expired':
+                    return Claim(outcome, record)
+                taken = replace(record, run_id=run_id, lease_until=lease_until, attempt=record.attempt + 1)
+                if self._update_unchanged(ref, snapshot, {'runId': run_id, 'leaseUntil': lease_until,
+                                                          'attempt': taken.attempt}):
+                    return Claim('taken_over', taken)
+        raise StoreUnavailable(f'Firestore {self.project}/{self.database}: claim of {key!r} kept changing under us')
+
+    def finish(self, key: str, run_id: str, result: dict, now: datetime) -> bool:
+        text = to_json(result, 'result')
+        now = utc(now)
+        with self._unavailable_on_error():
+            ref = self._doc('runs', key)
+            for _ in range(CONDITIONAL_WRITE_ATTEMPTS):
+                snapshot = ref.get(**self._call())
+                fields = snapshot.to_dict() if snapshot.exists else {}
+                if fields.get('runId') != run_id or fields.get('status') != 'running':
+                    return _finished_with(fields, run_id, text)
+                if self._update_unchanged(ref, snapshot, {'status': 'finished', 'result': text, 'leaseUntil': now}):
+                    return True
+        raise StoreUnavailable(f'Firestore {self.project}/{self.database}: claim of {key!r} kept changing under us')
+
+    def get_claim(self, key: str) -> ClaimRecord | None:
+        with self._unavailable_on_error():
+            snapshot = self._doc('runs', key).get(**self._call())
+        return _claim_record(snapshot.to_dict()) if snapshot.exists else None
+
+    def get_targets(self, strategy: str) -> dict | None:
+        with self._unavailable_on_error():
+            snapshot = self._doc('targets', strategy).get(**self._call())
+        if not snapshot.exists:
+            return None
+        fields = snapshot.to_dict()
+        return {'targets': {key: float(weight) for key, weight in fields['targets'].items()},
+                'updatedAt': iso(fields['updatedAt']), 'runId': fields['runId']}
+
+    def put_targets(self, strategy: str, targets: dict[str, float], run_id: str, now: datetime) -> None:
+        fields = {'strategy': strategy, 'targets': clean_targets(targets), 'updatedAt': utc(now), 'runId': run_id}
+        with self._unavailable_on_error():
+            self._doc('targets', strategy).set(fields, **self._call())
+
+    def record_fill(self, fill: dict) -> bool:
+        entry = fill_entry(fill)
+        fields = {'execId': entry.exec_id, 'time': entry.time, 'strategies': list(entry.strategies),
+                  'fill': entry.text}
+        with self._unavailable_on_error():
+            try:
+                self._doc('fills', entry.exec_id).create(fields, **self._call())
+            except gexc.AlreadyExists:
+                return False
+        return True
+
+    def fills(self, *, since: datetime | None = None, strategy: str | None = None) -> list[dict]:
+        # One filter on the server keeps to single-field indexes (no composite index to deploy);
+        # when both are given the time range is the server's and the strategy is checked here.
+        with self._unavailable_on_error():
+            query = self._client_or_connect().collection('fills')
+            if since is not None:
+                query = query.where(filter=FieldFilter('time', '>=', utc(since, 'since')))
+            elif strategy is not None:
+                query = query.where(filter=FieldFilter('strategies', 'array_contains', strategy))
+            documents = [snapshot.to_dict() for snapshot in query.stream(**self._call())]
+        if strategy is not None:
+            documents = [fields for fields in documents if strategy in fields['strategies']]
+        documents.sort(key=lambda fields: (fields['time'], fields['execId']))
+        return [json.loads(fields['fill']) for fields in documents]
+
+    def get_settings(self) -> dict:
+        with self._unavailable_on_error():
+            snapshot = self._client_or_connect().document(*SETTINGS_DOCUMENT).get(**self._call())
+        return snapshot.to_dict() if snapshot.exists else {}
+
+    def put_settings(self, values: dict) -> None:
+        values = clean_settings(values)
+        for name, value in values.items():
+            to_json(value, f'setting {name}')
+        if not values:
+            return
+        with self._unavailable_on_error():
+            # Naming each top-level field replaces its value whole; merge=True would merge nested maps.
+            self._client_or_connect().document(*SETTINGS_DOCUMENT).set(
+                values, merge=[FieldPath(name) for name in values], **self._call())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def _call(self) -> dict[str, Any]:
+        return {'retry': self._retry, 'timeout': self.timeout}
+
+    def _doc(self, collection: str, key: str) -> firestore.DocumentReference:
+        return self._client_or_connect().collection(collection).document(hashlib.sha256(key.encode()).hexdigest())
+
+    def _update_unchanged(self, ref: firestore.DocumentReference, snapshot: firestore.DocumentSnapshot,
+                          fields: dict[str, Any]) -> bool:
+        """Update only if the document is still as in `snapshot`; False when someone changed it meanwhile."""
+        option = self._client_or_connect().write_option(last_update_time=snapshot.update_time)
+        try:
+            ref.update(fields, option=option, **self._call())
+        except (gexc.FailedPrecondition, gexc.NotFound):
+            return False
+        return True
+
+    def _client_or_connect(self) -> firestore.Client:
+        with self._lock:
+            if self._client is None:
+                self._client = self._new_client()
+            return self._client
+
+    def _new_client(self) -> firestore.Client:
+        if self.emulator_host is None:
+            return firestore.Client(project=self.project, database=self.database)
+        client = firestore.Client(project=self.project, database=self.database, credentials=AnonymousCredentials())
+        # The client reads FIRESTORE_EMULATOR_HOST from os.environ only; the host given to us wins.
+        client._emulator_host = self.emulator_host
+        return client
+
+    @contextmanager
+    def _unavailable_on_error(self) -> Iterator[None]:
+        try:
+            yield
+        except (gexc.GoogleAPIError, auth_exceptions.GoogleAuthError) as exc:
+            raise StoreUnavailable(f'Firestore {self.project}/{self.database}: {exc}') from exc
+
+
+def _finished_with(fields: dict[str, Any], run_id: str, result_text: str) -> bool:
+    """Whether this run already finished the key with this very result (a repeated finish)."""
+    return fields.get('runId') == run_id and fields.get('status') == 'finished' and fields.get('result') == result_text
+
+
+def _claim_fields(record: ClaimRecord) -> dict[str, Any]:
+    return {'key': record.key, 'runId': record.run_id, 'status': record.status, 'leaseUntil': record.lease_until,
+            'attempt': record.attempt, 'createdAt': record.created_at,
+            'result': None if record.result is None else to_json(record.result, 'result')}
+
+
+def _claim_record(fields: dict[str, Any]) -> ClaimRecord:
+    return ClaimRecord(fields['key'], fields['runId'], fields['status'], _datetime(fields['leaseUntil']),
+                       fields['attempt'], _datetime(fields['createdAt']),
+                       None if fields['result'] is None else json.loads(fields['result']))
+
+
+def _datetime(timestamp: datetime) -> datetime:
+    """A plain UTC datetime from Firestore's DatetimeWithNanoseconds."""
+    moment = timestamp.astimezone(timezone.utc)
+    return datetime(moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second,
+                    moment.microsecond, tzinfo=timezone.utc)

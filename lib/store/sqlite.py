@@ -1,0 +1,188 @@
+"""The SQLite store: one file, WAL mode, every write in a BEGIN IMMEDIATE transaction.
+
+One connection per store guarded by a lock serialises this process's threads; BEGIN IMMEDIATE takes
+the database's write lock before reading, so processes sharing the file are serialised too and a
+claim is never decided on a stale read.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from lib.store import Claim, ClaimRecord, StoreUnavailable
+from lib.store.common import (
+    clean_settings, clean_targets, existing_outcome, fill_entry, iso, lease_end, to_json, utc,
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    key TEXT PRIMARY KEY, run_id TEXT NOT NULL, status TEXT NOT NULL, lease_until TEXT NOT NULL,
+    attempt INTEGER NOT NULL, created_at TEXT NOT NULL, result TEXT
+);
+CREATE TABLE IF NOT EXISTS targets (
+    strategy TEXT PRIMARY KEY, targets TEXT NOT NULL, updated_at TEXT NOT NULL, run_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fills (
+    exec_id TEXT PRIMARY KEY, time_us INTEGER NOT NULL, strategies TEXT NOT NULL, fill TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS fills_by_time ON fills (time_us);
+CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class SqliteStore:
+    """The Store on a SQLite file; the file and its folder are created on first use."""
+
+    def __init__(self, path: str | Path, *, timeout: float = 10.0):
+        self.path = Path(path)
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+
+    def claim(self, key: str, run_id: str, lease_seconds: float, now: datetime) -> Claim:
+        now = utc(now)
+        lease_until = lease_end(now, lease_seconds)
+        with self._transaction() as db:
+            inserted = db.execute(
+                'INSERT INTO runs (key, run_id, status, lease_until, attempt, created_at) '
+                "VALUES (?, ?, 'running', ?, 1, ?) ON CONFLICT (key) DO NOTHING",
+                (key, run_id, lease_until.isoformat(), now.isoformat())).rowcount
+            if inserted:
+                return Claim('new', ClaimRecord(key, run_id, 'running', lease_until, 1, now, None))
+            record = _read_claim(db, key)
+            outcome = existing_outcome(record, now, run_id)
+            if outcome != 'expired':
+                return Claim(outcome, record)
+            db.execute('UPDATE runs SET run_id = ?, lease_until = ?, attempt = attempt + 1 WHERE key = ?',
+                       (run_id, lease_until.isoformat(), key))
+            return Claim('taken_over', replace(record, run_id=run_id, lease_until=lease_until,
+                                               attempt=record.attempt + 1))
+
+    def finish(self, key: str, run_id: str, result: dict, now: datetime) -> bool:
+        text = to_json(result, 'result')
+        now = utc(now)
+        with self._transaction() as db:
+            if db.execute("UPDATE runs SET status = 'finished', result = ?, lease_until = ? "
+                          "WHERE key = ? AND run_id = ? AND status = 'running'",
+                          (text, now.isoformat(), key, run_id)).rowcount == 1:
+                return True
+            # A repeated finish of this run with the same result still counts as done.
+            return db.execute("SELECT 1 FROM runs WHERE key = ? AND run_id = ? AND status = 'finished' AND result = ?",
+                              (key, run_id, text)).fetchone() is not None
+
+    def get_claim(self, key: str) -> ClaimRecord | None:
+        with self._reading() as db:
+            return _read_claim(db, key)
+
+    def get_targets(self, strategy: str) -> dict | None:
+        with self._reading() as db:
+            row = db.execute('SELECT targets, updated_at, run_id FROM targets WHERE strategy = ?',
+                             (strategy,)).fetchone()
+        if row is None:
+            return None
+        return {'targets': _loads(row[0]), 'updatedAt': iso(datetime.fromisoformat(row[1])), 'runId': row[2]}
+
+    def put_targets(self, strategy: str, targets: dict[str, float], run_id: str, now: datetime) -> None:
+        text = to_json(clean_targets(targets), 'targets')
+        now = utc(now)
+        with self._transaction() as db:
+            db.execute('INSERT OR REPLACE INTO targets (strategy, targets, updated_at, run_id) VALUES (?, ?, ?, ?)',
+                       (strategy, text, now.isoformat(), run_id))
+
+    def record_fill(self, fill: dict) -> bool:
+        entry = fill_entry(fill)
+        with self._transaction() as db:
+            return db.execute(
+                'INSERT INTO fills (exec_id, time_us, strategies, fill) VALUES (?, ?, ?, ?) '
+                'ON CONFLICT (exec_id) DO NOTHING',
+                (entry.exec_id, _micros(entry.time), to_json(list(entry.strategies), 'strategies'),
+                 entry.text)).rowcount == 1
+
+    def fills(self, *, since: datetime | None = None, strategy: str | None = None) -> list[dict]:
+        since_us = None if since is None else _micros(utc(since, 'since'))
+        with self._reading() as db:
+            rows = db.execute(
+                'SELECT fill FROM fills WHERE (?1 IS NULL OR time_us >= ?1) AND (?2 IS NULL OR EXISTS '
+                '(SELECT 1 FROM json_each(fills.strategies) WHERE json_each.value = ?2)) ORDER BY time_us, exec_id',
+                (since_us, strategy)).fetchall()
+        return [_loads(row[0]) for row in rows]
+
+    def get_settings(self) -> dict:
+        with self._reading() as db:
+            return {name: _loads(value) for name, value in db.execute('SELECT name, value FROM settings')}
+
+    def put_settings(self, values: dict) -> None:
+        texts = {name: to_json(value, f'setting {name}') for name, value in clean_settings(values).items()}
+        with self._transaction() as db:
+            db.executemany('INSERT INTO settings (name, value) VALUES (?, ?) '
+                           'ON CONFLICT (name) DO UPDATE SET value = excluded.value', texts.items())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._unavailable_on_error():
+            db = self._connect()
+            db.execute('BEGIN IMMEDIATE')
+            try:
+                yield db
+            except BaseException:
+                db.rollback()
+                raise
+            db.execute('COMMIT')
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._unavailable_on_error():
+            yield self._connect()
+
+    @contextmanager
+    def _unavailable_on_error(self) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f'SQLite store {self.path}: {exc}') from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._connection is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Autocommit mode: transactions are explicit BEGIN IMMEDIATE ... COMMIT.
+            db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+            try:
+                db.execute('PRAGMA journal_mode = WAL')
+                db.executescript(_SCHEMA)
+            except sqlite3.Error:
+                db.close()
+                raise
+            self._connection = db
+        return self._connection
+
+
+def _read_claim(db: sqlite3.Connection, key: str) -> ClaimRecord | None:
+    row = db.execute('SELECT run_id, status, lease_until, attempt, created_at, result FROM runs WHERE key = ?',
+                     (key,)).fetchone()
+    if row is None:
+        return None
+    run_id, status, lease_until, attempt, created_at, result = row
+    return ClaimRecord(key, run_id, status, datetime.fromisoformat(lease_until), attempt,
+                       datetime.fromisoformat(created_at), None if result is None else _loads(result))
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text)

@@ -1,0 +1,322 @@
+"""Trading configuration: strategies, exposures, order policy, risk limits and the kill switch.
+
+Four layers, each overriding the one before, key by key (tables merge, other values replace):
+
+1. defaults in code (DEFAULTS below);
+2. the config file, `config/trading.toml` (or TRADING_CONFIG_PATH);
+3. environment variables (ENV_VARS below);
+4. the store's dynamic settings (`store.get_settings()`), read fresh on every call; a null value there
+   means "not set".
+
+Keys are the same in the file and the store: `tradingEnabled`, `exposure.overall`,
+`exposure.strategies.<name>`, `strategies.<name>.*` (passed to the strategy as is), `limits.*`,
+`orderPolicy.*`, `cashBalancerThreshold`. An unknown key or a bad value in any layer is a ConfigError
+naming it, so a typo in the kill switch cannot go unnoticed. `tradingEnabled` defaults to true in paper
+mode and false in live mode.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from lib.config import TRADING_MODES, ConfigError
+from lib.store import Store
+
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / 'config' / 'trading.toml'
+ORDER_TYPES = ('market', 'marketable-limit', 'adaptive')
+TIFS = ('DAY', 'GTC', 'IOC')
+ADAPTIVE_PRIORITIES = ('Patient', 'Normal', 'Urgent')
+ALLOW_ALL = '*'
+SHARE_TOLERANCE = 1e-9
+
+DEFAULTS: dict[str, Any] = {
+    'exposure': {'overall': 1.0, 'strategies': {}},
+    'strategies': {},
+    'limits': {'maxOrderNotional': 10_000.0, 'maxOrderNlvShare': 0.1, 'maxRunNlvShare': 0.5,
+               'maxOrdersPerRun': 10, 'allowlist': [], 'priceBand': 0.05},
+    'orderPolicy': {'orderType': 'adaptive', 'tif': 'DAY', 'limitOffsetBps': 5.0, 'adaptivePriority': 'Normal'},
+    'cashBalancerThreshold': 1000.0,
+}
+
+
+@dataclass(frozen=True)
+class RiskLimits:
+    """Pre-trade limits, enforced independently of strategy code. Amounts are in the base currency."""
+
+    max_order_notional: float
+    max_order_nlv_share: float      # one order's notional / net liquidation value
+    max_run_nlv_share: float        # all orders of one run together / net liquidation value
+    max_orders_per_run: int
+    allowlist: tuple[str, ...]      # tradable symbols; empty allows nothing, '*' allows every symbol
+    price_band: float               # max |limit or expected price - last close| / last close
+
+    def allows(self, symbol: str) -> bool:
+        """Whether orders in `symbol` may be sent."""
+        return ALLOW_ALL in self.allowlist or symbol.upper() in self.allowlist
+
+
+@dataclass(frozen=True)
+class OrderPolicy:
+    """How orders are sent."""
+
+    order_type: str                 # 'market' | 'marketable-limit' | 'adaptive'
+    tif: str                        # 'DAY' | 'GTC' | 'IOC'
+    limit_offset_bps: float         # marketable limit: how far through the last price, in basis points
+    adaptive_priority: str          # 'Patient' | 'Normal' | 'Urgent'
+
+
+@dataclass(frozen=True)
+class TradingConfig:
+    """The configuration one run trades with."""
+
+    trading_enabled: bool
+    exposure_overall: float         # share of net liquidation value the strategies may use together
+    exposures: dict[str, float]     # strategy -> share of the overall exposure (absent: 0)
+    strategies: dict[str, dict]     # strategy -> its config
+    limits: RiskLimits
+    order_policy: OrderPolicy
+    cash_balancer_threshold: float  # non-base cash above this (in base currency) is converted
+
+
+def load_trading_config(store: Store, *, trading_mode: str, env: Mapping[str, str] | None = None,
+                        path: str | Path | None = None) -> TradingConfig:
+    """Merge defaults, the file, env and the store's settings; StoreUnavailable if the store can't be read."""
+    if trading_mode not in TRADING_MODES:
+        raise ConfigError(f'trading_mode={trading_mode!r} is invalid: expected one of {", ".join(TRADING_MODES)}')
+    env = os.environ if env is None else env
+    path = Path(path or env.get('TRADING_CONFIG_PATH', '').strip() or DEFAULT_PATH)
+    merged = _merge(DEFAULTS, _clean(_read_file(path), '', str(path)))
+    merged = _merge(merged, _env_layer(env))
+    merged = _merge(merged, _clean(store.get_settings(), '', 'store settings'))
+    return _build(merged, default_enabled=trading_mode == 'paper')
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError('expected a finite number')
+    return float(value)
+
+
+def _positive(value: Any) -> float:
+    number = _number(value)
+    if number <= 0:
+        raise ValueError('expected a number > 0')
+    return number
+
+
+def _non_negative(value: Any) -> float:
+    number = _number(value)
+    if number < 0:
+        raise ValueError('expected a number >= 0')
+    return number
+
+
+def _share(value: Any) -> float:
+    number = _number(value)
+    if not 0 <= number <= 1:
+        raise ValueError('expected a share between 0 and 1')
+    return number
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError('expected an integer >= 1')
+    return value
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError('expected true or false')
+    return value
+
+
+def _symbols(value: Any) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ValueError('expected a list of symbols')
+    symbols = []
+    for symbol in value:
+        if not isinstance(symbol, str) or not symbol.strip():
+            raise ValueError(f'expected non-empty symbol strings, got {symbol!r}')
+        symbols.append(symbol.strip().upper())
+    return symbols
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f'expected one of {", ".join(choices)}')
+        return value
+    return check
+
+
+_LEAVES: dict[str, Callable[[Any], Any]] = {
+    'tradingEnabled': _boolean,
+    'exposure.overall': _non_negative,
+    'limits.maxOrderNotional': _positive,
+    'limits.maxOrderNlvShare': _positive,
+    'limits.maxRunNlvShare': _positive,
+    'limits.maxOrdersPerRun': _positive_int,
+    'limits.allowlist': _symbols,
+    'limits.priceBand': _positive,
+    'orderPolicy.orderType': _one_of(ORDER_TYPES),
+    'orderPolicy.tif': _one_of(TIFS),
+    'orderPolicy.limitOffsetBps': _non_negative,
+    'orderPolicy.adaptivePriority': _one_of(ADAPTIVE_PRIORITIES),
+    'cashBalancerThreshold': _non_negative,
+}
+_TABLES = ('exposure', 'limits', 'orderPolicy')
+
+
+def _csv_symbols(raw: str) -> list[str]:
+    return _symbols([part for part in raw.split(',') if part.strip()])
+
+
+def _env_boolean(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ('1', 'true', 'yes', 'on'):
+        return True
+    if lowered in ('0', 'false', 'no', 'off'):
+        return False
+    raise ValueError('expected true or false')
+
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError('expected an integer') from None
+
+
+def _float(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError('expected a number') from None
+
+
+ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    'TRADING_ENABLED': ('tradingEnabled', _env_boolean),
+    'EXPOSURE_OVERALL': ('exposure.overall', _float),
+    'MAX_ORDER_NOTIONAL': ('limits.maxOrderNotional', _float),
+    'MAX_ORDER_NLV_SHARE': ('limits.maxOrderNlvShare', _float),
+    'MAX_RUN_NLV_SHARE': ('limits.maxRunNlvShare', _float),
+    'MAX_ORDERS_PER_RUN': ('limits.maxOrdersPerRun', _int),
+    'SYMBOL_ALLOWLIST': ('limits.allowlist', _csv_symbols),
+    'PRICE_BAND': ('limits.priceBand', _float),
+    'ORDER_TYPE': ('orderPolicy.orderType', str.lower),
+    'ORDER_TIF': ('orderPolicy.tif', str.upper),
+    'LIMIT_OFFSET_BPS': ('orderPolicy.limitOffsetBps', _float),
+    'ADAPTIVE_PRIORITY': ('orderPolicy.adaptivePriority', str.capitalize),
+    'CASH_BALANCER_THRESHOLD': ('cashBalancerThreshold', _float),
+}
+"""Environment variable -> (config key, parser of its text)."""
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, 'rb') as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f'trading config file {path} not found') from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f'trading config file {path}: {exc}') from None
+
+
+def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    for name, (key, parse) in ENV_VARS.items():
+        raw = env.get(name, '').strip()
+        if not raw:
+            continue
+        try:
+            value = _LEAVES[key](parse(raw))
+        except ValueError as exc:
+            raise ConfigError(f'{name}={raw!r} is invalid: {exc}') from None
+        *tables, leaf = key.split('.')
+        target = layer
+        for table in tables:
+            target = target.setdefault(table, {})
+        target[leaf] = value
+    return layer
+
+
+def _clean(table: Mapping[str, Any], prefix: str, source: str) -> dict[str, Any]:
+    """Validate one layer: every key known, every value valid; null values are dropped."""
+    cleaned: dict[str, Any] = {}
+    for name, value in table.items():
+        key = f'{prefix}{name}'
+        if value is None:
+            continue
+        if key in _LEAVES:
+            cleaned[name] = _checked(key, value, _LEAVES[key], source)
+        elif key in _TABLES:
+            cleaned[name] = _clean(_table(key, value, source), f'{key}.', source)
+        elif key == 'exposure.strategies':
+            cleaned[name] = {strategy: _checked(f'{key}.{strategy}', share, _share, source)
+                             for strategy, share in _table(key, value, source).items() if share is not None}
+        elif key == 'strategies':
+            cleaned[name] = {strategy: dict(_table(f'{key}.{strategy}', config, source))
+                             for strategy, config in _table(key, value, source).items() if config is not None}
+        else:
+            raise ConfigError(f'{source}: unknown key {key!r}')
+    return cleaned
+
+
+def _table(key: str, value: Any, source: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f'{source}: {key}={value!r} is invalid: expected a table')
+    return value
+
+
+def _checked(key: str, value: Any, check: Callable[[Any], Any], source: str) -> Any:
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise ConfigError(f'{source}: {key}={value!r} is invalid: {exc}') from None
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for name, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(name), Mapping):
+            merged[name] = _merge(merged[name], value)
+        else:
+            merged[name] = value
+    return merged
+
+
+def _build(config: Mapping[str, Any], *, default_enabled: bool) -> TradingConfig:
+    exposures = dict(config['exposure']['strategies'])
+    strategies = {name: dict(settings) for name, settings in config['strategies'].items()}
+    for name in exposures:
+        if name not in strategies:
+            raise ConfigError(f'exposure.strategies.{name} is invalid: there is no [strategies.{name}] table')
+    total = sum(exposures.values())
+    if total > 1 + SHARE_TOLERANCE:
+        raise ConfigError(f'exposure.strategies is invalid: the shares add up to {total:g}, more than 1')
+    limits, policy = config['limits'], config['orderPolicy']
+    return TradingConfig(
+        trading_enabled=config.get('tradingEnabled', default_enabled),
+        exposure_overall=config['exposure']['overall'],
+        exposures=exposures,
+        strategies=strategies,
+        limits=RiskLimits(
+            max_order_notional=limits['maxOrderNotional'],
+            max_order_nlv_share=limits['maxOrderNlvShare'],
+            max_run_nlv_share=limits['maxRunNlvShare'],
+            max_orders_per_run=limits['maxOrdersPerRun'],
+            allowlist=tuple(limits['allowlist']),
+            price_band=limits['priceBand'],
+        ),
+        order_policy=OrderPolicy(
+            order_type=policy['orderType'],
+            tif=policy['tif'],
+            limit_offset_bps=policy['limitOffsetBps'],
+            adaptive_priority=policy['adaptivePriority'],
+        ),
+        cash_balancer_threshold=config['cashBalancerThreshold'],
+    )

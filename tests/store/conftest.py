@@ -1,0 +1,77 @@
+"""Fixtures for the store suite: the Firestore emulator and a store per backend with its own data."""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from lib.store import Store
+from lib.store.firestore import FirestoreStore
+from lib.store.sqlite import SqliteStore
+from tests.store.firestore_emulator import EMULATOR_ENV, FirestoreEmulator
+
+
+@pytest.fixture(scope='session')
+def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirestoreEmulator]:
+    """The emulator FIRESTORE_EMULATOR_HOST names, else one started for the session.
+
+    Without gcloud the tests that need it are skipped, except under CI=true where that is a failure.
+    """
+    given = os.environ.get(EMULATOR_ENV)
+    if given:
+        yield FirestoreEmulator(given)
+        return
+    if shutil.which('gcloud') is None:
+        reason = ('gcloud is not installed, so the Firestore emulator cannot start '
+                  '(and FIRESTORE_EMULATOR_HOST is unset)')
+        if os.environ.get('CI') == 'true':
+            pytest.fail(reason)
+        pytest.skip(reason)
+    emulator = FirestoreEmulator.start(tmp_path_factory.mktemp('firestore'))
+    os.environ[EMULATOR_ENV] = emulator.host
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+        os.environ.pop(EMULATOR_ENV, None)
+
+
+StoreFactory = Callable[[], Store]
+
+
+@pytest.fixture(params=['sqlite', 'firestore'])
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Makes independent store instances (own connection or client) on this test's own data."""
+    if request.param == 'sqlite':
+        path = tmp_path / 'state.sqlite3'
+
+        def make() -> Store:
+            return SqliteStore(path, timeout=10)
+    else:
+        host = request.getfixturevalue('firestore_emulator').host
+        project = f'test-{uuid.uuid4().hex[:12]}'   # a project of its own: no other test sees this data
+
+        def make() -> Store:
+            return FirestoreStore(project, emulator_host=host, timeout=10)
+
+    made: list[Store] = []
+
+    def tracked() -> Store:
+        made.append(make())
+        return made[-1]
+
+    try:
+        yield tracked
+    finally:
+        for store in made:
+            store.close()
+
+
+@pytest.fixture
+def store(new_store: StoreFactory) -> Store:
+    """One store of the backend under test."""
+    return new_store()

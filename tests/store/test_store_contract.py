@@ -1,0 +1,261 @@
+"""One suite, both backends: every test runs against SQLite (a temp file) and Firestore (the emulator)."""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from lib.store import Claim, Store, StoreUnavailable, open_store
+from tests.emulators import free_port
+
+T0 = datetime(2026, 3, 2, 14, 30, 0, 123456, tzinfo=timezone.utc)
+KEY = 'allocation/2026-03-02T14:30Z/ab12'      # keys may contain '/' and ':'
+
+
+def run_concurrently(count: int, work) -> list:
+    """Call work(i) from `count` threads released at the same moment; return the results in order."""
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+    errors: list[BaseException] = []
+
+    def body(i: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[i] = work(i)
+        except BaseException as exc:  # re-raised in the test thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def test_first_claim_is_new_and_stored(store: Store):
+    claim = store.claim(KEY, 'run-1', lease_seconds=60, now=T0)
+
+    assert claim.outcome == 'new' and claim.held
+    assert (claim.record.key, claim.record.run_id, claim.record.status, claim.record.attempt) == (
+        KEY, 'run-1', 'running', 1)
+    assert claim.record.lease_until == T0 + timedelta(seconds=60)
+    assert claim.record.created_at == T0
+    assert claim.record.result is None
+    assert store.get_claim(KEY) == claim.record
+    assert store.get_claim('other-key') is None
+
+
+def test_claim_of_a_finished_key_returns_the_original_result(store: Store):
+    store.claim(KEY, 'run-1', 60, T0)
+    result = {'status': 'ok', 'orders': [{'orderRef': 'k:SPY', 'qty': 10}], 'note': 'ünïcode'}
+    assert store.finish(KEY, 'run-1', result, T0 + timedelta(seconds=5)) is True
+
+    claim = store.claim(KEY, 'run-2', 60, T0 + timedelta(days=1))
+
+    assert claim.outcome == 'finished' and not claim.held
+    assert claim.record.run_id == 'run-1'
+    assert claim.record.result == result
+    assert claim.record.status == 'finished'
+    assert claim.record.lease_until == T0 + timedelta(seconds=5)   # finishing releases the lease
+    assert store.get_claim(KEY) == claim.record
+
+
+def test_claim_while_a_valid_lease_is_held_is_running(store: Store):
+    store.claim(KEY, 'run-1', 60, T0)
+
+    claim = store.claim(KEY, 'run-2', 60, T0 + timedelta(seconds=59))
+
+    assert claim.outcome == 'running' and not claim.held
+    assert claim.record.run_id == 'run-1'
+    assert store.get_claim(KEY).run_id == 'run-1'
+
+
+def test_holder_repeating_its_claim_still_holds_it(store: Store):
+    first = store.claim(KEY, 'run-1', 60, T0)
+
+    again = store.claim(KEY, 'run-1', 60, T0 + timedelta(seconds=1))
+
+    assert again.outcome == 'new' and again.record == first.record
+
+
+def test_expired_lease_is_taken_over_and_the_old_holder_can_no_longer_finish(store: Store):
+    store.claim(KEY, 'run-1', 60, T0)
+    later = T0 + timedelta(seconds=60)    # the lease ends exactly now
+
+    claim = store.claim(KEY, 'run-2', 120, later)
+
+    assert claim.outcome == 'taken_over' and claim.held
+    assert (claim.record.run_id, claim.record.attempt, claim.record.status) == ('run-2', 2, 'running')
+    assert claim.record.lease_until == later + timedelta(seconds=120)
+    assert claim.record.created_at == T0
+    assert store.get_claim(KEY) == claim.record
+    assert store.finish(KEY, 'run-1', {'status': 'ok'}, later) is False
+    assert store.finish(KEY, 'run-2', {'status': 'ok', 'by': 'run-2'}, later) is True
+    assert store.get_claim(KEY).result == {'status': 'ok', 'by': 'run-2'}
+
+
+def test_finish_by_a_non_holder_is_refused_and_changes_nothing(store: Store):
+    store.claim(KEY, 'run-1', 60, T0)
+
+    assert store.finish(KEY, 'intruder', {'status': 'ok'}, T0) is False
+    assert store.finish('never-claimed', 'run-1', {'status': 'ok'}, T0) is False
+    record = store.get_claim(KEY)
+    assert (record.status, record.run_id, record.result) == ('running', 'run-1', None)
+    assert store.get_claim('never-claimed') is None
+
+
+def test_repeated_finish_succeeds_only_with_the_same_result(store: Store):
+    store.claim(KEY, 'run-1', 60, T0)
+    assert store.finish(KEY, 'run-1', {'n': 1}, T0) is True
+
+    assert store.finish(KEY, 'run-1', {'n': 1}, T0 + timedelta(seconds=1)) is True
+    assert store.finish(KEY, 'run-1', {'n': 2}, T0) is False
+    assert store.finish(KEY, 'run-2', {'n': 1}, T0) is False
+    record = store.get_claim(KEY)
+    assert (record.result, record.lease_until) == ({'n': 1}, T0)
+
+
+def test_twenty_concurrent_claims_of_one_key_have_exactly_one_winner(new_store):
+    stores = [new_store() for _ in range(20)]     # separate connections/clients, like separate instances
+
+    claims: list[Claim] = run_concurrently(20, lambda i: stores[i].claim(KEY, f'run-{i}', 60, T0))
+
+    assert sorted(claim.outcome for claim in claims) == ['new'] + ['running'] * 19
+    winner = next(claim for claim in claims if claim.outcome == 'new').record.run_id
+    assert all(claim.record.run_id == winner for claim in claims)
+    assert stores[0].get_claim(KEY).run_id == winner
+
+
+def test_concurrent_takeovers_of_an_expired_lease_have_exactly_one_winner(new_store):
+    new_store().claim(KEY, 'dead-run', 30, T0)
+    stores = [new_store() for _ in range(10)]
+    later = T0 + timedelta(minutes=5)
+
+    claims: list[Claim] = run_concurrently(10, lambda i: stores[i].claim(KEY, f'retry-{i}', 60, later))
+
+    assert sorted(claim.outcome for claim in claims) == ['running'] * 9 + ['taken_over']
+    winner = next(claim for claim in claims if claim.outcome == 'taken_over').record
+    assert winner.attempt == 2
+    assert all(claim.record.run_id == winner.run_id for claim in claims)
+    assert stores[0].get_claim(KEY) == winner
+
+
+def test_targets_round_trip_and_are_replaced_whole(store: Store):
+    assert store.get_targets('spy-macd-vixy') is None
+    store.put_targets('spy-macd-vixy', {'SPY': 1, 'VIXY': 0.0, 'MNQ:20261218': -0.25, 'a/b.c': 0.5}, 'run-1', T0)
+
+    assert store.get_targets('spy-macd-vixy') == {
+        'targets': {'SPY': 1.0, 'VIXY': 0.0, 'MNQ:20261218': -0.25, 'a/b.c': 0.5},
+        'updatedAt': '2026-03-02T14:30:00.123456Z', 'runId': 'run-1'}
+
+    store.put_targets('spy-macd-vixy', {'SPY': -1.0}, 'run-2', T0 + timedelta(days=1))
+    assert store.get_targets('spy-macd-vixy') == {
+        'targets': {'SPY': -1.0}, 'updatedAt': '2026-03-03T14:30:00.123456Z', 'runId': 'run-2'}
+    assert store.get_targets('dummy') is None
+
+
+def test_targets_must_be_finite_numbers(store: Store):
+    with pytest.raises(ValueError, match="'SPY'"):
+        store.put_targets('s', {'SPY': float('nan')}, 'run-1', T0)
+    with pytest.raises(ValueError, match="'VIXY'"):
+        store.put_targets('s', {'VIXY': '1'}, 'run-1', T0)
+    assert store.get_targets('s') is None
+
+
+def _fill(exec_id: str, minutes: int, strategies, qty: float = 10.0) -> dict:
+    return {'execId': exec_id, 'time': (T0 + timedelta(minutes=minutes)).isoformat(), 'strategies': strategies,
+            'orderRef': f'key:{exec_id}', 'side': 'BOT', 'shares': qty, 'price': 512.25,
+            'commission': {'amount': 1.0, 'currency': 'USD'}}
+
+
+def test_record_fill_is_idempotent_by_exec_id(store: Store):
+    fill = _fill('0001.01', 0, {'spy-macd-vixy': 10})
+
+    assert store.record_fill(fill) is True
+    assert store.record_fill({**fill, 'shares': 999}) is False     # the first record stands
+
+    assert store.fills() == [fill]
+
+
+def test_fills_filter_by_time_and_strategy_oldest_first(store: Store):
+    late = _fill('c', 30, ['dummy'])
+    early = _fill('a', 0, {'spy-macd-vixy': 5, 'dummy': 5})
+    middle = _fill('b', 10, {'spy-macd-vixy': 10})
+    untagged = _fill('d', 20, [])
+    for fill in (late, early, middle, untagged):
+        store.record_fill(fill)
+
+    assert store.fills() == [early, middle, untagged, late]
+    assert store.fills(since=T0 + timedelta(minutes=10)) == [middle, untagged, late]
+    assert store.fills(strategy='spy-macd-vixy') == [early, middle]
+    assert store.fills(strategy='dummy', since=T0 + timedelta(minutes=1)) == [late]
+    assert store.fills(strategy='unknown') == []
+    # `since` in another zone means the same instant
+    assert store.fills(since=(T0 + timedelta(minutes=30)).astimezone(timezone(timedelta(hours=-5)))) == [late]
+
+
+def test_fill_without_exec_id_or_zoned_time_is_refused(store: Store):
+    with pytest.raises(ValueError, match='execId'):
+        store.record_fill({'time': T0.isoformat()})
+    with pytest.raises(ValueError, match='time'):
+        store.record_fill({'execId': 'x', 'time': '2026-03-02T14:30:00'})
+    assert store.fills() == []
+
+
+def test_settings_merge_replaces_top_level_keys_only(store: Store):
+    assert store.get_settings() == {}
+    store.put_settings({'tradingEnabled': True, 'limits': {'maxOrderNotional': 5000, 'allowlist': ['SPY']}})
+    store.put_settings({'limits': {'maxOrdersPerRun': 3}, 'exposure': {'overall': 0.5}})
+    store.put_settings({'tradingEnabled': False})
+
+    assert store.get_settings() == {'tradingEnabled': False, 'limits': {'maxOrdersPerRun': 3},
+                                    'exposure': {'overall': 0.5}}
+
+
+def test_naive_times_and_non_json_results_are_refused(store: Store):
+    with pytest.raises(ValueError, match='timezone-aware'):
+        store.claim(KEY, 'run-1', 60, datetime(2026, 3, 2, 14, 30))
+    store.claim(KEY, 'run-1', 60, T0)
+    with pytest.raises(TypeError, match='result'):
+        store.finish(KEY, 'run-1', {'when': T0}, T0)
+    assert store.get_claim(KEY).status == 'running'
+
+
+@pytest.fixture(params=['sqlite', 'firestore'])
+def unreachable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """A store whose backend cannot be reached: SQLite under a regular file, Firestore on a closed port."""
+    if request.param == 'sqlite':
+        blocker = tmp_path / 'not-a-folder'
+        blocker.write_text('')
+        env = {'STORE_BACKEND': 'sqlite', 'SQLITE_PATH': str(blocker / 'state.sqlite3')}
+    else:
+        env = {'STORE_BACKEND': 'firestore', 'GOOGLE_CLOUD_PROJECT': 'unreachable',
+               'FIRESTORE_EMULATOR_HOST': f'127.0.0.1:{free_port()}', 'STORE_TIMEOUT_SECONDS': '1'}
+    store = open_store(env)
+    yield store
+    store.close()
+
+
+@pytest.mark.parametrize('operation', [
+    lambda s: s.claim(KEY, 'run-1', 60, T0),
+    lambda s: s.finish(KEY, 'run-1', {}, T0),
+    lambda s: s.get_claim(KEY),
+    lambda s: s.get_targets('dummy'),
+    lambda s: s.put_targets('dummy', {'SPY': 1.0}, 'run-1', T0),
+    lambda s: s.record_fill(_fill('x', 0, [])),
+    lambda s: s.fills(),
+    lambda s: s.get_settings(),
+    lambda s: s.put_settings({'tradingEnabled': True}),
+], ids=['claim', 'finish', 'get_claim', 'get_targets', 'put_targets', 'record_fill', 'fills', 'get_settings',
+        'put_settings'])
+def test_unreachable_backend_raises_store_unavailable(unreachable_store: Store, operation):
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        operation(unreachable_store)
+    assert time.monotonic() - started < 5
