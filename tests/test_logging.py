@@ -12,6 +12,7 @@ from contextvars import copy_context
 from pathlib import Path
 
 from lib import log
+from lib.ibapi import CLIENT_LIBRARY
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = 's3cr3t-value-4711'
@@ -49,7 +50,7 @@ def test_a_real_run_logs_json_with_labels_and_never_the_secret(simulator):
     assert ok_line['timings']['publishMs'] is not None and ok_line['status'] == 'ok'
     # lines written by the runner's thread carry the same labels
     threaded = [line for line in logs if line[log.LABELS_KEY].get('runId') == results[0]['runId']]
-    assert any(line['logger'].startswith(('ib_insync', 'lib.', 'functions.runner')) for line in threaded
+    assert any(line['logger'].startswith((CLIENT_LIBRARY, 'lib.', 'functions.runner')) for line in threaded
                if line is not ok_line)
     masked = [line for line in logs if line['message'] == f'connecting with {log.MASK}']
     assert len(masked) == 1 and masked[0]['severity'] == 'ERROR'

@@ -16,6 +16,7 @@ from intents.base import Intent, IntentOutput, IntentParams, IntentRejected, NoP
 from intents.health import Health
 from lib import log
 from lib.config import Settings
+from lib.ibapi import CLIENT_LIBRARY
 from simulator import Simulator
 
 ACCOUNT = 'DU1234567'
@@ -233,8 +234,8 @@ def test_labels_reach_log_lines_written_inside_the_thread(gateway):
     finally:
         log.configure()
     entries = [json.loads(line) for line in lines.getvalue().splitlines()]
-    from_ib = [e for e in entries if e['logger'].startswith('ib_insync')]
-    assert from_ib, 'ib_insync logs its connect inside the thread'
+    from_ib = [e for e in entries if e['logger'].startswith(CLIENT_LIBRARY)]
+    assert from_ib, f'{CLIENT_LIBRARY} logs its connect inside the thread'
     for entry in from_ib:
         labels = entry['logging.googleapis.com/labels']
         assert labels['runId'] == 'run-1' and labels['intent'] == 'health' and labels['messageId'] == 'm-1'

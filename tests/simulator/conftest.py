@@ -1,9 +1,9 @@
-"""Fixtures: a simulated gateway per test, and real ib_insync clients connected to it."""
+"""Fixtures: a simulated gateway per test, and real IB clients (lib.ibapi: ib_insync or ib_async) connected to it."""
 from datetime import datetime, timezone
 
 import pytest
-from ib_insync import IB
 
+from lib.ibapi import IB
 from simulator import Simulator
 
 # Wednesday 2026-11-25, 10:00 New York: a regular session is open.

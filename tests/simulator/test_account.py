@@ -1,6 +1,7 @@
 """Positions, portfolio, account values and account summary stay consistent through fills."""
 import pytest
-from ib_insync import Forex, Future, MarketOrder, Stock
+
+from lib.ibapi import Forex, Future, MarketOrder, Stock
 
 
 def fill(ib, contract, action, qty):

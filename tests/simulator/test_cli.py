@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ib_insync import IB, MarketOrder, Stock
+from lib.ibapi import IB, MarketOrder, Stock
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,7 +3,7 @@ import asyncio
 import threading
 import time
 
-from ib_insync import IB
+from lib.ibapi import IB
 
 
 def test_connect_reports_accounts_version_and_farm_notices(sim):
@@ -86,7 +86,7 @@ def test_a_33rd_client_is_refused(connect, sim):
 
 
 def test_next_valid_id_stays_above_ids_a_client_used_before(connect, sim):
-    from ib_insync import MarketOrder, Stock
+    from lib.ibapi import MarketOrder, Stock
     ib = connect(4)
     contract = ib.qualifyContracts(Stock('SPY', 'SMART', 'USD'))[0]
     trade = ib.placeOrder(contract, MarketOrder('BUY', 1))

@@ -4,7 +4,8 @@ import contextlib
 import time
 
 import pytest
-from ib_insync import IB, LimitOrder, MarketOrder, Stock
+
+from lib.ibapi import IB, LimitOrder, MarketOrder, Stock
 
 
 def test_latency_delays_every_reply(sim, connect):

@@ -1,6 +1,7 @@
 """Orders through the real client: fills, resting limits, cancels, whatIf, orderRef, client ownership."""
 import pytest
-from ib_insync import LimitOrder, MarketOrder, Stock
+
+from lib.ibapi import CLIENT_LIBRARY, LimitOrder, MarketOrder, Stock
 
 
 def spy(ib):
@@ -127,6 +128,25 @@ def test_modifying_an_open_order_by_resending_its_id(ib, sim):
     assert trade.orderStatus.status == 'Submitted'
 
 
+def test_a_modification_that_changes_the_side_gets_error_105_and_the_order_stays_live(ib, sim):
+    errors = []
+    ib.errorEvent += lambda req_id, code, text, contract: errors.append((req_id, code))
+    contract = spy(ib)
+    order = LimitOrder('BUY', 4, 1.00)
+    trade = ib.placeOrder(contract, order)
+    ib.sleep(0.2)
+    order.action = 'SELL'
+    ib.placeOrder(contract, order)
+    ib.sleep(0.3)
+    assert (order.orderId, 105) in errors
+    live = sim.broker.open_orders()
+    assert [(o.orderId, o.action) for o in live] == [(order.orderId, 'BUY')]
+    # ib_insync treats 105 as the order's end although it still works at the broker;
+    # ib_async counts 105 among its warnings and marks the live trade ValidationError.
+    expected = 'ValidationError' if CLIENT_LIBRARY == 'ib_async' else 'Cancelled'
+    assert trade.orderStatus.status == expected and trade.log[-1].errorCode == 105
+
+
 def test_global_cancel_cancels_every_clients_orders(connect, sim):
     a, b = connect(31), connect(32)
     ta = a.placeOrder(spy(a), LimitOrder('BUY', 1, 1.00))
@@ -147,7 +167,7 @@ def test_unknown_contract_order_gets_error_200(ib):
 
 
 def test_master_client_sees_other_clients_order_status(sim):
-    from ib_insync import IB
+    from lib.ibapi import IB
     sim.master_client_id = 90
     master, trader = IB(), IB()
     master.connect(sim.host, sim.port, clientId=90, timeout=5)

@@ -7,8 +7,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from ib_insync import ContractDetails
 
+from lib.ibapi import ContractDetails
 from simulator.universe import Universe
 
 ET, CT = ZoneInfo('US/Eastern'), ZoneInfo('US/Central')
