@@ -1,8 +1,10 @@
 """One invocation: decode the message, run the intent in a fresh loop, publish the result.
 
-Permanent failures (unreadable or stale message, unknown intent, bad params, business rejection)
-publish a result and return, so Pub/Sub acks. Transient failures publish a result with
-`retryable: true` and then raise TransientFailure, so Pub/Sub delivers the message again.
+Order-placing intents are admitted first (functions/admission.py: store, kill switch, idempotency
+claim); a duplicate delivery ends there. Permanent failures (unreadable or stale message, unknown
+intent, bad params, business rejection) publish a result and return, so Pub/Sub acks. Transient
+failures publish a result with `retryable: true` and then raise TransientFailure, so Pub/Sub
+delivers the message again.
 """
 from __future__ import annotations
 
@@ -16,11 +18,13 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from functions import publisher
+from functions.admission import Admission, admit, effective_dry_run, settle
 from functions.contract import (
     Decoded, Envelope, ErrorInfo, Gateway, IntentResult, InvalidMessage, Timings, decode_message,
     describe_validation_error,
 )
 from functions.runner import Outcome, run_isolated
+from intents.base import Intent, IntentParams
 from intents.registry import UnknownIntent, get_intent
 from lib import log
 from lib.config import ConfigError, Settings
@@ -95,12 +99,30 @@ def _execute(decoded: Decoded, settings: Settings, run: _Run) -> Outcome:
         params = intent_cls.Params.model_validate(request.params)
     except ValidationError as exc:
         return _rejected('InvalidParams', describe_validation_error(exc, prefix='params'))
-    labels = log.current_labels()
+    dry_run = effective_dry_run(request.dry_run, params)
     try:
-        return run_isolated(intent_cls, params, dry_run=request.dry_run, settings=settings, labels=labels)
+        admission = admit(intent_cls, params, decoded, run_id=run.run_id, dry_run=dry_run, settings=settings,
+                          now=run.started_at)
+    except Exception as exc:   # admit turns store and config failures into outcomes; anything else is a bug
+        logger.exception('admission failed')
+        return _failed(type(exc).__name__, str(exc), retryable=False)
+    outcome = admission.outcome or _run_admitted(intent_cls, params, dry_run, settings, admission)
+    outcome.dry_run, outcome.idempotency_key = dry_run, admission.context.idempotency_key
+    return outcome
+
+
+def _run_admitted(intent_cls: type[Intent], params: IntentParams, dry_run: bool, settings: Settings,
+                  admission: Admission) -> Outcome:
+    """Run the intent with the admitted context, then finish its idempotency claim (if it holds one)."""
+    try:
+        outcome = run_isolated(intent_cls, params, dry_run=dry_run, settings=settings, labels=log.current_labels(),
+                               context=admission.context,
+                               before_intent=admission.claim if admission.needs_claim else None)
     except Exception as exc:   # run_isolated promises not to raise; if it does, still publish a result
         logger.exception('runner failed outside the intent')
-        return _failed(type(exc).__name__, str(exc), retryable=False)
+        outcome = _failed(type(exc).__name__, str(exc), retryable=False)
+    settle(admission, outcome)
+    return outcome
 
 
 def _finish(run: _Run, outcome: Outcome, settings: Settings, publish: Publish) -> IntentResult:
@@ -108,10 +130,10 @@ def _finish(run: _Run, outcome: Outcome, settings: Settings, publish: Publish) -
     result = IntentResult(
         run_id=run.run_id,
         message_id=run.envelope.message_id,
-        idempotency_key=run.idempotency_key,
+        idempotency_key=outcome.idempotency_key or run.idempotency_key,
         intent=run.intent,
         status=outcome.status,
-        dry_run=run.dry_run,
+        dry_run=run.dry_run or outcome.dry_run,
         trading_mode=settings.trading_mode,
         account=outcome.account,
         started_at=run.started_at,

@@ -11,14 +11,17 @@ import contextvars
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from pydantic import BaseModel
 
-from intents.base import Intent, IntentOutput, IntentRejected
+from intents.base import Intent, IntentOutput, IntentRejected, RunContext
 from lib.config import ConfigError, Settings
 from lib.ibapi import IB
 from lib.log import bind, get_logger
+from lib.risk import RiskLimitBreached
 from lib.session import SessionRejected, close_session, disconnect, open_session
+from lib.store import StoreUnavailable
 
 log = get_logger(__name__)
 
@@ -31,13 +34,23 @@ JOIN_GRACE_SECONDS = 5.0
 class Outcome:
     """What happened to one intent run, in the terms of the result document."""
 
-    status: str                       # ok | error | rejected | skipped
+    status: str                       # ok | error | rejected | skipped | duplicate
     result: dict | None = None
     error: dict | None = None         # {"type": str, "message": str, "retryable": bool}
     account: str | None = None
     gateway: dict | None = None       # {"host", "port", "clientId", "serverVersion"}
     connect_ms: float | None = None
     intent_ms: float | None = None
+    abandoned: bool = False           # the intent's thread was still running when we gave up on it
+    dry_run: bool = False             # as the handler decided it (the request or the intent's dryRun param)
+    idempotency_key: str | None = None
+
+
+# Refusals by business rules: the run ends as rejected and is not retried.
+REFUSALS = (IntentRejected, SessionRejected, RiskLimitBreached)
+
+
+BeforeIntent = Callable[[RunContext], RunContext | Outcome]
 
 
 class GatewayDisconnected(ConnectionError):
@@ -45,16 +58,22 @@ class GatewayDisconnected(ConnectionError):
 
 
 def run_isolated(intent_cls: type[Intent], params: BaseModel, *, dry_run: bool, settings: Settings,
-                 labels: dict[str, str] | None = None) -> Outcome:
-    """Run `intent_cls` with `params` on its own thread, loop and IB(); every failure becomes an Outcome."""
-    context = contextvars.copy_context()
+                 labels: dict[str, str] | None = None, context: RunContext | None = None,
+                 before_intent: BeforeIntent | None = None) -> Outcome:
+    """Run `intent_cls` with `params` on its own thread, loop and IB(); every failure becomes an Outcome.
+
+    `before_intent`, when given, is called (in a worker thread) once the session is connected and
+    before the intent starts: it returns the context to run with, or an Outcome that ends the run there.
+    """
+    variables = contextvars.copy_context()
     box: list[Outcome] = []
+    run_context = context or RunContext(settings=settings)
 
     def target() -> None:
         with bind(**(labels or {})):
-            box.append(_run_in_fresh_loop(intent_cls, params, dry_run, settings))
+            box.append(_run_in_fresh_loop(intent_cls, params, dry_run, settings, run_context, before_intent))
 
-    thread = threading.Thread(target=context.run, args=(target,), name=f'intent-{intent_cls.name}', daemon=True)
+    thread = threading.Thread(target=variables.run, args=(target,), name=f'intent-{intent_cls.name}', daemon=True)
     thread.start()
     thread.join(settings.deadline_seconds + JOIN_GRACE_SECONDS)
     if thread.is_alive():
@@ -62,15 +81,16 @@ def run_isolated(intent_cls: type[Intent], params: BaseModel, *, dry_run: bool, 
             log.error('intent thread %s still running %.0fs after its deadline; abandoning it',
                       thread.name, JOIN_GRACE_SECONDS)
         return Outcome(status='error', error=_error('DeadlineExceeded', 'intent blocked its event loop past the '
-                                                    'deadline', retryable=False))
+                                                    'deadline', retryable=False), abandoned=True)
     return box[0]
 
 
-def _run_in_fresh_loop(intent_cls: type[Intent], params: BaseModel, dry_run: bool, settings: Settings) -> Outcome:
+def _run_in_fresh_loop(intent_cls: type[Intent], params: BaseModel, dry_run: bool, settings: Settings,
+                       context: RunContext, before_intent: BeforeIntent | None) -> Outcome:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)   # ib_insync looks the loop up through the policy, not the running loop
     try:
-        return loop.run_until_complete(_execute(intent_cls, params, dry_run, settings))
+        return loop.run_until_complete(_execute(intent_cls, params, dry_run, settings, context, before_intent))
     except BaseException as exc:   # SystemExit from an intent, or a bug here: still hand back an Outcome
         log.exception('intent runner failed')
         return Outcome(status='error', error=_error(type(exc).__name__, str(exc), retryable=False))
@@ -82,7 +102,8 @@ def _run_in_fresh_loop(intent_cls: type[Intent], params: BaseModel, dry_run: boo
         loop.close()
 
 
-async def _execute(intent_cls: type[Intent], params: BaseModel, dry_run: bool, settings: Settings) -> Outcome:
+async def _execute(intent_cls: type[Intent], params: BaseModel, dry_run: bool, settings: Settings,
+                   context: RunContext, before_intent: BeforeIntent | None) -> Outcome:
     loop = asyncio.get_running_loop()
     ib = IB()
     outcome = Outcome(status='error', gateway={'host': settings.gateway_host, 'port': settings.gateway_port,
@@ -90,24 +111,29 @@ async def _execute(intent_cls: type[Intent], params: BaseModel, dry_run: bool, s
     session = None
     intent_started = None
     deadline = asyncio.timeout(settings.deadline_seconds)
+    deadline_at = loop.time() + settings.deadline_seconds
     with contextlib.ExitStack() as labels:
         try:
             async with deadline:
-                session = await open_session(ib, settings, readonly=intent_cls.readonly,
-                                             deadline=loop.time() + settings.deadline_seconds)
+                session = await open_session(ib, settings, readonly=intent_cls.readonly, deadline=deadline_at)
                 labels.enter_context(bind(clientId=session.client_id))
                 outcome.account, outcome.gateway = session.account, session.gateway()
                 outcome.connect_ms = round(session.connect_ms, 1)
-                intent = intent_cls(session, params, dry_run=dry_run)
-                intent_started = time.perf_counter()
-                output = await _until_disconnected(ib, intent.run())
-                outcome.intent_ms = _ms_since(intent_started)
-                _apply(outcome, output)
+                admitted = context if before_intent is None else await asyncio.to_thread(before_intent, context)
+                if isinstance(admitted, Outcome):
+                    outcome.status, outcome.result, outcome.error = admitted.status, admitted.result, admitted.error
+                else:
+                    context = admitted
+                    intent = intent_cls(session, params, dry_run=dry_run, context=context, deadline=deadline_at)
+                    intent_started = time.perf_counter()
+                    output = await _until_disconnected(ib, intent.run())
+                    outcome.intent_ms = _ms_since(intent_started)
+                    _apply(outcome, output)
         except Exception as exc:
-            if isinstance(exc, (IntentRejected, SessionRejected)):
+            if isinstance(exc, REFUSALS):
                 outcome.status = 'rejected'
             outcome.error = _describe_failure(exc, intent_cls, settings, deadline.expired(),
-                                              intent_started is not None)
+                                              intent_started is not None, context.claimed)
         finally:
             if session is not None:
                 close_session(session)
@@ -120,21 +146,27 @@ async def _execute(intent_cls: type[Intent], params: BaseModel, dry_run: bool, s
 
 
 def _describe_failure(exc: Exception, intent_cls: type[Intent], settings: Settings, deadline_hit: bool,
-                      intent_started: bool) -> dict:
-    """The result document's `error` for an exception, logged at a severity that fits it."""
+                      intent_started: bool, claimed: bool) -> dict:
+    """The result document's `error` for an exception, logged at a severity that fits it.
+
+    A retry is safe before the intent started, for read-only intents, and for order-placing runs that
+    hold their idempotency claim: the redelivery takes over and places only what is missing.
+    """
+    safe_to_retry = not intent_started or intent_cls.readonly or claimed
     if deadline_hit:
-        # Nothing was done before the intent started, so a retry is safe; after that only for read-only ones.
         log.warning('%s hit its deadline of %gs', intent_cls.name, settings.deadline_seconds)
         return _error('DeadlineExceeded', f'{intent_cls.name} did not finish within {settings.deadline_seconds:g}s',
-                      retryable=not intent_started or intent_cls.readonly)
-    if isinstance(exc, (IntentRejected, SessionRejected, ConfigError)):
-        log.warning('%s refused: %s', intent_cls.name, exc)
+                      retryable=safe_to_retry)
+    if isinstance(exc, (*REFUSALS, ConfigError)):
+        log.warning('%s refused: %s', intent_cls.name, str(exc))
         return _error(type(exc).__name__, str(exc), retryable=False)
     retryable = getattr(exc, 'retryable', None)
     if retryable is None:
-        retryable = isinstance(exc, ConnectionError) or (isinstance(exc, TimeoutError) and intent_cls.readonly)
+        transient = isinstance(exc, (StoreUnavailable, TimeoutError))
+        retryable = isinstance(exc, ConnectionError) or (transient and safe_to_retry)
     if retryable:
-        log.warning('%s failed: %s: %s', intent_cls.name, type(exc).__name__, exc)
+        # the text, not the exception: a kept log record must not keep its frames (and the IB) alive
+        log.warning('%s failed: %s: %s', intent_cls.name, type(exc).__name__, str(exc))
     else:
         log.exception('%s failed', intent_cls.name)
     return _error(type(exc).__name__, str(exc) or type(exc).__name__, retryable=bool(retryable))
@@ -167,6 +199,9 @@ def _apply(outcome: Outcome, output: IntentOutput) -> None:
     outcome.result = dict(output.result)
     if output.status == 'rejected':
         outcome.error = _error('IntentRejected', output.reason or 'rejected', retryable=False)
+    elif output.status == 'error':
+        outcome.error = _error(output.error_type or 'IntentFailed', output.reason or 'failed',
+                               retryable=output.retryable)
     elif output.reason:
         outcome.result['reason'] = output.reason
 

@@ -1,4 +1,4 @@
-"""What every intent is: typed params, a flag for read-only, and an async run on a connected session."""
+"""What every intent is: typed params, flags for read-only and order placing, and an async run on a session."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,7 +8,10 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 if TYPE_CHECKING:
+    from lib.config import Settings
     from lib.session import Session
+    from lib.store import Store
+    from lib.trading_config import TradingConfig
 
 
 class IntentParams(BaseModel):
@@ -23,29 +26,64 @@ class NoParams(IntentParams):
 
 @dataclass
 class IntentOutput:
-    """What an intent hands back: `result` is its JSON-able output, `reason` explains skipped or rejected."""
+    """What an intent hands back: `result` is its JSON-able output, `reason` explains skipped or rejected.
 
-    status: Literal['ok', 'skipped', 'rejected'] = 'ok'
+    An 'error' output is a failure that still has a result to report (e.g. the orders it placed);
+    `error_type` and `retryable` then go into the result document's error.
+    """
+
+    status: Literal['ok', 'skipped', 'rejected', 'error'] = 'ok'
     result: dict = field(default_factory=dict)
     reason: str | None = None
+    error_type: str | None = None
+    retryable: bool = False
 
 
 class IntentRejected(Exception):
     """A business rule refused the work; the run ends with status rejected and is not retried."""
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What the runtime knows about a run besides its session: ids, settings, the store, the claim.
+
+    `store` is set for intents that use it; `trading`, `idempotency_key` and `reference` for
+    order-placing ones. `takeover` means an earlier attempt under the same key may have placed
+    orders, so the intent must look them up by orderRef before placing.
+    """
+
+    run_id: str = 'local'
+    settings: Settings | None = None
+    store: Store | None = None
+    trading: TradingConfig | None = None
+    idempotency_key: str | None = None
+    reference: str | None = None          # ibj:<hash10>, the orderRef prefix of every order of this key
+    takeover: bool = False
+    attempt: int = 1
+    claimed: bool = False                 # the idempotency key is held, so a redelivery is safe
+
+
 class Intent:
-    """One job run against the gateway. Subclasses set name, readonly and Params and implement run()."""
+    """One job run against the gateway. Subclasses set name, readonly and Params and implement run().
+
+    `places_orders` intents are admitted only with the kill switch on, a readable store and a held
+    idempotency claim (dry runs need no claim); `uses_store` intents get context.store.
+    """
 
     name: ClassVar[str]
     readonly: ClassVar[bool]
+    places_orders: ClassVar[bool] = False
+    uses_store: ClassVar[bool] = False
     Params: ClassVar[type[IntentParams]] = NoParams
 
-    def __init__(self, session: Session, params: IntentParams, *, dry_run: bool):
+    def __init__(self, session: Session, params: IntentParams, *, dry_run: bool,
+                 context: RunContext | None = None, deadline: float | None = None):
         self.session = session
         self.ib = session.ib
         self.params = params
         self.dry_run = dry_run
+        self.context = context or RunContext()
+        self.deadline = deadline    # loop.time() by which run() must be done; set by the runner
 
     async def run(self) -> IntentOutput:
         """Do the work on self.ib and describe the outcome."""

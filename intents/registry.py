@@ -1,11 +1,17 @@
 """Intent names to classes. Names from messages are looked up here, never imported."""
 from __future__ import annotations
 
+from intents.allocation import Allocation
 from intents.base import Intent
+from intents.cash_balancer import CashBalancer
+from intents.close_all import CloseAll
+from intents.collect_market_data import CollectMarketData
 from intents.health import Health
 from intents.summary import Summary
+from intents.trade_reconciliation import TradeReconciliation
 
-_INTENTS: dict[str, type[Intent]] = {cls.name: cls for cls in (Summary, Health)}
+_INTENTS: dict[str, type[Intent]] = {cls.name: cls for cls in (
+    Summary, Health, Allocation, CloseAll, CashBalancer, TradeReconciliation, CollectMarketData)}
 
 
 class UnknownIntent(LookupError):

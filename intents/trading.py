@@ -1,0 +1,147 @@
+"""What the order-placing intents share: policy overrides, strategies and their contracts, execution, output."""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timezone
+from typing import Any, Callable, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import Field
+
+from intents.base import Intent, IntentOutput, IntentParams
+from lib.ibapi import Position, Trade
+from lib.ibapi import Contract
+from lib.market_data import AccountSnapshot, ContractInfo, account_snapshot, contract_infos, gateway_time
+from lib.orders import ExecutionReport, ExecutionSettings, cancel_orders
+from lib.trading_config import OrderPolicy, TradingConfig
+from strategies.base import Bar, InstrumentSpec, Strategy
+from strategies.registry import get_strategy, strategy_names
+
+# Strategies decide for a calendar day; the instruments are US-listed, so it is New York's.
+MARKET_TIMEZONE = ZoneInfo('America/New_York')
+
+
+class PolicyOverrides(IntentParams):
+    """Per-message overrides of the configured orderPolicy; unset keys keep the configured value."""
+
+    order_type: Literal['market', 'marketable-limit', 'adaptive'] | None = None
+    tif: Literal['DAY', 'GTC', 'IOC'] | None = None
+    limit_offset_bps: float | None = Field(None, ge=0)
+    adaptive_priority: Literal['Patient', 'Normal', 'Urgent'] | None = None
+
+    def apply(self, policy: OrderPolicy) -> OrderPolicy:
+        """`policy` with the keys given here replaced."""
+        return replace(policy, **{name: value for name, value in self.model_dump().items() if value is not None})
+
+
+def known_strategy_names(names: list[str] | None) -> list[str] | None:
+    """Params validator: every name registered, none twice; the error lists the known ones."""
+    if names is None:
+        return None
+    unknown = [name for name in names if name not in strategy_names()]
+    if unknown:
+        raise ValueError(f'unknown strategy {unknown[0]!r}; known strategies: {", ".join(strategy_names())}')
+    if len(set(names)) != len(names):
+        raise ValueError('a strategy is named twice')
+    return names
+
+
+def market_date(moment: datetime) -> date:
+    """The trading day `moment` belongs to, in New York."""
+    return moment.astimezone(MARKET_TIMEZONE).date()
+
+
+def build_strategy(name: str, trading: TradingConfig) -> Strategy:
+    """The configured strategy; ValueError when its config table is missing or invalid."""
+    if name not in trading.strategies:
+        raise ValueError(f'no [strategies.{name}] table in the trading config')
+    return get_strategy(name)(trading.strategies[name])
+
+
+def spec_contract(spec: InstrumentSpec) -> Contract:
+    """The client library's contract for a strategy's instrument."""
+    return Contract(secType=spec.sec_type, symbol=spec.symbol, exchange=spec.exchange, currency=spec.currency,
+                    lastTradeDateOrContractMonth=spec.last_trade_date)
+
+
+def strategy_bars(bars: list) -> list[Bar]:
+    """The client library's bars as the strategies' own Bar; intraday times in UTC."""
+    def day(value: date | datetime) -> date | datetime:
+        if isinstance(value, datetime):
+            return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value
+    return [Bar(day(b.date), b.open, b.high, b.low, b.close, b.volume) for b in bars]
+
+
+async def strategy_universe(intent: Intent, strategy: Strategy, today: date) -> dict[str, ContractInfo]:
+    """The strategy's instruments on `today`, as the gateway describes them, by instrument key."""
+    specs = strategy.instruments(today)
+    infos = await contract_infos(intent.ib, [spec_contract(spec) for spec in specs])
+    return {spec.key: info for spec, info in zip(specs, infos)}
+
+
+async def account_positions(intent: Intent) -> dict[int, Position]:
+    """The account's non-zero positions by conId, asked for now (not the session's cached copy)."""
+    positions = await intent.ib.reqPositionsAsync()
+    return {p.contract.conId: p for p in positions if p.account == intent.session.account and p.position}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What every order-placing run starts from."""
+
+    now: datetime                 # the gateway's clock
+    today: date
+    snapshot: AccountSnapshot
+
+
+class OrderIntent(Intent):
+    """Base of the intents that place orders: admitted with the kill switch on and a held claim."""
+
+    readonly = False
+    places_orders = True
+
+    @property
+    def trading(self) -> TradingConfig:
+        return self.context.trading
+
+    async def prepare(self) -> Prepared:
+        """The gateway's time, the market day and the account's NLV and exchange rates."""
+        now = await gateway_time(self.ib)
+        return Prepared(now, market_date(now), account_snapshot(self.ib, self.session.account))
+
+    def execution_settings(self, snapshot: AccountSnapshot, overrides: PolicyOverrides | None) -> ExecutionSettings:
+        policy = overrides.apply(self.trading.order_policy) if overrides else self.trading.order_policy
+        return ExecutionSettings(account=self.session.account, reference=self.context.reference, policy=policy,
+                                 limits=self.trading.limits, snapshot=snapshot, dry_run=self.dry_run,
+                                 takeover=self.context.takeover, deadline=self.deadline)
+
+    async def cancel(self, trades: list[Trade]) -> list[dict]:
+        """Cancel orders of any client id (see lib.orders.cancel_orders)."""
+        settings = self.context.settings
+        return await cancel_orders(self.ib, trades, own_client_id=self.session.client_id, host=self.session.host,
+                                   port=self.session.port, connect_timeout=settings.connect_timeout,
+                                   until=self.deadline - 2.0)
+
+    async def in_store(self, call: Callable[..., Any], *args: Any) -> Any:
+        """Run a (blocking) store call off the event loop."""
+        return await asyncio.to_thread(call, *args)
+
+    def output(self, report: ExecutionReport, result: dict) -> IntentOutput:
+        """The intent's output: ok when something was placed or planned, else skipped with the reason.
+
+        An order the gateway never acknowledged makes it a retryable error (with every order's last
+        known state): the redelivery takes over, looks the order up at the broker and places it only
+        if it is not there.
+        """
+        context = self.context
+        header = {'idempotencyKey': context.idempotency_key, 'orderRefPrefix': context.reference,
+                  'attempt': context.attempt, 'takeover': context.takeover,
+                  'tradingEnabled': self.trading.trading_enabled}
+        full = {**header, **result, **report.to_result()}
+        if report.unacknowledged:
+            return IntentOutput(status='error', result=full, error_type='OrdersUnacknowledged', retryable=True,
+                                reason=f'not acknowledged by the gateway before the deadline: '
+                                       f'{", ".join(report.unacknowledged)}')
+        return IntentOutput(status=report.status, result=full, reason=report.reason)

@@ -1,0 +1,167 @@
+"""Idempotency of order-placing runs: the key, the orderRefs derived from it, and the claim in the store.
+
+A request's key is its `idempotencyKey`, else `auto:<window>:<hash>` of the intent, its canonical params
+and the time window its publishTime falls in (IDEMPOTENCY_WINDOW_SECONDS, floored), so two Cloud
+Scheduler messages for one slot share a key. From (intent, key) comes the run reference `ibj:<hash10>`;
+every order carries `ibj:<hash10>:<leg>` as orderRef, so the broker can tell what a key already did.
+
+The claim is one atomic store operation. A run that fails in a way a redelivery may fix finishes its
+claim with `retry: true`; the redelivery then claims the next generation (`ibj:<hash10>#2`, ...), which
+is again atomic, and acts as a takeover: it looks up the orderRefs at the broker and places only what is
+missing. A run that dies without finishing leaves a lease that expires; the store lets the next claim
+of that generation take over.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from lib.config import ConfigError
+from lib.store import ClaimRecord, Store
+
+ORDER_REF_TAG = 'ibj'
+MAX_GENERATIONS = 50
+LEASE_MARGIN_SECONDS = 10.0
+_RUN_REFERENCE = re.compile(rf'^({ORDER_REF_TAG}:[0-9a-f]{{10}}):')
+
+
+@dataclass(frozen=True)
+class IdempotencySettings:
+    """How keys are derived and claims held. Read from the environment:
+
+    IDEMPOTENCY_WINDOW_SECONDS (300): width of the scheduled-time window of derived keys;
+    IDEMPOTENCY_LEASE_SECONDS (deadline + 10): how long a claim protects a run, at least the deadline;
+    ORDER_MAX_AGE_SECONDS (1800): order-placing messages older than this are rejected unless the
+    message sets its own maxAgeSeconds.
+    """
+
+    window_seconds: float = 300.0
+    lease_seconds: float | None = None
+    max_age_seconds: float = 1800.0
+
+    @classmethod
+    def from_env(cls, deadline_seconds: float, env: Mapping[str, str] | None = None) -> IdempotencySettings:
+        """Settings from env (default os.environ); ConfigError names a bad variable."""
+        env = os.environ if env is None else env
+        window = _seconds(env, 'IDEMPOTENCY_WINDOW_SECONDS', cls.window_seconds)
+        lease = _seconds(env, 'IDEMPOTENCY_LEASE_SECONDS', None)
+        if lease is not None and lease < deadline_seconds:
+            raise ConfigError(f'IDEMPOTENCY_LEASE_SECONDS={lease:g} is invalid: it must be at least the intent '
+                              f'deadline ({deadline_seconds:g} s), or a run could be taken over while it places orders')
+        return cls(window, lease, _seconds(env, 'ORDER_MAX_AGE_SECONDS', cls.max_age_seconds))
+
+    def lease_for(self, deadline_seconds: float) -> float:
+        """The claim's lease: past the deadline, so a live run is never taken over."""
+        return self.lease_seconds if self.lease_seconds is not None else deadline_seconds + LEASE_MARGIN_SECONDS
+
+
+def derive_key(intent: str, params: Mapping[str, Any], published: datetime, window_seconds: float) -> str:
+    """`auto:<window start>:<hash>` of the intent, its params (as JSON, keys sorted) and the time window.
+
+    Caveat: two messages meant for one slot but published on either side of a window boundary get
+    different keys; schedules should fire at multiples of the window (Cloud Scheduler publishes a
+    few seconds after the scheduled minute, well inside it).
+    """
+    start = math.floor(published.timestamp() / window_seconds) * window_seconds
+    window = datetime.fromtimestamp(start, timezone.utc).isoformat().replace('+00:00', 'Z')
+    canonical = json.dumps({'intent': intent, 'params': params}, sort_keys=True, separators=(',', ':'))
+    return f'auto:{window}:{hashlib.sha256(canonical.encode()).hexdigest()[:16]}'
+
+
+def run_reference(intent: str, key: str) -> str:
+    """`ibj:<hash10>`: the prefix of every orderRef of this (intent, key) and its claim's store key."""
+    digest = hashlib.sha256(f'{intent}\n{key}'.encode()).hexdigest()
+    return f'{ORDER_REF_TAG}:{digest[:10]}'
+
+
+def order_ref(reference: str, leg: str | int) -> str:
+    """The orderRef of one leg (e.g. the conId) of a run: `ibj:<hash10>:<leg>`."""
+    return f'{reference}:{leg}'
+
+
+def reference_of(order_ref_text: str) -> str | None:
+    """The run reference an orderRef belongs to, or None for orders that are not ours (manual, other tools)."""
+    match = _RUN_REFERENCE.match(order_ref_text or '')
+    return match.group(1) if match else None
+
+
+def is_ours(order_ref_text: str) -> bool:
+    """True for orderRefs this system wrote."""
+    return reference_of(order_ref_text) is not None
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The answer to claim_run: either we hold a claim (and may act) or another run has the key."""
+
+    held: bool
+    claim_key: str
+    record: ClaimRecord
+    takeover: bool = False        # an earlier attempt under this key may have placed orders
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first attempt; counts takeovers and retried generations."""
+        generation = int(self.claim_key.rpartition('#')[2]) if '#' in self.claim_key else 1
+        return generation + self.record.attempt - 1
+
+
+class TooManyAttempts(Exception):
+    """The key was retried MAX_GENERATIONS times; it is not tried again."""
+
+
+def claim_run(store: Store, reference: str, run_id: str, lease_seconds: float, now: datetime) -> Admission:
+    """Claim the first generation of `reference` that is free, expired or unfinished.
+
+    Returns held=False with the blocking record when another run holds a valid lease ('running') or a
+    generation finished for good ('finished' without retry).
+    """
+    for generation in range(1, MAX_GENERATIONS + 1):
+        key = claim_key(reference, generation)
+        claim = store.claim(key, run_id, lease_seconds, now)
+        if claim.held:
+            return Admission(True, key, claim.record, takeover=claim.outcome == 'taken_over' or generation > 1)
+        if claim.outcome == 'finished' and (claim.record.result or {}).get('retry'):
+            continue
+        return Admission(False, key, claim.record)
+    raise TooManyAttempts(f'{reference} was attempted {MAX_GENERATIONS} times; not trying again')
+
+
+def claim_key(reference: str, generation: int) -> str:
+    """The store key of one generation of a run's claim."""
+    return reference if generation == 1 else f'{reference}#{generation}'
+
+
+def recorded_orders(store: Store, reference: str) -> dict[str, dict]:
+    """orderRef -> the order as recorded by the runs of `reference`.
+
+    The earliest record of an orderRef wins: it comes from the run that placed the order; a takeover
+    only records it when that run died before recording anything.
+    """
+    orders: dict[str, dict] = {}
+    for generation in range(1, MAX_GENERATIONS + 1):
+        record = store.get_claim(claim_key(reference, generation))
+        if record is None:
+            break
+        for order in (record.result or {}).get('orders', []):
+            orders.setdefault(order['orderRef'], order)
+    return orders
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float | None) -> float | None:
+    raw = env.get(name, '').strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise ConfigError(f'{name}={raw!r} is invalid: expected a positive number of seconds')
+    return value

@@ -1,0 +1,224 @@
+"""What order-placing intents read from the gateway: contract details, quotes, bars, account values."""
+from __future__ import annotations
+
+import asyncio
+import copy
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from lib.ibapi import IB, Contract
+
+UNSET_DOUBLE = 1.7976931348623157e308
+HMDS_ERROR = 162
+REQUEST_TIMEOUT_SECONDS = 20.0
+
+
+class UnknownContract(LookupError):
+    """The gateway knows no contract, or several, matching a description."""
+
+
+class HistoricalDataUnavailable(ConnectionError):
+    """The historical-data service (HMDS) failed; a later attempt may succeed."""
+
+    retryable = True
+
+
+class HistoricalDataError(LookupError):
+    """The gateway refused a historical data request for another reason than an outage (e.g. unknown contract)."""
+
+
+class MissingAccountValue(LookupError):
+    """The gateway did not report an account value an intent needs (NetLiquidation, an ExchangeRate)."""
+
+
+@dataclass(frozen=True)
+class ContractInfo:
+    """A contract as the gateway describes it, with what ordering needs: tick size and trading hours."""
+
+    contract: Contract
+    min_tick: float
+    liquid_hours: str
+    time_zone: str
+
+    @property
+    def con_id(self) -> int:
+        return self.contract.conId
+
+    @property
+    def multiplier(self) -> float:
+        return float(self.contract.multiplier) if self.contract.multiplier else 1.0
+
+    @property
+    def name(self) -> str:
+        """What results call it: SPY, MNQZ6, EUR.USD."""
+        return self.contract.localSymbol or self.contract.symbol
+
+    def describe(self) -> dict:
+        """The contract in result documents."""
+        c = self.contract
+        data = {'conId': c.conId, 'symbol': c.symbol, 'secType': c.secType, 'localSymbol': c.localSymbol,
+                'exchange': c.exchange, 'currency': c.currency}
+        if c.lastTradeDateOrContractMonth:
+            data['lastTradeDateOrContractMonth'] = c.lastTradeDateOrContractMonth
+        return data
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A snapshot of one contract's prices; None where the gateway gave no usable value."""
+
+    bid: float | None
+    ask: float | None
+    last: float | None
+    close: float | None
+
+    def price(self) -> float | None:
+        """The best guess of the price now: last inside the spread, else the midpoint, else last or close."""
+        if self.bid and self.ask and self.last and self.bid <= self.last <= self.ask:
+            return self.last
+        if self.bid and self.ask:
+            return (self.bid + self.ask) / 2
+        return self.last or self.close
+
+    def expected_fill(self, buy: bool) -> float | None:
+        """Where a market order would fill: the ask for a buy, the bid for a sell, else price()."""
+        return (self.ask if buy else self.bid) or self.price()
+
+    def describe(self) -> dict:
+        return {'bid': self.bid, 'ask': self.ask, 'last': self.last, 'close': self.close}
+
+
+@dataclass(frozen=True)
+class AccountSnapshot:
+    """Net liquidation value in the base currency and the rates to convert other currencies into it."""
+
+    account: str
+    base_currency: str
+    net_liquidation: float
+    rates: dict[str, float]           # currency -> base currency per unit
+    cash: dict[str, float]            # currency -> cash balance (BASE excluded)
+
+    def rate(self, currency: str) -> float:
+        """Base currency per unit of `currency`."""
+        if currency == self.base_currency:
+            return 1.0
+        try:
+            return self.rates[currency]
+        except KeyError:
+            raise MissingAccountValue(f'the gateway reported no ExchangeRate for {currency} '
+                                      f'in account {self.account}') from None
+
+    def describe(self) -> dict:
+        return {'account': self.account, 'baseCurrency': self.base_currency,
+                'netLiquidation': self.net_liquidation, 'exchangeRates': dict(sorted(self.rates.items()))}
+
+
+async def contract_info(ib: IB, contract: Contract) -> ContractInfo:
+    """The one contract the gateway matches to `contract`; UnknownContract for none or several."""
+    details = await asyncio.wait_for(ib.reqContractDetailsAsync(contract), REQUEST_TIMEOUT_SECONDS)
+    described = _describe_request(contract)
+    if not details:
+        raise UnknownContract(f'the gateway knows no contract {described}')
+    if len(details) > 1:
+        found = ', '.join(d.contract.localSymbol for d in details)
+        raise UnknownContract(f'{described} is ambiguous at the gateway: {found}')
+    d = details[0]
+    return ContractInfo(d.contract, d.minTick or 0.01, d.liquidHours, d.timeZoneId)
+
+
+async def contract_infos(ib: IB, contracts: list[Contract]) -> list[ContractInfo]:
+    """contract_info for each, concurrently."""
+    return list(await asyncio.gather(*(contract_info(ib, c) for c in contracts)))
+
+
+async def quotes(ib: IB, infos: list[ContractInfo]) -> dict[int, Quote]:
+    """A snapshot quote per conId."""
+    if not infos:
+        return {}
+    tickers = await asyncio.wait_for(ib.reqTickersAsync(*(i.contract for i in infos)), REQUEST_TIMEOUT_SECONDS)
+    by_id = {t.contract.conId: t for t in tickers}
+    return {i.con_id: Quote(*(_price(getattr(by_id[i.con_id], name, None)) if i.con_id in by_id else None
+                              for name in ('bid', 'ask', 'last', 'close')))
+            for i in infos}
+
+
+async def gateway_time(ib: IB) -> datetime:
+    """The gateway's clock (reqCurrentTime), in UTC."""
+    moment = await asyncio.wait_for(ib.reqCurrentTimeAsync(), REQUEST_TIMEOUT_SECONDS)
+    return moment.astimezone(timezone.utc)
+
+
+async def fetch_bars(ib: IB, requests: list[tuple[Contract, str, str, str]], use_rth: bool = True) -> list[list]:
+    """Bars (the client library's BarData) for each (contract, bar size, duration, what to show), oldest
+    first, fetched concurrently.
+
+    Raises HistoricalDataUnavailable when the historical-data service fails (error 162 other than
+    "no data", or no answer in time), HistoricalDataError for any other refusal; "no data" is [].
+    """
+    return list(await asyncio.gather(*(_bars(ib, *request, use_rth) for request in requests)))
+
+
+async def _bars(ib: IB, contract: Contract, bar_size: str, duration: str, what: str, use_rth: bool) -> list:
+    # ib_insync ends a failed request with no bars and reports the error on errorEvent with the
+    # request's contract object, so a copy of our own tells our errors apart from other requests'.
+    mine = copy.copy(contract)
+    failures: list[tuple[int, str]] = []
+
+    def on_error(req_id: int, code: int, message: str, about: Contract | None) -> None:
+        if about is mine and not _is_notice(code):
+            failures.append((code, message))
+
+    described = _describe_request(contract)
+    ib.errorEvent += on_error
+    try:
+        request = ib.reqHistoricalDataAsync(mine, '', duration, bar_size, what, use_rth, timeout=0)
+        data = await asyncio.wait_for(request, REQUEST_TIMEOUT_SECONDS)
+    except asyncio.TimeoutError:
+        raise HistoricalDataUnavailable(f'the historical data service did not answer for {described} '
+                                        f'within {REQUEST_TIMEOUT_SECONDS:g} s') from None
+    finally:
+        ib.errorEvent -= on_error
+    if failures:
+        code, message = failures[0]
+        if code == HMDS_ERROR and 'no data' in message.lower():
+            return []
+        if code == HMDS_ERROR:
+            raise HistoricalDataUnavailable(f'the historical data service failed for {described}: {message}')
+        raise HistoricalDataError(f'historical data for {described} refused: error {code}: {message}')
+    return list(data)
+
+
+def account_snapshot(ib: IB, account: str) -> AccountSnapshot:
+    """NetLiquidation, exchange rates and cash balances from the account values the session subscribed to."""
+    values = ib.accountValues(account)
+    nlv_rows = [v for v in values if v.tag == 'NetLiquidation' and v.currency not in ('', 'BASE')]
+    if not nlv_rows:
+        raise MissingAccountValue(f'the gateway reported no NetLiquidation for account {account}')
+    base, nlv = nlv_rows[0].currency, float(nlv_rows[0].value)
+    rates, cash = {}, {}
+    for v in values:
+        if v.currency in ('', 'BASE'):
+            continue
+        if v.tag == 'ExchangeRate':
+            rates[v.currency] = float(v.value)
+        elif v.tag == 'CashBalance':
+            cash[v.currency] = float(v.value)
+    return AccountSnapshot(account, base, nlv, rates, cash)
+
+
+def _price(value: float | None) -> float | None:
+    if value is None or math.isnan(value) or value <= 0 or value >= UNSET_DOUBLE:
+        return None
+    return float(value)
+
+
+def _is_notice(code: int) -> bool:
+    """Farm-status and similar informational codes ib_insync also reports on errorEvent."""
+    return 2100 <= code < 2200 or code in (165, 202, 399, 404, 434, 492, 10167)
+
+
+def _describe_request(contract: Contract) -> str:
+    parts = [contract.secType, contract.symbol, contract.lastTradeDateOrContractMonth, contract.exchange,
+             contract.currency]
+    return ' '.join(p for p in parts if p) or f'conId {contract.conId}'

@@ -1,0 +1,135 @@
+"""A trading rig for tests: a simulated gateway, a real store, a trading config file, and the real handler."""
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from cloudevents.http import CloudEvent
+
+from functions.contract import IntentResult
+from functions.handler import TransientFailure, handle
+from lib.config import Settings
+from lib.store import Store
+from simulator import Simulator
+
+ACCOUNT = 'DU1234567'
+# Tuesday 2026-11-24, 10:00 in New York: markets open; the `dummy` strategy's signal that day is +1.
+OPEN_TIME = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
+# Christmas Day 2026 (a Friday): NYSE and IDEALPRO closed; both reopen on Monday the 28th.
+HOLIDAY = datetime(2026, 12, 25, 15, 0, tzinfo=timezone.utc)
+
+BASE_CONFIG = """
+cashBalancerThreshold = 1000.0
+
+[exposure]
+overall = 1.0
+
+[exposure.strategies]
+dummy = 0.5
+
+[strategies.dummy]
+symbol = "SPY"
+sec_type = "STK"
+exchange = "SMART"
+
+[orderPolicy]
+orderType = "market"
+tif = "DAY"
+
+[limits]
+maxOrderNotional = 2000000.0
+maxOrderNlvShare = 1.0
+maxRunNlvShare = 2.0
+maxOrdersPerRun = 10
+allowlist = ["*"]
+priceBand = 0.2
+"""
+
+SPY_MACD_VIXY_CONFIG = """
+[strategies.spy-macd-vixy]
+fast = 12
+slow = 26
+signal = 9
+lookback = "200 D"
+"""
+
+
+def pubsub_event(request: dict[str, Any], *, message_id: str | None = None,
+                 published: datetime | None = None) -> CloudEvent:
+    """The binary-mode CloudEvent Eventarc delivers for one Pub/Sub message carrying `request`."""
+    message_id = message_id or f'm-{uuid.uuid4().hex[:12]}'
+    stamp = (published or datetime.now(timezone.utc)).isoformat(timespec='milliseconds').replace('+00:00', 'Z')
+    message = {'attributes': {}, 'messageId': message_id, 'publishTime': stamp,
+               'data': base64.b64encode(json.dumps(request).encode()).decode()}
+    return CloudEvent({'id': message_id, 'source': '//pubsub.googleapis.com/projects/test-project/topics/intents',
+                       'type': 'google.cloud.pubsub.topic.v1.messagePublished', 'time': stamp},
+                      {'message': message, 'subscription': 'projects/test-project/subscriptions/eventarc-x'})
+
+
+@dataclass
+class Rig:
+    """One simulated gateway, one store and the handler, as a deployment would have them."""
+
+    sim: Simulator
+    store: Store
+    settings: Settings
+    published: list[IntentResult] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def send(self, intent: str, params: dict | None = None, *, dry_run: bool = False, key: str | None = None,
+             max_age: float | None = None, message_id: str | None = None,
+             published: datetime | None = None) -> IntentResult:
+        """Deliver one message through the real handler; a retryable failure returns its published result."""
+        return self.deliver(self.event(intent, params, dry_run=dry_run, key=key, max_age=max_age,
+                                       message_id=message_id, published=published))
+
+    def event(self, intent: str, params: dict | None = None, *, dry_run: bool = False, key: str | None = None,
+              max_age: float | None = None, message_id: str | None = None,
+              published: datetime | None = None) -> CloudEvent:
+        request: dict[str, Any] = {'intent': intent, 'params': params or {}, 'dryRun': dry_run}
+        if key:
+            request['idempotencyKey'] = key
+        if max_age:
+            request['maxAgeSeconds'] = max_age
+        return pubsub_event(request, message_id=message_id, published=published)
+
+    def deliver(self, event: CloudEvent) -> IntentResult:
+        try:
+            return handle(event, self.settings, publish=self._publish)
+        except TransientFailure as exc:
+            return exc.result
+
+    def _publish(self, result: IntentResult, settings: Settings) -> None:
+        with self._lock:
+            self.published.append(result)
+
+    # what the simulated broker holds: the assertions of these tests look here, not at our results
+
+    def order_log(self) -> list:
+        """Every order the gateway accepted: open and completed."""
+        return self.sim.broker.open_orders() + self.sim.broker.completed_orders()
+
+    def position(self, symbol: str) -> float:
+        return sum(p.quantity for _, p in self.sim.broker.positions(ACCOUNT) if p.instrument.localSymbol == symbol)
+
+    def instrument(self, symbol: str, sec_type: str = 'STK'):
+        return next(i for i in self.sim.universe.all() if i.symbol == symbol and i.secType == sec_type)
+
+    def net_liquidation(self) -> float:
+        return float(next(v for k, v, c in self.sim.broker.account_values(ACCOUNT) if k == 'NetLiquidation'))
+
+
+def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:
+    """Poll `predicate` until it is true or `timeout` passes; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

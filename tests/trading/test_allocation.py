@@ -1,0 +1,157 @@
+"""The allocation intent end to end through the handler, against the simulated gateway and a real store."""
+from __future__ import annotations
+
+import math
+
+from lib.ibapi import IB, LimitOrder, Stock
+
+from strategies.base import Bar, MarketData
+from strategies.dummy import daily_signal
+from strategies.spy_macd_vixy import SpyMacdVixy
+from tests.trading.support import ACCOUNT, BASE_CONFIG, OPEN_TIME, SPY_MACD_VIXY_CONFIG
+
+
+def shares_for(weight: float, budget: float, price: float) -> float:
+    return math.trunc(weight * budget / price)
+
+
+def test_allocation_moves_positions_to_the_targets_and_a_second_run_places_nothing(rig):
+    nlv = rig.net_liquidation()
+    first = rig.send('allocation', {'strategies': ['dummy']})
+    assert first.status == 'ok', first.error
+    price = rig.sim.quote(rig.instrument('SPY')).ask
+    weight = daily_signal('dummy', OPEN_TIME.date())
+    assert weight == 1
+    expected = shares_for(weight, 0.5 * nlv, price)
+    assert abs(rig.position('SPY') - expected) <= 1          # the price moves a little while the test runs
+    assert [(o.instrument.symbol, o.action, o.status) for o in rig.order_log()] == [('SPY', 'BUY', 'Filled')]
+    placed = first.result['orders'][0]
+    assert placed['orderRef'].startswith(first.result['orderRefPrefix'] + ':')
+    assert placed['strategies'] == {'dummy': placed['quantity']}
+    assert placed['acknowledged'] and placed['status'] == 'Filled' and placed['permId']
+    assert rig.store.get_targets('dummy')['targets'] == {'SPY': 1.0}
+
+    again = rig.send('allocation', {'strategies': ['dummy']}, key='second-run')
+    assert again.status == 'skipped' and again.result['reason'] == 'no trades needed'
+    assert len(rig.order_log()) == 1
+
+
+def test_two_strategies_on_one_contract_are_summed_and_the_trade_split_between_them(make_rig):
+    rig = make_rig(BASE_CONFIG.replace('dummy = 0.5', 'dummy = 0.3\nspy-macd-vixy = 0.4') + SPY_MACD_VIXY_CONFIG)
+    nlv = rig.net_liquidation()
+    spy, vixy = rig.instrument('SPY'), rig.instrument('VIXY')
+    history = [Bar(b.date, b.open, b.high, b.low, b.close, b.volume)
+               for b in rig.sim.prices.bars(spy, rig.sim.clock.now(), '200 D', '1 day', 'TRADES', True)]
+    macd_targets = SpyMacdVixy({}).targets(MarketData(OPEN_TIME.date(), {'SPY': history}))
+    assert macd_targets is not None, 'the seeded prices give the MACD an opinion on this day'
+    result = rig.send('allocation')
+    assert result.status == 'ok', result.error
+    spy_price, vixy_price = rig.sim.quote(spy).last, rig.sim.quote(vixy).last
+    expected_spy = shares_for(1.0, 0.3 * nlv, spy_price) + shares_for(macd_targets['SPY'], 0.4 * nlv, spy_price)
+    expected_vixy = shares_for(macd_targets['VIXY'], 0.4 * nlv, vixy_price)
+    assert abs(rig.position('SPY') - expected_spy) <= 2
+    assert abs(rig.position('VIXY') - expected_vixy) <= 1
+    spy_order = next(o for o in result.result['orders'] if o['contract']['symbol'] == 'SPY')
+    assert set(spy_order['strategies']) == {'dummy', 'spy-macd-vixy'}
+    assert sum(spy_order['strategies'].values()) == spy_order['quantity'] * (1 if spy_order['action'] == 'BUY' else -1)
+    assert result.result['strategies']['spy-macd-vixy']['targets'] == macd_targets
+
+
+def test_a_strategy_without_an_opinion_keeps_its_stored_targets_and_one_that_fails_is_never_liquidated(make_rig):
+    config = BASE_CONFIG.replace('dummy = 0.5', 'dummy = 0.5\nspy-macd-vixy = 0.2') + SPY_MACD_VIXY_CONFIG
+    # a lookback too short for MACD(12, 26, 9): the strategy has no opinion
+    rig = make_rig(config.replace('lookback = "200 D"', 'lookback = "20 D"'))
+    rig.store.put_targets('spy-macd-vixy', {'VIXY': 1.0, 'SPY': 0.0}, 'earlier-run', OPEN_TIME)
+    nlv = rig.net_liquidation()
+    result = rig.send('allocation', {'strategies': ['spy-macd-vixy']})
+    assert result.status == 'ok', result.error
+    report = result.result['strategies']['spy-macd-vixy']
+    assert (report['status'], report['targetsSource'], report['targets']) == ('no-opinion', 'stored',
+                                                                              {'VIXY': 1.0, 'SPY': 0.0})
+    vixy_price = rig.sim.quote(rig.instrument('VIXY')).ask
+    assert abs(rig.position('VIXY') - shares_for(1.0, 0.2 * nlv, vixy_price)) <= 1
+    assert rig.store.get_targets('spy-macd-vixy')['runId'] == 'earlier-run'    # not overwritten
+
+    # the historical-data service goes down: the strategy errs, its VIXY position stays as it is
+    held = rig.position('VIXY')
+    rig.sim.faults.hist_outage = True
+    broken = rig.send('allocation', {'strategies': ['spy-macd-vixy']}, key='during-outage')
+    report = broken.result['strategies']['spy-macd-vixy']
+    assert report['status'] == 'error' and 'HistoricalDataUnavailable' in report['error']
+    assert report['targetsSource'] == 'stored'
+    assert rig.position('VIXY') == held
+
+    # without stored targets a failing strategy's contracts are not touched at all
+    rig.store.put_targets('spy-macd-vixy', {}, 'reset', OPEN_TIME)
+    untouched = rig.send('allocation', {'strategies': ['spy-macd-vixy']}, key='no-stored-targets')
+    assert untouched.status == 'skipped' and untouched.result['contracts'] == []
+    assert rig.position('VIXY') == held
+
+
+def test_manual_positions_outside_the_universe_are_left_alone(rig):
+    rig.sim.broker.set_position(ACCOUNT, rig.instrument('AAPL'), 30, 200.0)
+    result = rig.send('allocation', {'strategies': ['dummy']})
+    assert result.status == 'ok'
+    assert [c['contract']['symbol'] for c in result.result['contracts']] == ['SPY']
+    assert rig.position('AAPL') == 30
+
+
+def test_stale_open_orders_of_an_earlier_run_are_cancelled_through_their_client_id(rig):
+    spy = rig.instrument('SPY')
+    ib = IB()
+    ib.connect(rig.sim.host, rig.sim.port, clientId=77)
+    stale = LimitOrder('BUY', 10, round(rig.sim.quote(spy).bid * 0.9, 2), orderRef='ibj:0000000000:756733',
+                       tif='GTC', account=ACCOUNT)
+    ib.placeOrder(Stock('SPY', 'SMART', 'USD'), stale)
+    ib.sleep(0.2)
+    ib.disconnect()
+    assert [o.clientId for o in rig.sim.broker.open_orders()] == [77]
+
+    result = rig.send('allocation', {'strategies': ['dummy']})
+    assert result.status == 'ok', result.error
+    assert [(c['clientId'], c['cancelled']) for c in result.result['cancelledStaleOrders']] == [(77, True)]
+    assert rig.sim.broker.open_orders() == []
+    cancelled = [o for o in rig.sim.broker.completed_orders() if o.clientId == 77]
+    assert [o.status for o in cancelled] == ['Cancelled']
+    # the cancelled order no longer counts: the whole target was bought
+    assert result.result['contracts'][0]['pending'] == 0
+
+
+def test_dry_run_places_nothing_and_reports_whatif_margin_and_commission(rig):
+    result = rig.send('allocation', {'strategies': ['dummy']}, dry_run=True)
+    assert result.status == 'ok' and result.dry_run is True
+    assert rig.order_log() == [] and rig.sim.broker.executions() == []
+    planned = result.result['orders'][0]
+    assert planned['action'] == 'BUY' and planned['quantity'] > 0
+    assert planned['whatIf']['initMarginChange'] > 0 and planned['whatIf']['commission'] > 0
+    assert planned['whatIf']['commissionCurrency'] == 'USD'
+    assert rig.store.get_targets('dummy') is None
+    # a dry run holds no claim: the real run that follows is not a duplicate
+    real = rig.send('allocation', {'strategies': ['dummy']})
+    assert real.status == 'ok' and len(rig.order_log()) == 1
+
+
+def test_params_dry_run_counts_like_the_request_flag(rig):
+    result = rig.send('allocation', {'strategies': ['dummy'], 'dryRun': True})
+    assert result.dry_run is True and result.status == 'ok'
+    assert rig.order_log() == []
+
+
+def test_order_policy_override_sends_a_marketable_limit_on_the_tick_grid(rig):
+    result = rig.send('allocation', {'strategies': ['dummy'],
+                                     'orderPolicy': {'orderType': 'marketable-limit', 'limitOffsetBps': 10}})
+    assert result.status == 'ok', result.error
+    order = rig.order_log()[0]
+    assert order.orderType == 'LMT' and order.tif == 'DAY'
+    assert order.lmtPrice > rig.sim.quote(rig.instrument('SPY')).last
+    assert round(order.lmtPrice / 0.01, 6).is_integer()
+    assert order.status == 'Filled'
+
+
+def test_unknown_strategies_and_extra_params_are_rejected_with_the_known_names(rig):
+    unknown = rig.send('allocation', {'strategies': ['nope']})
+    assert unknown.status == 'rejected' and unknown.error.type == 'InvalidParams'
+    assert 'known strategies: dummy, spy-macd-vixy' in unknown.error.message
+    extra = rig.send('allocation', {'strategy': 'dummy'})
+    assert extra.status == 'rejected' and 'params.strategy' in extra.error.message
+    assert rig.order_log() == []

@@ -1,0 +1,160 @@
+"""The order execution layer (lib.orders) against the simulated gateway, with real IB clients."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from lib.ibapi import IB, Contract, LimitOrder, MarketOrder, Stock
+from lib.market_data import ContractInfo, Quote, account_snapshot, contract_info, quotes
+from lib.orders import ExecutionSettings, Leg, build_order, cancel_orders, execute, round_to_tick
+from lib.risk import RiskLimitBreached
+from lib.trading_config import OrderPolicy, RiskLimits
+from tests.trading.support import ACCOUNT
+
+REFERENCE = 'ibj:00c0ffee00'
+POLICY = OrderPolicy(order_type='market', tif='DAY', limit_offset_bps=10.0, adaptive_priority='Urgent')
+LIMITS = RiskLimits(max_order_notional=1e7, max_order_nlv_share=1.0, max_run_nlv_share=2.0, max_orders_per_run=10,
+                    allowlist=('*',), price_band=0.2)
+
+
+@pytest.fixture
+def connect(rig):
+    clients: list[IB] = []
+
+    def make(client_id: int) -> IB:
+        ib = IB()
+        ib.connect(rig.sim.host, rig.sim.port, clientId=client_id, timeout=5)
+        clients.append(ib)
+        return ib
+
+    yield make
+    for ib in clients:
+        ib.disconnect()
+
+
+def settings_for(ib: IB, *, takeover: bool = False, dry_run: bool = False, seconds: float = 10.0,
+                 limits: RiskLimits = LIMITS) -> ExecutionSettings:
+    return ExecutionSettings(account=ACCOUNT, reference=REFERENCE, policy=POLICY, limits=limits,
+                             snapshot=account_snapshot(ib, ACCOUNT), dry_run=dry_run, takeover=takeover,
+                             deadline=ib.run(_loop_time()) + seconds)
+
+
+async def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def leg(ib: IB, symbol: str, quantity: float) -> Leg:
+    info = ib.run(contract_info(ib, Stock(symbol, 'SMART', 'USD')))
+    return Leg(info, quantity, ib.run(quotes(ib, [info]))[info.con_id], {'test': quantity})
+
+
+def test_orders_follow_the_policy_market_marketable_limit_and_adaptive():
+    spy = ContractInfo(Contract(conId=1, symbol='SPY', secType='STK', currency='USD'), 0.01, '', 'US/Eastern')
+    eur = ContractInfo(Contract(conId=2, symbol='EUR', secType='CASH', currency='USD'), 0.00005, '', 'US/Eastern')
+    quote = Quote(bid=599.99, ask=600.01, last=600.0, close=598.0)
+    market = build_order(spy, -5, quote, POLICY, account=ACCOUNT, ref='r')
+    assert (market.action, market.totalQuantity, market.orderType, market.tif, market.orderRef) == (
+        'SELL', 5, 'MKT', 'DAY', 'r')
+    limit = build_order(spy, 5, quote, OrderPolicy('marketable-limit', 'DAY', 10.0, 'Normal'), account=ACCOUNT, ref='r')
+    assert (limit.orderType, limit.lmtPrice) == ('LMT', 600.6)            # 600 + 10 bp, on the cent grid
+    sell = build_order(spy, -5, Quote(None, None, 600.003, None), OrderPolicy('marketable-limit', 'DAY', 10.0,
+                                                                              'Normal'), account=ACCOUNT, ref='r')
+    assert sell.lmtPrice == 599.4                                          # rounded down, through the market
+    adaptive = build_order(spy, 5, quote, OrderPolicy('adaptive', 'DAY', 0, 'Patient'), account=ACCOUNT, ref='r')
+    assert adaptive.algoStrategy == 'Adaptive'
+    assert [(p.tag, p.value) for p in adaptive.algoParams] == [('adaptivePriority', 'Patient')]
+    fx = build_order(eur, 30000, Quote(1.16, 1.1601, 1.16, 1.15), OrderPolicy('adaptive', 'DAY', 0, 'Normal'),
+                     account=ACCOUNT, ref='r')
+    assert (fx.orderType, fx.algoStrategy) == ('MKT', '')                  # no Adaptive on IDEALPRO
+    assert round_to_tick(1.160012, 0.00005, up=True) == 1.16005
+    assert round_to_tick(1.160012, 0.00005, up=False) == 1.16
+
+
+def test_placed_orders_are_confirmed_with_perm_id_and_final_state(rig, connect):
+    ib = connect(11)
+    report = ib.run(execute(ib, [leg(ib, 'SPY', 10), leg(ib, 'QQQ', -4), leg(ib, 'AAPL', 0)], settings_for(ib)))
+    assert report.status == 'ok' and report.problems == []
+    states = {o['contract']['symbol']: o for o in report.orders}
+    assert set(states) == {'SPY', 'QQQ'}                                   # the zero quantity is never sent
+    for symbol, order in states.items():
+        assert order['acknowledged'] and order['permId'] and order['status'] == 'Filled'
+        assert order['orderRef'] == f'{REFERENCE}:{order["contract"]["conId"]}'
+    assert sorted((o.instrument.symbol, o.action, o.totalQuantity) for o in rig.sim.broker.completed_orders()) == [
+        ('QQQ', 'SELL', 4), ('SPY', 'BUY', 10)]
+
+
+def test_a_rejected_order_is_reported_with_the_gateways_reason(rig, connect):
+    ib = connect(12)
+    rig.sim.faults.reject_orders = 'No trading permissions'
+    report = ib.run(execute(ib, [leg(ib, 'SPY', 10)], settings_for(ib)))
+    order = report.orders[0]
+    assert order['acknowledged'] is True and order['status'] == 'Cancelled'
+    assert any('201' in m and 'No trading permissions' in m for m in order['messages'])
+    assert 'rejected' in report.problems[0]
+
+
+def test_an_order_the_gateway_never_acknowledges_is_reported_not_hidden(rig, connect):
+    ib = connect(13)
+    rig.sim.faults.stall = {3}                  # placeOrder is read and never answered
+    report = ib.run(execute(ib, [leg(ib, 'SPY', 10)], settings_for(ib, seconds=1.5)))
+    order = report.orders[0]
+    assert order['acknowledged'] is False and order['status'] == 'PendingSubmit' and order['permId'] is None
+    assert 'not acknowledged by the gateway before the deadline' in report.problems[0]
+
+
+def test_a_dry_run_asks_whatif_and_places_nothing(rig, connect):
+    ib = connect(14)
+    report = ib.run(execute(ib, [leg(ib, 'SPY', 100)], settings_for(ib, dry_run=True)))
+    what_if = report.orders[0]['whatIf']
+    assert what_if['initMarginChange'] == pytest.approx(0.25 * 100 * rig.sim.quote(rig.instrument('SPY')).ask, rel=0.01)
+    assert what_if['commission'] > 0
+    assert rig.order_log() == []
+
+
+def test_limits_are_checked_before_anything_is_sent(rig, connect):
+    ib = connect(15)
+    tight = RiskLimits(1e7, 1.0, 2.0, 10, ('SPY',), 0.2)
+    with pytest.raises(RiskLimitBreached) as caught:
+        ib.run(execute(ib, [leg(ib, 'SPY', 10), leg(ib, 'QQQ', 10)], settings_for(ib, limits=tight)))
+    assert caught.value.limits == ['allowlist'] and 'QQQ is not in limits.allowlist' in str(caught.value)
+    assert rig.order_log() == []
+
+
+def test_a_takeover_finds_our_orders_at_the_broker_and_sends_only_the_missing_ones(rig, connect):
+    earlier = connect(21)                        # an earlier attempt of the same run, from another client id
+    spy, qqq, aapl = (leg(earlier, s, q) for s, q in (('SPY', 10), ('QQQ', 5), ('AAPL', 3)))
+    resting = LimitOrder('BUY', 10, round(spy.quote.bid * 0.9, 2), orderRef=f'{REFERENCE}:{spy.info.con_id}',
+                         account=ACCOUNT)
+    earlier.placeOrder(spy.info.contract, resting)
+    earlier.placeOrder(qqq.info.contract, MarketOrder('BUY', 5, orderRef=f'{REFERENCE}:{qqq.info.con_id}',
+                                                      account=ACCOUNT))
+    earlier.sleep(0.2)
+    earlier.disconnect()
+    ib = connect(22)
+    report = ib.run(execute(ib, [spy, qqq, aapl], settings_for(ib, takeover=True)))
+    found = {o['contract']['symbol']: o['atBroker'] for o in report.already_placed}
+    assert found['SPY']['source'] == 'open' and found['SPY']['clientId'] == 21
+    assert found['QQQ']['status'] == 'Filled'
+    assert [o['contract']['symbol'] for o in report.orders] == ['AAPL']
+    assert sorted(o.instrument.symbol for o in rig.order_log()) == ['AAPL', 'QQQ', 'SPY']
+
+
+def test_orders_are_cancelled_through_the_client_id_that_placed_them(rig, connect):
+    owner = connect(31)
+    spy = leg(owner, 'SPY', 10)
+    for ref in ('a', 'b'):
+        owner.placeOrder(spy.info.contract, LimitOrder('BUY', 1, round(spy.quote.bid * 0.9, 2),
+                                                       orderRef=f'{REFERENCE}:{ref}', account=ACCOUNT))
+    owner.sleep(0.2)
+    ib = connect(32)
+    trades = [t for t in ib.reqAllOpenOrders()]
+    busy = ib.run(cancel_orders(ib, trades, own_client_id=32, host=rig.sim.host, port=rig.sim.port,
+                                connect_timeout=1.0, until=ib.run(_loop_time()) + 3))
+    assert [c['cancelled'] for c in busy] == [False, False]
+    assert 'could not connect as client id 31' in busy[0]['reason']
+    owner.disconnect()
+    done = ib.run(cancel_orders(ib, trades, own_client_id=32, host=rig.sim.host, port=rig.sim.port,
+                                connect_timeout=1.0, until=ib.run(_loop_time()) + 3))
+    assert [(c['cancelled'], c['status']) for c in done] == [(True, 'Cancelled')] * 2
+    assert rig.sim.broker.open_orders() == []
