@@ -1,0 +1,219 @@
+"""Runs a plan with the real command-line tools, or prints it (`dry_run`) without running anything.
+
+Secret values reach a command only on its standard input. As a last guard, the runner refuses any
+command line that contains a secret value, and never prints standard input.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Mapping, TextIO
+
+from deploy.steps import Always, Arg, Command, Ensure, Prune, Query, Ref, Remove, SetSecret, Step, WriteFile
+
+_NOT_FOUND = re.compile(r'NOT_FOUND|not found|was not found|does not exist|404', re.IGNORECASE)
+
+
+class DeployError(RuntimeError):
+    """A command failed, or a plan would leak a secret; the message says which and why."""
+
+
+class Runner:
+    """Executes steps in order, printing each command it runs."""
+
+    def __init__(self, *, secrets: Mapping[str, str], dry_run: bool, out: TextIO, cwd: Path) -> None:
+        self.secrets = dict(secrets)
+        self.dry_run = dry_run
+        self.out = out
+        self.cwd = cwd
+        self.values: dict[str, str] = {}
+
+    def run(self, steps: list[Step]) -> None:
+        """Run (or print) every step; raise DeployError at the first failure."""
+        for step in steps:
+            if isinstance(step, Always):
+                self._always(step)
+            elif isinstance(step, Ensure):
+                self._ensure(step)
+            elif isinstance(step, Remove):
+                self._remove(step)
+            elif isinstance(step, Prune):
+                self._prune(step)
+            elif isinstance(step, Query):
+                self._query(step)
+            elif isinstance(step, SetSecret):
+                self._set_secret(step)
+            elif isinstance(step, WriteFile):
+                self._write_file(step)
+            else:
+                raise TypeError(f'not a step: {step!r}')
+
+    def _always(self, step: Always) -> None:
+        self._say(f'# {step.what}')
+        for command in step.commands:
+            self._execute(command)
+
+    def _ensure(self, step: Ensure) -> None:
+        if self.dry_run:
+            self._say(f'# {step.what}: create unless `{self._show(step.probe)}` finds it')
+            for command in step.create:
+                self._say(self._show(command))
+            if step.update:
+                self._say('# ... or, when it exists, update it:')
+                for command in step.update:
+                    self._say(self._show(command))
+            return
+        if self._exists(step.probe, step.found_as):
+            self._say(f'# {step.what}: exists' + (', updating' if step.update else ', nothing to change'))
+            commands = step.update
+        else:
+            self._say(f'# {step.what}: creating')
+            commands = step.create
+        for command in commands:
+            self._execute(command)
+
+    def _remove(self, step: Remove) -> None:
+        if self.dry_run:
+            self._say(f'# {step.what}: delete if `{self._show(step.probe)}` finds it')
+            for command in step.delete:
+                self._say(self._show(command))
+            return
+        if not self._exists(step.probe, step.found_as):
+            self._say(f'# {step.what}: not there')
+            return
+        self._say(f'# {step.what}: deleting')
+        for command in step.delete:
+            self._execute(command)
+
+    def _prune(self, step: Prune) -> None:
+        kept = ', '.join(sorted(step.keep)) or 'none'
+        if self.dry_run:
+            self._say(f'# {step.what}: for each {step.name} that `{self._show(step.listing)}` prints, '
+                      f'except {kept}:')
+            self._say(self._show(step.delete))
+            return
+        result = self._call(step.listing)
+        if result.returncode != 0:
+            raise DeployError(f'{self._show(step.listing)} failed (exit {result.returncode}): '
+                              f'{self._scrub(result.stderr.strip()[-2000:])}')
+        extra = [name for name in result.stdout.split() if name not in step.keep]
+        self._say(f'# {step.what}: ' + (f'deleting {", ".join(extra)}' if extra else 'nothing to delete'))
+        for name in extra:
+            self.values[step.name] = name
+            self._execute(step.delete)
+        self.values.pop(step.name, None)
+
+    def _query(self, step: Query) -> None:
+        if self.dry_run:
+            self._say(f'{step.name}=$({self._show(step.command)})')
+            return
+        result = self._call(step.command)
+        value = result.stdout.strip()
+        if result.returncode != 0 or not value:
+            raise DeployError(f'{self._show(step.command)} gave no {step.name} '
+                              f'(exit {result.returncode}): {self._scrub(result.stderr.strip()[-2000:])}')
+        self.values[step.name] = value
+        self._say(f'{step.name}={value}')
+
+    def _set_secret(self, step: SetSecret) -> None:
+        value = self.secrets.get(step.value_name)
+        if value is None:
+            self._say(f'# {step.what}: {step.value_name} not given, the secret keeps its versions; add one with\n'
+                      f'#   {self._show(step.add)} < file-holding-the-value')
+            return
+        if self.dry_run:
+            self._say(f'# {step.what}: add a version unless `{self._show(step.access)}` prints it already')
+            self._say(f'{self._show(step.add)} <<< "${step.value_name}"')
+            return
+        latest = self._call(step.access)
+        if latest.returncode == 0 and latest.stdout == value:
+            self._say(f'# {step.what}: latest version is current')
+            return
+        if latest.returncode != 0 and not _NOT_FOUND.search(latest.stderr):
+            raise DeployError(f'{self._show(step.access)} failed (exit {latest.returncode}): '
+                              f'{self._scrub(latest.stderr.strip()[-2000:])}')
+        self._say(f'# {step.what}: adding a version')
+        self._execute(step.add)
+
+    def _write_file(self, step: WriteFile) -> None:
+        self._say(f'# {step.what}: write {step.path}')
+        if not self.dry_run:
+            step.path.parent.mkdir(parents=True, exist_ok=True)
+            step.path.write_text(step.content)
+
+    def _exists(self, probe: Command, found_as: str | None) -> bool:
+        result = self._call(probe)
+        if result.returncode == 0 and found_as:
+            found = result.stdout.split()
+            if found:
+                self.values[found_as] = found[0]
+            return bool(found)
+        if result.returncode == 0:
+            return True
+        if _NOT_FOUND.search(result.stderr):
+            return False
+        raise DeployError(f'cannot tell whether it exists: {self._show(probe)} failed '
+                          f'(exit {result.returncode}): {self._scrub(result.stderr.strip()[-2000:])}')
+
+    def _execute(self, command: Command) -> None:
+        self._say(('' if self.dry_run else '+ ') + self._show(command)
+                  + (f' <<< "${command.stdin_secret}"' if command.stdin_secret else ''))
+        if self.dry_run:
+            return
+        result = self._call(command)
+        if result.returncode != 0:
+            if command.tolerate_failure:
+                self._say(f'  (ignored: exit {result.returncode})')
+                return
+            raise DeployError(f'{self._show(command)} failed (exit {result.returncode}):\n'
+                              f'{self._scrub(result.stderr.strip()[-3000:])}')
+
+    def _call(self, command: Command) -> subprocess.CompletedProcess[str]:
+        argv = [self._program(command.program), *(self._resolve(arg) for arg in command.args)]
+        self._refuse_secrets(argv)
+        stdin = self.secrets[command.stdin_secret] if command.stdin_secret else None
+        return subprocess.run(argv, input=stdin, capture_output=True, text=True, cwd=self.cwd,
+                              stdin=None if stdin is not None else subprocess.DEVNULL)
+
+    def _program(self, name: str) -> str:
+        path = shutil.which(name)
+        if path is None:
+            raise DeployError(f'{name} is not on PATH: install the Google Cloud CLI')
+        return path
+
+    def _resolve(self, arg: Arg) -> str:
+        if isinstance(arg, Ref):
+            return arg.prefix + self.values[arg.name] + arg.suffix
+        return arg
+
+    def _show(self, command: Command) -> str:
+        words = [command.program]
+        for arg in command.args:
+            if isinstance(arg, Ref) and arg.name not in self.values:
+                words.append(_quote(arg.prefix) + f'"${{{arg.name}}}"' + _quote(arg.suffix))
+            else:
+                words.append(shlex.quote(self._resolve(arg)))
+        shown = ' '.join(words)
+        self._refuse_secrets([shown])
+        return shown
+
+    def _refuse_secrets(self, argv: list[str]) -> None:
+        for name, value in self.secrets.items():
+            if value and any(value in arg for arg in argv):
+                raise DeployError(f'refusing to put the value of {name} on a command line')
+
+    def _scrub(self, text: str) -> str:
+        for name, value in self.secrets.items():
+            if value:
+                text = text.replace(value, f'<{name}>')
+        return text
+
+    def _say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+
+def _quote(text: str) -> str:
+    return shlex.quote(text) if text else ''
