@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-from tests.emulators import FunctionServer, PubSub, PubSubEmulator
+from tests.emulators import FunctionServer, PubSub, PubSubEmulator, require_tool
 
 EMULATOR_ENV = 'PUBSUB_EMULATOR_HOST'
 
@@ -26,11 +25,7 @@ def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSub
         emulator.wait_ready()
         yield emulator
         return
-    if shutil.which('gcloud') is None:
-        reason = 'gcloud is not installed, so the Pub/Sub emulator cannot start (and PUBSUB_EMULATOR_HOST is unset)'
-        if os.environ.get('CI') == 'true':
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_tool('gcloud', f'the Pub/Sub emulator cannot start (and {EMULATOR_ENV} is unset)')
     emulator = PubSubEmulator.start(tmp_path_factory.mktemp('pubsub'))
     os.environ[EMULATOR_ENV] = emulator.host
     try:

@@ -34,6 +34,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def require_tool(name: str, consequence: str = '') -> str:
+    """The path of a tool a test needs: skip without it, except under CI=true where that fails."""
+    path = shutil.which(name)
+    if path is None:
+        import pytest
+        reason = f'{name} is not installed' + (f', so {consequence}' if consequence else '')
+        if os.environ.get('CI') == 'true':
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
 def _http_status(url: str, timeout: float = 1.0) -> tuple[int, str] | None:
     """Status and body of GET url, or None while nothing answers."""
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ from lib import log
 from lib.config import Settings
 from lib.ibapi import CLIENT_LIBRARY
 from simulator import Simulator
+from tests.polling import wait_until
 
 ACCOUNT = 'DU1234567'
 CURRENT_TIME = 49   # reqCurrentTime's message id
@@ -69,8 +69,7 @@ def gateway():
 def clean(gateway):
     gateway.faults.stall = set()
     if gateway.faults.refuse_connections:
-        gateway.faults.refuse_connections = False
-        wait_until_listening(gateway)
+        gateway.faults.refuse_connections = False   # returns once the gateway listens again
     probes.clear()
     yield
 
@@ -82,26 +81,6 @@ def settings_for(sim: Simulator, **overrides) -> Settings:
 def our_threads() -> set[threading.Thread]:
     """Threads other than the simulator's and pytest's own, which live for the whole module."""
     return {t for t in threading.enumerate() if t.name != 'ib-simulator'}
-
-
-def wait_until_listening(sim: Simulator) -> None:
-    """The simulator reopens its port asynchronously after refuse_connections is switched off."""
-    def accepts():
-        try:
-            socket.create_connection((sim.host, sim.port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-    assert wait_until(accepts)
-
-
-def wait_until(predicate, timeout=2.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def test_the_intent_result_is_handed_back_with_gateway_and_timings(gateway):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +15,7 @@ from lib.ibapi import IB
 from lib.session import (AccountNotManaged, GatewayUnavailable, TradingModeViolation, close_session,
                          open_session)
 from simulator import Simulator
+from tests.polling import wait_until
 
 ACCOUNT = 'DU1234567'
 
@@ -30,8 +30,7 @@ def gateway():
 def healthy(gateway):
     gateway.faults.stall = set()
     if gateway.faults.refuse_connections:
-        gateway.faults.refuse_connections = False
-        wait_until_listening(gateway)
+        gateway.faults.refuse_connections = False   # returns once the gateway listens again
     yield
 
 
@@ -77,26 +76,6 @@ async def connect_and_describe(settings: Settings, *, readonly=True, allocator=N
             close_session(session, allocator)
         else:
             close_session(session)
-
-
-def wait_until_listening(sim: Simulator) -> None:
-    """The simulator reopens its port asynchronously after refuse_connections is switched off."""
-    def accepts():
-        try:
-            socket.create_connection((sim.host, sim.port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-    assert wait_until(accepts)
-
-
-def wait_until(predicate, timeout=2.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def test_connects_with_a_client_id_from_the_range_and_releases_it(gateway):

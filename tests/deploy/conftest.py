@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -15,17 +14,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 FAKE = Path(__file__).resolve().parent / 'fake_gcloud.py'
 EXAMPLE_CONFIG = REPO / 'deploy' / 'config.env.example'
-
-
-def require_tool(name: str) -> str:
-    """The path of a tool the test needs: skip without it, except under CI=true where that fails."""
-    path = shutil.which(name)
-    if path is None:
-        reason = f'{name} is not installed'
-        if os.environ.get('CI') == 'true':
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
 
 
 def write_config(path: Path, **settings: Any) -> Path:

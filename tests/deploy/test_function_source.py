@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from deploy.function import IGNORE_FILE
-from tests.deploy.conftest import REPO, require_tool
+from tests.deploy.conftest import REPO
+from tests.emulators import require_tool
 
 LIST_FILES = '''
 import json, sys

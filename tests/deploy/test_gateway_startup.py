@@ -20,7 +20,8 @@ import yaml
 
 from deploy.config import config_from_values
 from deploy.gateway import SCRIPT_PATH, UNIT_PATH, cloud_init, metadata
-from tests.deploy.conftest import REPO, require_tool
+from tests.deploy.conftest import REPO
+from tests.emulators import require_tool
 
 SCRIPT = REPO / 'deploy' / 'gateway' / 'start-gateway.sh'
 USERNAME, PASSWORD, TOKEN = 'ib-user-77', 'S3cr3t pass,word"!', 'ya29.token-Xq81'

@@ -20,7 +20,7 @@ from deploy.config import config_from_values
 from deploy.plan import apply_plan
 from deploy.schedules import load_jobs
 from deploy.steps import Always, Command, Ensure, Ref, WriteFile
-from tests.deploy.conftest import require_tool
+from tests.emulators import require_tool
 
 SERVICES = ('cloudfunctions', 'compute', 'pubsub', 'cloudscheduler', 'secretmanager', 'iam', 'firestore', 'logging',
             'monitoring', 'eventarc', 'serviceusage', 'cloudresourcemanager', 'vpcaccess', 'run')

@@ -15,7 +15,8 @@ import jsonschema
 
 from deploy.local_stack import RESULTS_SUBSCRIPTION, read_state
 from functions.contract import result_schema
-from tests.deploy.conftest import REPO, require_tool
+from tests.deploy.conftest import REPO
+from tests.emulators import require_tool
 
 
 def stack(command: str, stack_dir: Path) -> subprocess.CompletedProcess[str]:

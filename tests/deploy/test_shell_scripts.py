@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import subprocess
 
-from tests.deploy.conftest import REPO, require_tool
+from tests.deploy.conftest import REPO
+from tests.emulators import require_tool
 
 SCRIPTS = sorted((REPO / 'deploy').rglob('*.sh'))
 

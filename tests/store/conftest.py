@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
@@ -12,6 +11,7 @@ import pytest
 from lib.store import Store
 from lib.store.firestore import FirestoreStore
 from lib.store.sqlite import SqliteStore
+from tests.emulators import require_tool
 from tests.store.firestore_emulator import EMULATOR_ENV, FirestoreEmulator
 
 
@@ -25,12 +25,7 @@ def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fir
     if given:
         yield FirestoreEmulator(given)
         return
-    if shutil.which('gcloud') is None:
-        reason = ('gcloud is not installed, so the Firestore emulator cannot start '
-                  '(and FIRESTORE_EMULATOR_HOST is unset)')
-        if os.environ.get('CI') == 'true':
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_tool('gcloud', f'the Firestore emulator cannot start (and {EMULATOR_ENV} is unset)')
     emulator = FirestoreEmulator.start(tmp_path_factory.mktemp('firestore'))
     os.environ[EMULATOR_ENV] = emulator.host
     try:

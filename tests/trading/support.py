@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import json
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -125,11 +124,3 @@ class Rig:
         return float(next(v for k, v, c in self.sim.broker.account_values(ACCOUNT) if k == 'NetLiquidation'))
 
 
-def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:
-    """Poll `predicate` until it is true or `timeout` passes; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())

@@ -19,7 +19,8 @@ from functions.contract import decode_message
 from functions.runner import run_isolated
 from intents.allocation import Allocation
 from lib.idempotency import derive_key, reference_of, run_reference
-from tests.trading.support import BASE_CONFIG, SPY_MACD_VIXY_CONFIG, wait_until
+from tests.polling import wait_until
+from tests.trading.support import BASE_CONFIG, SPY_MACD_VIXY_CONFIG
 
 TWO_LEGS = BASE_CONFIG.replace('dummy = 0.5', 'dummy = 0.3\nspy-macd-vixy = 0.4') + SPY_MACD_VIXY_CONFIG
 BACKENDS = ['sqlite', 'firestore']
