@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -190,6 +191,8 @@ def decode_message(cloud_event: Any) -> Decoded:
         raise InvalidMessage('InvalidMessage', f'message data is not UTF-8: {exc}', envelope) from None
     except json.JSONDecodeError as exc:
         raise InvalidMessage('InvalidMessage', f'message data is not JSON: {exc}', envelope) from None
+    except RecursionError:
+        raise InvalidMessage('InvalidMessage', 'message data is JSON nested too deeply', envelope) from None
     if not isinstance(payload, dict):
         raise InvalidMessage('InvalidMessage',
                              f'message data must be a JSON object, got {type(payload).__name__}', envelope)
@@ -225,8 +228,10 @@ def _validate(payload: dict[str, Any], envelope: Envelope) -> IntentRequest:
         return IntentRequest.model_validate(payload)
     except ValidationError as exc:
         named = payload.get('intent')
+        # Only a well-formed name goes into the result: a huge or unencodable one would make it unpublishable.
+        well_formed = isinstance(named, str) and re.fullmatch(INTENT_NAME_PATTERN, named)
         raise InvalidMessage('InvalidRequest', describe_validation_error(exc), envelope,
-                             intent=named if isinstance(named, str) else None) from None
+                             intent=named if well_formed else None) from None
 
 
 def _attribute(cloud_event: Any, name: str) -> Any:

@@ -185,7 +185,12 @@ async def _until_disconnected(ib: IB, work) -> IntentOutput:
     try:
         await asyncio.wait({task, dropped}, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
-            return task.result()
+            try:
+                return task.result()
+            except ConnectionError as exc:   # a request cut off by the drop says 'Socket disconnect'
+                if ib.isConnected():
+                    raise
+                raise GatewayDisconnected('the gateway closed the connection during the intent') from exc
         raise GatewayDisconnected('the gateway closed the connection during the intent')
     finally:
         ib.disconnectedEvent -= on_disconnect

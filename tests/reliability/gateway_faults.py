@@ -1,0 +1,138 @@
+"""The simulator's faults, each switched on for one delivery and off again afterwards.
+
+| fault | what the gateway does |
+|---|---|
+| refuse | closes its listening socket: every connect is refused |
+| drop-in-connect | closes each connection on the last message a client sends while connecting |
+| drop-in-intent | closes each connection on the intent's first request |
+| stall | lets clients connect, then never answers another request |
+| stall-orders | never answers placeOrder: the order is neither placed nor acknowledged |
+| disconnect-all | drops every client (its nightly restart) the moment the intent's first request arrives |
+| reject-orders | rejects every new order (error 201) |
+| partial-fill | fills half of each order at once; the rest keeps working |
+| hist-outage | historical data requests fail (error 162) |
+
+`stall` and `disconnect-all` act when a connection has sent its startup requests (watched from a
+thread); replies are held back DELAY_MS meanwhile, so the client cannot get further before that.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Any, Iterator
+
+from functions.runner import run_isolated
+from intents.base import Intent, IntentOutput
+from tests.reliability.harness import settings_for
+
+FAULTS = ('refuse', 'drop-in-connect', 'drop-in-intent', 'stall', 'stall-orders', 'disconnect-all',
+          'reject-orders', 'partial-fill', 'hist-outage')
+PLACE_ORDER = 3                  # the placeOrder request's message id
+ALL_REQUEST_IDS = frozenset(range(1, 256))
+DELAY_MS = 50
+# After the last startup request arrives, wait this long before stalling: its handling must be over.
+SETTLE_SECONDS = 0.01
+
+
+class _Noop(Intent):
+    name = 'reliability-noop'
+    readonly = True
+
+    async def run(self) -> IntentOutput:
+        return IntentOutput()
+
+
+class _NoopPlacing(_Noop):
+    readonly = False
+
+
+_startups: dict[bool, int] = {}
+
+
+def startup_messages(sim: Any, *, readonly: bool) -> int:
+    """How many messages a session sends while connecting (handshake included), before any intent request.
+
+    Measured once per kind of session, with an intent that does nothing.
+    """
+    if readonly not in _startups:
+        noop = _Noop if readonly else _NoopPlacing
+        before = len(sim.counters())
+        outcome = run_isolated(noop, noop.Params(), dry_run=False, settings=settings_for(sim))
+        assert outcome.status == 'ok', outcome.error
+        _startups[readonly] = sim.counters()[before]['messagesIn']
+    return _startups[readonly]
+
+
+@contextlib.contextmanager
+def fault(name: str, sim: Any, startup: int, *, drop_after: int | None = None) -> Iterator[None]:
+    """Switch fault `name` on for the block.
+
+    `startup` is startup_messages() of the session the block will open; drop_after overrides the
+    message count of the drop faults.
+    """
+    faults = sim.faults
+    watcher = None
+    stop = threading.Event()
+    if name == 'refuse':
+        faults.refuse_connections = True
+    elif name == 'drop-in-connect':
+        faults.drop_after = drop_after or startup
+    elif name == 'drop-in-intent':
+        faults.drop_after = drop_after or startup + 1
+    elif name == 'stall':
+        faults.latency_ms = DELAY_MS
+        watcher = _watch(sim, startup, stop, _stall_everything)
+    elif name == 'stall-orders':
+        faults.stall = {PLACE_ORDER}
+    elif name == 'disconnect-all':
+        faults.latency_ms = DELAY_MS
+        watcher = _watch(sim, startup + 1, stop, lambda sim: sim.disconnect_all())
+    elif name == 'reject-orders':
+        faults.reject_orders = 'simulated rejection'
+    elif name == 'partial-fill':
+        faults.partial_fill = 0.5
+    elif name == 'hist-outage':
+        faults.hist_outage = True
+    elif name != 'none':
+        raise ValueError(f'unknown fault {name!r}')
+    try:
+        yield
+    finally:
+        stop.set()
+        if watcher is not None:
+            watcher.join()
+        clear(sim)
+
+
+def clear(sim: Any) -> None:
+    """Switch every fault off."""
+    faults = sim.faults
+    if faults.refuse_connections:
+        faults.refuse_connections = False
+    faults.drop_after = None
+    faults.drop_on = set()
+    faults.stall = set()
+    faults.latency_ms = 0.0
+    faults.reject_orders = False
+    faults.partial_fill = None
+    faults.hist_outage = False
+
+
+def _watch(sim: Any, messages: int, stop: threading.Event, action) -> threading.Thread:
+    """A thread that calls action(sim) once a connection has sent `messages` messages."""
+    def watch() -> None:
+        while not stop.is_set():
+            if any(c['open'] and c['messagesIn'] >= messages for c in sim.counters()):
+                action(sim)
+                return
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=watch, name='fault-watcher')
+    thread.start()
+    return thread
+
+
+def _stall_everything(sim: Any) -> None:
+    time.sleep(SETTLE_SECONDS)
+    sim.faults.stall = set(ALL_REQUEST_IDS)
