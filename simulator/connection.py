@@ -82,6 +82,7 @@ class Connection(asyncio.Protocol):
         self.live_req_ids: set[int] = set()       # requests that can still be cancelled
         self._pending: deque = deque()            # (send_at, bytes) when latency is on
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._close_when_flushed = False
 
     # --- transport ----------------------------------------------------------------------
 
@@ -95,15 +96,22 @@ class Connection(asyncio.Protocol):
             self._flush_handle.cancel()
         self.sim._connection_closed(self)
 
-    def close(self) -> None:
+    def close(self, after_replies: bool = False) -> None:
+        """Close now (a dropped connection), or once the replies held back by latency are out."""
+        if after_replies and self._pending:
+            self._close_when_flushed = True
+            return
         if self.transport and not self.transport.is_closing():
             self.transport.close()
 
     def send(self, fields: list) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        self.stats.messages_out[int(fields[0]) if self.server_version else 0] += 1
-        data = frame(fields)
+        self.stats.messages_out[int(fields[0])] += 1
+        self._queue(frame(fields))
+
+    def _queue(self, data: bytes) -> None:
+        """Write now, or after the injected latency; replies keep their order either way."""
         delay = self.sim.faults.reply_delay()
         if not delay and not self._pending:
             self._write(data)
@@ -129,6 +137,8 @@ class Connection(asyncio.Protocol):
             self._write(data)
         if self._pending:
             self._flush_handle = loop.call_at(self._pending[0][0], self._flush)
+        elif self._close_when_flushed:
+            self.close()
 
     def data_received(self, data: bytes) -> None:
         self.buffer.feed(data)
@@ -182,8 +192,7 @@ class Connection(asyncio.Protocol):
         self.server_version = min(client_max, MAX_SERVER_VERSION)
         now = self.sim.clock.now().astimezone(timezone.utc)
         self.stats.messages_out[0] += 1
-        self.replied_since_request = True
-        self.transport.write(frame([self.server_version, now.strftime('%Y%m%d %H:%M:%S UTC')]))
+        self._queue(frame([self.server_version, now.strftime('%Y%m%d %H:%M:%S UTC')]))
         return True
 
     # --- dispatch -----------------------------------------------------------------------
@@ -242,7 +251,7 @@ class Connection(asyncio.Protocol):
         if refusal:
             code, text = refusal
             self.send(msg.error(-1, code, text))
-            self.close()
+            self.close(after_replies=True)
             return
         self.client_id = client_id
         self.stats.client_id = client_id

@@ -118,3 +118,15 @@ def test_counters_report_messages_and_round_trips(sim, connect):
     assert stats['clientId'] == 1
     assert stats['in'][49] == 1 and stats['out'][49] == 1
     assert stats['roundTrips'] == 5     # handshake, startApi, startup batch, executions, request
+
+
+def test_with_latency_a_refused_client_id_still_hears_326(sim, connect):
+    sim.faults.latency_ms = 50
+    connect(8)
+    second = IB()
+    codes = []
+    second.errorEvent += lambda req_id, code, text, contract: codes.append(code)
+    with contextlib.suppress(TimeoutError, ConnectionError, asyncio.TimeoutError):
+        second.connect(sim.host, sim.port, clientId=8, timeout=1)
+    second.disconnect()
+    assert 326 in codes
