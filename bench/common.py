@@ -1,0 +1,144 @@
+"""What every benchmark shares: machine and version facts, percentiles, tables and the markdown report."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+REPORT_DIR = REPO / 'docs' / 'bench'
+LIBRARIES = ('ib_insync', 'ib_async', 'eventkit', 'functions-framework', 'gunicorn', 'flask', 'google-cloud-pubsub',
+             'grpcio', 'pydantic', 'cloudevents')
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The value below which `fraction` of the sorted values lie (linear interpolation)."""
+    if not values:
+        return float('nan')
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * fraction
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float('nan')
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown'
+
+
+def memory_total_mb() -> int | None:
+    try:
+        for line in Path('/proc/meminfo').read_text().splitlines():
+            if line.startswith('MemTotal:'):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return None
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """What to record when a benchmark starts: the code measured and the machine's load."""
+
+    code: str
+    load: tuple[float, float, float]
+
+    @classmethod
+    def now(cls) -> RunStart:
+        return cls(source_revision(), os.getloadavg())
+
+
+def machine_facts(start: RunStart) -> list[tuple[str, str]]:
+    """(label, value) rows describing the code, the machine, its load, Python and the libraries in use."""
+    versions = []
+    for name in LIBRARIES:
+        try:
+            versions.append(f'{name} {metadata.version(name)}')
+        except metadata.PackageNotFoundError:
+            continue
+    return [
+        ('date', datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')),
+        ('code', start.code),
+        ('CPU', f'{os.cpu_count()} × {cpu_model()}'),
+        ('memory', f'{memory_total_mb()} MB'),
+        ('OS', f'{platform.system()} {platform.release()}'),
+        ('load average (1, 5, 15 min)', f'{_load(start.load)} at the start, {_load(os.getloadavg())} at the end '
+                                        '(the benchmark\'s own processes count too)'),
+        ('Python', f'{platform.python_implementation()} {platform.python_version()}'),
+        ('IB client', os.environ.get('IB_CLIENT_LIBRARY') or 'ib_insync'),
+        ('libraries', ', '.join(versions)),
+    ]
+
+
+def source_revision() -> str:
+    """The commit measured, and whether the work tree differed from it."""
+    try:
+        commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return 'unknown (not a git checkout)'
+    return f'{commit} with uncommitted changes' if dirty else commit
+
+
+def _load(load: tuple[float, float, float]) -> str:
+    return '/'.join(f'{x:.2f}' for x in load)
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    """A markdown table; floats get one decimal."""
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return '–' if value != value else f'{value:.1f}'
+        return str(value)
+    lines = ['| ' + ' | '.join(headers) + ' |', '|' + '---|' * len(headers)]
+    lines += ['| ' + ' | '.join(cell(v) for v in row) + ' |' for row in rows]
+    return '\n'.join(lines)
+
+
+def command_line() -> str:
+    """The command that reruns this benchmark with the same arguments."""
+    script = Path(sys.argv[0]).resolve()
+    module = script.with_suffix('').relative_to(REPO).as_posix().replace('/', '.')
+    return shlex.join(['.venv/bin/python', '-m', module, *sys.argv[1:]])
+
+
+def write_report(name: str, title: str, sections: list[str], start: RunStart) -> Path:
+    """Write docs/bench/<name>.md: title, how to rerun, the machine, then the sections."""
+    REPORT_DIR.mkdir(parents=True, exist_ok=True)
+    facts = table(['', ''], [[label, value] for label, value in machine_facts(start)])
+    text = '\n\n'.join([f'# {title}', f'Rerun from the repository root:\n\n    {command_line()}', facts, *sections])
+    path = REPORT_DIR / f'{name}.md'
+    path.write_text(text + '\n')
+    return path
+
+
+def push_body(request: dict, project: str = 'bench') -> dict:
+    """A Pub/Sub push request body as the emulator sends it, carrying `request` as its data."""
+    message_id = uuid.uuid4().hex[:16]
+    now = datetime.now(timezone.utc).isoformat(timespec='milliseconds').replace('+00:00', 'Z')
+    return {'subscription': f'projects/{project}/subscriptions/intents-push',
+            'message': {'data': base64.b64encode(json.dumps(request).encode()).decode('ascii'),
+                        'attributes': {}, 'messageId': message_id, 'message_id': message_id,
+                        'publishTime': now, 'publish_time': now}}

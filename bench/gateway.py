@@ -1,0 +1,76 @@
+"""The simulated gateway in a child process, so it never competes with the measured code for the GIL.
+
+The child serves `simulator.Simulator` and answers commands over a pipe: set the reply latency,
+read or reset the per-connection counters, stop.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from multiprocessing.connection import Connection
+
+
+def _serve(pipe: Connection, options: dict) -> None:
+    from simulator import Simulator
+
+    with Simulator(**options) as sim:
+        pipe.send((sim.host, sim.port, os.getpid()))
+        while True:
+            command, arg = pipe.recv()
+            if command == 'latency':
+                sim.faults.latency_ms = arg
+                pipe.send(None)
+            elif command == 'counters':
+                pipe.send(sim.counters())
+            elif command == 'reset':
+                sim.reset_counters()
+                pipe.send(None)
+            elif command == 'stop':
+                pipe.send(None)
+                return
+
+
+class GatewayProcess:
+    """A simulator serving on 127.0.0.1 in its own process; use as a context manager."""
+
+    def __init__(self, **options) -> None:
+        self.options = options
+        self.host: str | None = None
+        self.port: int | None = None
+        self.pid: int | None = None
+        self._pipe: Connection | None = None
+        self._process: multiprocessing.Process | None = None
+
+    def __enter__(self) -> GatewayProcess:
+        context = multiprocessing.get_context('spawn')
+        self._pipe, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child, self.options), name='bench-gateway', daemon=True)
+        self._process.start()
+        self.host, self.port, self.pid = self._pipe.recv()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._process is None:
+            return
+        if self._process.is_alive():
+            self._call('stop')
+        self._process.join(10)
+        if self._process.is_alive():
+            self._process.kill()
+        self._process = None
+
+    def set_latency(self, latency_ms: float) -> None:
+        """Delay every reply by latency_ms from now on."""
+        self._call('latency', latency_ms)
+
+    def counters(self) -> list[dict]:
+        """Per-connection traffic, oldest first, as Simulator.counters() returns it."""
+        return self._call('counters')
+
+    def reset_counters(self) -> None:
+        """Forget the counters of connections already closed."""
+        self._call('reset')
+
+    def _call(self, command: str, arg=None):
+        self._pipe.send((command, arg))
+        return self._pipe.recv()
