@@ -162,7 +162,7 @@ def _invoke(settings: Settings, publish) -> float:
 
 def _delayed_rounds(at_latency: Series, at_zero: Series) -> int:
     """How many round trips the injected latency lengthens: per round, replay time at the latency minus
-    at 0 ms exceeds half the latency. (The simulator writes its handshake reply without the delay.)"""
+    at 0 ms exceeds half the latency."""
     if not at_latency.latency_ms:
         return 0
     rounds = range(len(at_zero.replayed_rounds[0]))
@@ -252,8 +252,7 @@ def _report(series: list[Series], ours: Exchange, baseline: Exchange, p0: tuple[
         'lengthens are counted from the replays (a round whose replay time at the latency exceeds its time at 0 ms '
         'by more than half the latency): '
         + ', '.join(f'{n} at {latency:g} ms' for latency, n in delayed.items() if latency) +
-        '. The simulator writes its handshake reply at once (`simulator/connection.py`, `_handshake`), so a real '
-        'network, which delays the handshake too, would add one more round trip of latency. The baseline makes 1 '
+        '. The simulator delays every reply, the handshake included, as a real network would. The baseline makes 1 '
         'round trip per job (the steady-state '
         f'requests {baseline.request_ids[-1]}: the account summary subscription from the first job is reused). '
         f'Protocol time at 0 ms is the recorded exchange replayed by a raw socket client (`bench/protocol.py`): '
