@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import json as jsonlib
 import logging
 import os
@@ -55,9 +56,16 @@ def current_labels() -> dict[str, str]:
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     """Values of environment variables whose names contain PASSWORD, SECRET, TOKEN, KEY or CREDENTIAL."""
     env = os.environ if environ is None else environ
-    found = {value for name, value in env.items()
-             if any(part in name.upper() for part in SECRET_NAME_PARTS) and len(value) >= MIN_SECRET_LENGTH}
+    names = _secret_names(tuple(env))
+    found = {value for value in (env.get(name, '') for name in names) if len(value) >= MIN_SECRET_LENGTH}
     return sorted(found, key=len, reverse=True)   # longest first, so a secret containing another is masked whole
+
+
+@functools.lru_cache(maxsize=8)
+def _secret_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    # Every log line is redacted: matching the names once per set of variables keeps that cheap,
+    # while the values are still read at each call, so late-set secrets count too.
+    return tuple(name for name in names if any(part in name.upper() for part in SECRET_NAME_PARTS))
 
 
 def redact(text: str) -> str:
