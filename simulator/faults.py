@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 
 
 @dataclass
@@ -18,6 +18,13 @@ class Faults:
     reject_orders: bool | str = False  # True, or a reason text: every new order gets error 201
     partial_fill: float | None = None  # fraction of an order filled at once; the rest keeps working
     hist_outage: bool = False          # historical data requests get error 162
+
+    def clear(self) -> None:
+        """Switch every fault off (the listening socket reopens before this returns)."""
+        for f in fields(self):
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            if getattr(self, f.name) != default:
+                setattr(self, f.name, default)
 
     def reply_delay(self) -> float:
         """Seconds to hold the next reply back."""

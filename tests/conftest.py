@@ -64,6 +64,22 @@ def simulator() -> Iterator[object]:
         yield sim
 
 
+@pytest.fixture(scope='module')
+def module_gateway() -> Iterator[object]:
+    """One simulated gateway (account DU1234567, seed 1) for a whole module; `gateway` hands it out healthy."""
+    from simulator import Simulator
+
+    with Simulator(accounts=['DU1234567'], seed=1) as sim:
+        yield sim
+
+
+@pytest.fixture
+def gateway(module_gateway) -> object:
+    """The module's gateway with every fault switched off."""
+    module_gateway.faults.clear()
+    return module_gateway
+
+
 @pytest.fixture
 def start_function_server(tmp_path: Path) -> Iterator[Callable[..., FunctionServer]]:
     """Start functions-framework servers for the test (env as keyword args); all stopped afterwards."""

@@ -59,19 +59,9 @@ class PlacingProbe(Probe):
     readonly = False
 
 
-@pytest.fixture(scope='module')
-def gateway():
-    with Simulator(accounts=[ACCOUNT], seed=1) as sim:
-        yield sim
-
-
 @pytest.fixture(autouse=True)
-def clean(gateway):
-    gateway.faults.stall = set()
-    if gateway.faults.refuse_connections:
-        gateway.faults.refuse_connections = False   # returns once the gateway listens again
+def clean_probes():
     probes.clear()
-    yield
 
 
 def settings_for(sim: Simulator, **overrides) -> Settings:

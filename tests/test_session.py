@@ -20,20 +20,6 @@ from tests.polling import wait_until
 ACCOUNT = 'DU1234567'
 
 
-@pytest.fixture(scope='module')
-def gateway():
-    with Simulator(accounts=[ACCOUNT], seed=1) as sim:
-        yield sim
-
-
-@pytest.fixture(autouse=True)
-def healthy(gateway):
-    gateway.faults.stall = set()
-    if gateway.faults.refuse_connections:
-        gateway.faults.refuse_connections = False   # returns once the gateway listens again
-    yield
-
-
 def settings_for(sim: Simulator, **overrides) -> Settings:
     return Settings(gateway_host=sim.host, gateway_port=sim.port, **overrides)
 

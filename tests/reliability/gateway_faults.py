@@ -107,16 +107,7 @@ def fault(name: str, sim: Any, startup: int, *, drop_after: int | None = None) -
 
 def clear(sim: Any) -> None:
     """Switch every fault off."""
-    faults = sim.faults
-    if faults.refuse_connections:
-        faults.refuse_connections = False
-    faults.drop_after = None
-    faults.drop_on = set()
-    faults.stall = set()
-    faults.latency_ms = 0.0
-    faults.reject_orders = False
-    faults.partial_fill = None
-    faults.hist_outage = False
+    sim.faults.clear()
 
 
 def _watch(sim: Any, messages: int, stop: threading.Event, action) -> threading.Thread:

@@ -130,3 +130,11 @@ def test_with_latency_a_refused_client_id_still_hears_326(sim, connect):
         second.connect(sim.host, sim.port, clientId=8, timeout=1)
     second.disconnect()
     assert 326 in codes
+
+
+def test_clear_switches_every_fault_off(sim, connect):
+    f = sim.faults
+    f.refuse_connections, f.stall, f.drop_on, f.latency_ms, f.hist_outage = True, {49}, {17}, 30, True
+    f.clear()
+    assert f == type(f)()
+    assert connect(1).reqCurrentTime() is not None
