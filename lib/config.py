@@ -63,7 +63,7 @@ class Settings:
             connect_attempts=parse('IB_CONNECT_ATTEMPTS', _positive_int, cls.connect_attempts),
             account=get('IB_ACCOUNT'),
             trading_mode=trading_mode,
-            allow_live=parse('ALLOW_LIVE_TRADING', _boolean, cls.allow_live),
+            allow_live=parse('ALLOW_LIVE_TRADING', parse_boolean, cls.allow_live),
             deadline_seconds=parse('INTENT_DEADLINE_SECONDS', _positive_float, cls.deadline_seconds),
             results_topic=get('RESULTS_TOPIC'),
             project=get('GOOGLE_CLOUD_PROJECT'),
@@ -92,7 +92,8 @@ def _positive_float(raw: str) -> float:
     return value
 
 
-def _boolean(raw: str) -> bool:
+def parse_boolean(raw: str) -> bool:
+    """An environment flag: 1/true/yes/on or 0/false/no/off, any case."""
     lowered = raw.lower()
     if lowered in ('1', 'true', 'yes', 'on'):
         return True

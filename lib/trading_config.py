@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from lib.config import TRADING_MODES, ConfigError
+from lib.config import TRADING_MODES, ConfigError, parse_boolean
 from lib.store import Store
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / 'config' / 'trading.toml'
@@ -175,15 +175,6 @@ def _csv_symbols(raw: str) -> list[str]:
     return _symbols([part for part in raw.split(',') if part.strip()])
 
 
-def _env_boolean(raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in ('1', 'true', 'yes', 'on'):
-        return True
-    if lowered in ('0', 'false', 'no', 'off'):
-        return False
-    raise ValueError('expected true or false')
-
-
 def _int(raw: str) -> int:
     try:
         return int(raw)
@@ -199,7 +190,7 @@ def _float(raw: str) -> float:
 
 
 ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    'TRADING_ENABLED': ('tradingEnabled', _env_boolean),
+    'TRADING_ENABLED': ('tradingEnabled', parse_boolean),
     'EXPOSURE_OVERALL': ('exposure.overall', _float),
     'MAX_ORDER_NOTIONAL': ('limits.maxOrderNotional', _float),
     'MAX_ORDER_NLV_SHARE': ('limits.maxOrderNlvShare', _float),
