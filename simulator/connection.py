@@ -52,7 +52,6 @@ class Stats:
     messages_in: Counter = field(default_factory=Counter)
     messages_out: Counter = field(default_factory=Counter)
     round_trips: int = 0
-    opened_at: float = field(default_factory=time.time)
     closed_at: float | None = None
 
     def as_dict(self) -> dict:
