@@ -1,9 +1,10 @@
-"""Before and after an intent runs: the store, the trading config and kill switch, the idempotency claim.
+"""Before and after an intent runs: the store, the trading config and trading enabled, the idempotency claim.
 
 Order-placing intents (Intent.places_orders) go through, in this order, each failing closed:
 the store and trading config must be readable (else rejected: StoreUnavailable / ConfigError);
 the message must not be older than ORDER_MAX_AGE_SECONDS unless it sets maxAgeSeconds (StaleMessage);
-the kill switch must be on (TradingDisabled; dry runs are let through and only plan);
+trading must be enabled (TradingDisabled; dry runs are let through and only plan; the store is read
+again before each order, see lib.orders);
 once connected to the gateway, the idempotency key must be claimed atomically (else duplicate,
 pointing at the run that has it). Claiming only after connecting means a gateway outage never
 uses up a claim. After the run the claim is finished with a summary of the orders, which later
@@ -100,8 +101,8 @@ def admit(intent_cls: type[Intent], params: IntentParams, decoded: Decoded, *, r
     if dry_run:
         return Admission(context)
     if not trading.trading_enabled:
-        return Admission(context, _refused('TradingDisabled', 'tradingEnabled is false (the kill switch is off): '
-                                                              'no orders are placed', key=key))
+        return Admission(context, _refused('TradingDisabled', f'{trading.switch.reason()}: no orders are placed',
+                                           key=key))
     return Admission(context, lease_seconds=idempotency.lease_for(settings.deadline_seconds))
 
 

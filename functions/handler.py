@@ -1,6 +1,6 @@
 """One invocation: decode the message, run the intent in a fresh loop, publish the result.
 
-Order-placing intents are admitted first (functions/admission.py: store, kill switch, idempotency
+Order-placing intents are admitted first (functions/admission.py: store, trading enabled, idempotency
 claim); a duplicate delivery ends there. Permanent failures (unreadable or stale message, unknown
 intent, bad params, business rejection) publish a result and return, so Pub/Sub acks. Transient
 failures publish a result with `retryable: true` and then raise TransientFailure, so Pub/Sub

@@ -66,7 +66,7 @@ class RunContext:
 class Intent:
     """One job run against the gateway. Subclasses set name, readonly and Params and implement run().
 
-    `places_orders` intents are admitted only with the kill switch on, a readable store and a held
+    `places_orders` intents are admitted only with trading enabled, a readable store and a held
     idempotency claim (dry runs need no claim); `uses_store` intents get context.store.
     """
 

@@ -9,12 +9,12 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field
 
-from intents.base import Intent, IntentOutput, IntentParams
+from intents.base import Intent, IntentOutput, IntentParams, IntentRejected
 from lib.ibapi import Position, Trade
 from lib.ibapi import Contract
 from lib.market_data import AccountSnapshot, ContractInfo, account_snapshot, contract_infos, gateway_time
 from lib.orders import ExecutionReport, ExecutionSettings, cancel_orders
-from lib.trading_config import OrderPolicy, TradingConfig
+from lib.trading_config import LIMIT_OFFSET_CEILING_BPS, ClosePolicy, OrderPolicy, TradingConfig
 from strategies.base import Bar, InstrumentSpec, Strategy
 from strategies.registry import get_strategy, strategy_names
 
@@ -27,11 +27,15 @@ class PolicyOverrides(IntentParams):
 
     order_type: Literal['market', 'marketable-limit', 'adaptive'] | None = None
     tif: Literal['DAY', 'GTC', 'IOC'] | None = None
-    limit_offset_bps: float | None = Field(None, ge=0)
+    limit_offset_bps: float | None = Field(None, ge=0, le=LIMIT_OFFSET_CEILING_BPS)
+    """Also at most the configured limits.maxLimitOffsetBps (checked when the run starts)."""
     adaptive_priority: Literal['Patient', 'Normal', 'Urgent'] | None = None
 
-    def apply(self, policy: OrderPolicy) -> OrderPolicy:
-        """`policy` with the keys given here replaced."""
+    def apply(self, policy: OrderPolicy, max_offset_bps: float) -> OrderPolicy:
+        """`policy` with the keys given here replaced; IntentRejected for an offset beyond the configured bound."""
+        if self.limit_offset_bps is not None and self.limit_offset_bps > max_offset_bps:
+            raise IntentRejected(f'params.orderPolicy.limitOffsetBps={self.limit_offset_bps:g} is more than '
+                                 f'limits.maxLimitOffsetBps={max_offset_bps:g}; not executed')
         return replace(policy, **{name: value for name, value in self.model_dump().items() if value is not None})
 
 
@@ -97,7 +101,7 @@ class Prepared:
 
 
 class OrderIntent(Intent):
-    """Base of the intents that place orders: admitted with the kill switch on and a held claim."""
+    """Base of the intents that place orders: admitted with trading enabled and a held claim."""
 
     readonly = False
     places_orders = True
@@ -111,11 +115,25 @@ class OrderIntent(Intent):
         now = await gateway_time(self.ib)
         return Prepared(now, market_date(now), account_snapshot(self.ib, self.session.account))
 
-    def execution_settings(self, snapshot: AccountSnapshot, overrides: PolicyOverrides | None) -> ExecutionSettings:
-        policy = overrides.apply(self.trading.order_policy) if overrides else self.trading.order_policy
+    def execution_settings(self, snapshot: AccountSnapshot, overrides: PolicyOverrides | None, *,
+                           closing: bool = False) -> ExecutionSettings:
+        """How this run's legs become orders; `closing`: the message's overrides apply to the close policy."""
+        trading, bound = self.trading, self.trading.limits.max_limit_offset_bps
+        policy, close = trading.order_policy, trading.close_policy
+        if overrides and closing:
+            close = ClosePolicy(overrides.apply(close.order, max(bound, close.order.limit_offset_bps)),
+                                close.price_band)
+        elif overrides:
+            policy = overrides.apply(policy, bound)
         return ExecutionSettings(account=self.session.account, reference=self.context.reference, policy=policy,
-                                 limits=self.trading.limits, snapshot=snapshot, dry_run=self.dry_run,
-                                 takeover=self.context.takeover, deadline=self.deadline)
+                                 limits=trading.limits, snapshot=snapshot, dry_run=self.dry_run,
+                                 takeover=self.context.takeover, deadline=self.deadline, close_policy=close,
+                                 trading_gate=self.trading_gate if self.context.store is not None else None)
+
+    async def trading_gate(self) -> str | None:
+        """Read trading enabled again (the store's value may have changed since the run started)."""
+        switch = await self.in_store(self.trading.switch.refreshed, self.context.store)
+        return None if switch.enabled else switch.reason()
 
     async def cancel(self, trades: list[Trade]) -> list[dict]:
         """Cancel orders of any client id (see lib.orders.cancel_orders)."""
@@ -144,4 +162,8 @@ class OrderIntent(Intent):
             return IntentOutput(status='error', result=full, error_type='OrdersUnacknowledged', retryable=True,
                                 reason=f'not acknowledged by the gateway before the deadline: '
                                        f'{", ".join(report.unacknowledged)}')
+        if report.failure:
+            # not retried: a redelivery must not place what trading disabled (or a risk check) stopped
+            return IntentOutput(status='error', result=full, error_type=report.failure, retryable=False,
+                                reason='; '.join(leg['reason'] for leg in report.not_placed))
         return IntentOutput(status=report.status, result=full, reason=report.reason)

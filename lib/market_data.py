@@ -81,9 +81,15 @@ class Quote:
             return (self.bid + self.ask) / 2
         return self.last or self.close
 
+    def live_price(self) -> float | None:
+        """price() from live prices only (last, bid, ask): None when the quote has only a close."""
+        if self.bid and self.ask:
+            return self.price()
+        return self.last
+
     def expected_fill(self, buy: bool) -> float | None:
-        """Where a market order would fill: the ask for a buy, the bid for a sell, else price()."""
-        return (self.ask if buy else self.bid) or self.price()
+        """Where a market order would fill: the ask for a buy, the bid for a sell, else live_price()."""
+        return (self.ask if buy else self.bid) or self.live_price()
 
     def describe(self) -> dict:
         return {'bid': self.bid, 'ask': self.ask, 'last': self.last, 'close': self.close}

@@ -1,14 +1,20 @@
 """The order execution layer every order-placing intent uses.
 
-    legs (contract, signed quantity, strategies served)
+    legs (contract, signed quantity, strategies served, reduce-only or not)
       → zero quantities dropped (never sent)
-      → risk limits on the whole plan (a breach raises RiskLimitBreached: nothing is sent)
+      → orders built from the OrderPolicy (reduce-only legs: the ClosePolicy), tagged `ibj:<hash10>:<conId>`
+      → risk limits on the whole plan, each order's notional at the market side that would fill it
+        (a breach raises RiskLimitBreached: nothing is sent); reduce-only legs are exempt, but for the
+        close policy's own price band when one is set
       → market hours at the gateway's clock (legs of closed markets are skipped, with the next open)
       → takeover: orders already at the broker under this run's orderRefs are not sent again
-      → orders built from the OrderPolicy, each tagged `ibj:<hash10>:<conId>`
       → dry run: whatIf each (margin, commission), place nothing
-      → else place, then flush and confirm: wait until each order has a permId and a status past
-        PendingSubmit (or was rejected), or the deadline; every order's last known state is reported.
+      → else one by one: trading enabled read again from the store (disabled: this and the remaining
+        legs are not placed, each listed in problems); a reduce-only leg is checked against the
+        position at the gateway (never increases or flips it); place; wait for the acknowledgement
+        before the next leg
+      → confirm: wait until each order has a permId and a status past PendingSubmit (or was rejected),
+        or the deadline; every order's last known state is reported.
 """
 from __future__ import annotations
 
@@ -17,22 +23,23 @@ import copy
 import math
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from typing import Callable, NamedTuple
+from typing import Awaitable, Callable, NamedTuple
 
 from lib.idempotency import is_ours, order_ref
 from lib.ibapi import IB, ExecutionFilter, Order, Trade
 from lib.market_data import REQUEST_TIMEOUT_SECONDS, AccountSnapshot, ContractInfo, Quote, gateway_time
 from lib.market_hours import HoursUnreadable, market_state
-from lib.risk import CheckedOrder, check_limits
+from lib.risk import CheckedOrder, check_limits, price_band_breach
 from lib.session import disconnect
 from lib.store.common import iso
-from lib.trading_config import OrderPolicy, RiskLimits
+from lib.trading_config import ClosePolicy, OrderPolicy, RiskLimits
 
 CONFIRM_MARGIN_SECONDS = 1.0      # left between the end of confirming and the run's deadline
 SETTLE_SECONDS = 0.25             # after acknowledgement, for fills already on their way
 UNACKNOWLEDGED = ('', 'PendingSubmit', 'ApiPending')
 FINAL = ('Filled', 'Cancelled', 'ApiCancelled', 'Inactive')
 UNSET_DOUBLE = 1.7976931348623157e308
+ACK_WAIT_SECONDS = 5.0            # at most this long for one order's acknowledgement before the next leg
 
 
 class AlgoParam(NamedTuple):
@@ -50,6 +57,7 @@ class Leg:
     quantity: float
     quote: Quote
     strategies: dict[str, float] = field(default_factory=dict)   # strategy -> its signed share of quantity
+    reduce_only: bool = False     # a close: may only shrink the position, sent under the ClosePolicy
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,9 @@ class ExecutionSettings:
     dry_run: bool
     takeover: bool                 # an earlier attempt under this key may have placed orders
     deadline: float                # loop.time() by which the run must be over
+    close_policy: ClosePolicy | None = None      # for reduce-only legs; None: the policy above, no band
+    trading_gate: Callable[[], Awaitable[str | None]] | None = None
+    """Asked before each order: None when trading is still enabled, else why not (the leg is not placed)."""
 
 
 @dataclass
@@ -85,7 +96,13 @@ class ExecutionReport:
     orders: list[dict] = field(default_factory=list)            # placed now, or planned in a dry run
     already_placed: list[dict] = field(default_factory=list)    # found at the broker under our orderRefs
     skipped: list[dict] = field(default_factory=list)           # market closed
-    problems: list[str] = field(default_factory=list)
+    not_placed: list[dict] = field(default_factory=list)        # stopped: trading disabled, not reduce-only
+    problems: list = field(default_factory=list)
+
+    @property
+    def failure(self) -> str | None:
+        """The code of the first problem that makes the run not ok (legs it asked for were not placed)."""
+        return next((leg['code'] for leg in self.not_placed), None)
 
     @property
     def status(self) -> str:
@@ -108,7 +125,17 @@ class ExecutionReport:
 
     def to_result(self) -> dict:
         return {'orders': self.orders, 'alreadyPlaced': self.already_placed, 'skipped': self.skipped,
-                'problems': self.problems}
+                'notPlaced': self.not_placed, 'problems': self.problems}
+
+
+def problem(code: str, message: str, *, contract: dict | None = None, order_ref: str | None = None) -> dict:
+    """One entry of a result's `problems`: {code, message, contract?, orderRef?}."""
+    entry: dict = {'code': code, 'message': message}
+    if contract is not None:
+        entry['contract'] = contract
+    if order_ref is not None:
+        entry['orderRef'] = order_ref
+    return entry
 
 
 def check_legs(legs: list[Leg], settings: ExecutionSettings) -> None:
@@ -118,8 +145,8 @@ def check_legs(legs: list[Leg], settings: ExecutionSettings) -> None:
 
 async def execute(ib: IB, legs: list[Leg], settings: ExecutionSettings) -> ExecutionReport:
     """Run the legs through the pipeline above; raises RiskLimitBreached before sending anything."""
-    planned = _checked_plan(legs, settings)
     report = ExecutionReport()
+    planned = _checked_plan(legs, settings, report)
     if not planned:
         return report
     now = await gateway_time(ib)
@@ -137,7 +164,7 @@ async def execute(ib: IB, legs: list[Leg], settings: ExecutionSettings) -> Execu
     if settings.dry_run:
         report.orders = list(await asyncio.gather(*(_what_if(ib, p) for p in tradable)))
         return report
-    trades = [(p, ib.placeOrder(p.leg.info.contract, p.order)) for p in tradable]
+    trades = await _place_one_by_one(ib, tradable, settings, report)
     await confirm(ib, [trade for _, trade in trades], settings.deadline - CONFIRM_MARGIN_SECONDS)
     for item, trade in trades:
         state = {**_describe_plan(item), **trade_state(trade)}
@@ -148,6 +175,57 @@ async def execute(ib: IB, legs: list[Leg], settings: ExecutionSettings) -> Execu
         elif state['status'] in ('Cancelled', 'ApiCancelled', 'Inactive') and state['messages']:
             report.problems.append(f'{item.ref} ({item.leg.info.name}) rejected: {state["messages"][-1]}')
     return report
+
+
+async def _place_one_by_one(ib: IB, items: list[_Planned], settings: ExecutionSettings,
+                            report: ExecutionReport) -> list[tuple[_Planned, Trade]]:
+    """Place each leg after asking the trading gate and, for reduce-only legs, the position; next leg once acked."""
+    loop = asyncio.get_running_loop()
+    positions = await _positions_now(ib, settings.account) if any(p.leg.reduce_only for p in items) else {}
+    trades: list[tuple[_Planned, Trade]] = []
+    for index, item in enumerate(items):
+        refusal = await settings.trading_gate() if settings.trading_gate is not None else None
+        if refusal is not None:
+            for rest in items[index:]:
+                _not_placed(report, rest, 'TradingDisabled', f'{rest.leg.info.name} not placed: {refusal}')
+            break
+        if item.leg.reduce_only and not _reduces(item, positions, report):
+            continue
+        trade = ib.placeOrder(item.leg.info.contract, item.order)
+        trades.append((item, trade))
+        if index < len(items) - 1:
+            until = min(settings.deadline - CONFIRM_MARGIN_SECONDS, loop.time() + ACK_WAIT_SECONDS)
+            await _wait_until(ib, lambda: acknowledged(trade), until)
+    return trades
+
+
+def _reduces(item: _Planned, positions: dict[int, float], report: ExecutionReport) -> bool:
+    """Whether a reduce-only order may go: trimmed to the position, refused if it would grow or flip it."""
+    con_id, name = item.leg.info.con_id, item.leg.info.name
+    held = positions.get(con_id, 0.0)
+    signed = item.order.totalQuantity * (1 if item.order.action == 'BUY' else -1)
+    if held == 0 or (held > 0) == (signed > 0):
+        _not_placed(report, item, 'NotReduceOnly', f'{name}: {item.order.action} {item.order.totalQuantity:g} '
+                                                   f'would not reduce the position of {held:g}; not placed')
+        return False
+    if abs(signed) > abs(held):
+        report.problems.append(problem(
+            'ReducedToPosition', f'{name}: {item.order.action} {item.order.totalQuantity:g} trimmed to the position '
+                                 f'of {abs(held):g}, so it does not flip it', contract=item.leg.info.describe(),
+            order_ref=item.ref))
+        item.order.totalQuantity = abs(held)
+    positions[con_id] = held + math.copysign(item.order.totalQuantity, signed)
+    return True
+
+
+def _not_placed(report: ExecutionReport, item: _Planned, code: str, message: str) -> None:
+    report.not_placed.append({**_describe_plan(item), 'code': code, 'reason': message})
+    report.problems.append(problem(code, message, contract=item.leg.info.describe(), order_ref=item.ref))
+
+
+async def _positions_now(ib: IB, account: str) -> dict[int, float]:
+    positions = await asyncio.wait_for(ib.reqPositionsAsync(), REQUEST_TIMEOUT_SECONDS)
+    return {p.contract.conId: p.position for p in positions if p.account == account and p.position}
 
 
 def build_order(info: ContractInfo, quantity: float, quote: Quote, policy: OrderPolicy, *, account: str,
@@ -161,7 +239,7 @@ def build_order(info: ContractInfo, quantity: float, quote: Quote, policy: Order
     order = Order(action='BUY' if buy else 'SELL', totalQuantity=abs(quantity), orderType='MKT', tif=policy.tif,
                   orderRef=ref, account=account)
     if policy.order_type == 'marketable-limit':
-        reference_price = quote.last or quote.price()
+        reference_price = quote.last or quote.live_price()
         if reference_price is None:
             raise ValueError(f'no price for {info.name} to set a marketable limit from')
         offset = policy.limit_offset_bps / 10_000
@@ -308,21 +386,45 @@ async def _cancel_on(ib: IB, trades: list[Trade], until: float) -> list[dict]:
              'status': t.orderStatus.status} for t in trades]
 
 
-def _checked_plan(legs: list[Leg], settings: ExecutionSettings) -> list[_Planned]:
+def _checked_plan(legs: list[Leg], settings: ExecutionSettings, report: ExecutionReport | None = None) -> list[_Planned]:
+    """The legs as orders, once the limits pass; reduce-only legs outside the close band are dropped (reported)."""
     planned = [_plan(leg, settings) for leg in legs if leg.quantity != 0]
     snapshot = settings.snapshot
-    check_limits([_checked(p) for p in planned], settings.limits, snapshot.net_liquidation, snapshot.base_currency)
-    return planned
+    limited = [p for p in planned if not p.leg.reduce_only]
+    check_limits([_checked(p) for p in limited], settings.limits, snapshot.net_liquidation, snapshot.base_currency)
+    band = settings.close_policy.price_band if settings.close_policy else None
+    kept = []
+    for item in planned:
+        breach = price_band_breach(_checked(item), band) if item.leg.reduce_only and band is not None else None
+        if breach is None:
+            kept.append(item)
+        elif report is not None:
+            _not_placed(report, item, 'ClosePriceBand', f'closePolicy.priceBand: {breach}')
+    return kept
 
 
 def _plan(leg: Leg, settings: ExecutionSettings) -> _Planned:
     info = leg.info
-    order = build_order(info, leg.quantity, leg.quote, settings.policy, account=settings.account,
+    policy = settings.close_policy.order if leg.reduce_only and settings.close_policy else settings.policy
+    order = build_order(info, leg.quantity, leg.quote, policy, account=settings.account,
                         ref=order_ref(settings.reference, info.con_id))
-    expected = order.lmtPrice if order.orderType == 'LMT' else leg.quote.expected_fill(leg.quantity > 0)
+    expected = worst_fill_price(order, leg.quote)
     notional = (abs(leg.quantity) * expected * info.multiplier * settings.snapshot.rate(info.contract.currency)
                 if expected else math.inf)
     return _Planned(leg, order, expected, notional)
+
+
+def worst_fill_price(order: Order, quote: Quote) -> float | None:
+    """The price the order would fill at now: the market side (ask for a buy, bid for a sell, else the live
+    last or midpoint), or its limit when that is better; never a limit further away. None without a live price.
+
+    A sell's limit below the bid does not lower its notional: it fills at the bid.
+    """
+    buy = order.action == 'BUY'
+    market = quote.expected_fill(buy)
+    if market is None or order.orderType != 'LMT':
+        return market
+    return min(market, order.lmtPrice) if buy else max(market, order.lmtPrice)
 
 
 def _checked(item: _Planned) -> CheckedOrder:
@@ -349,7 +451,9 @@ def _describe_plan(item: _Planned) -> dict:
             'quantity': o.totalQuantity, 'orderType': o.orderType,
             'lmtPrice': o.lmtPrice if o.orderType == 'LMT' else None, 'tif': o.tif,
             'algo': o.algoStrategy or None, 'strategies': dict(item.leg.strategies),
-            'expectedPrice': item.expected_price, 'notional': round(item.notional, 2)}
+            'expectedPrice': item.expected_price,
+            'notional': round(item.notional, 2) if math.isfinite(item.notional) else None,
+            'reduceOnly': item.leg.reduce_only}
 
 
 def _describe_trade(trade: Trade) -> dict:

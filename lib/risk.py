@@ -24,9 +24,9 @@ class CheckedOrder:
 
     name: str                  # for messages: SPY, MNQZ6, EUR.USD
     symbols: tuple[str, ...]   # what the allowlist may name: the symbol, and for forex also the pair
-    price: float | None        # the limit price, or where a market order is expected to fill
+    price: float | None        # where it would fill: the market side (or a better limit); None without a live price
     last_close: float | None
-    notional: float            # |quantity| x price x multiplier, in the base currency
+    notional: float            # |quantity| x price x multiplier, in the base currency (inf without a price)
 
 
 def check_limits(orders: list[CheckedOrder], limits: RiskLimits, net_liquidation: float, base_currency: str) -> None:
@@ -59,13 +59,21 @@ def check_limits(orders: list[CheckedOrder], limits: RiskLimits, net_liquidation
 
 
 def _price_band(order: CheckedOrder, band: float) -> list[tuple[str, str]]:
-    if order.last_close is None or order.price is None:
-        return [('priceBand', f'{order.name} has no last close or price to check against; not sent')]
+    breach = price_band_breach(order, band)
+    return [('priceBand', breach)] if breach else []
+
+
+def price_band_breach(order: CheckedOrder, band: float) -> str | None:
+    """Why the order's price is outside `band` of the last close, or None; no live price fails closed."""
+    if order.price is None:
+        return f'{order.name} has no live bid, ask or last price to check against; not sent'
+    if order.last_close is None:
+        return f'{order.name} has no last close to check its price against; not sent'
     deviation = abs(order.price - order.last_close) / order.last_close
     if deviation > band:
-        return [('priceBand', f'{order.name} price {order.price:g} is {deviation:.2%} from the last close '
-                              f'{order.last_close:g} > {band:.2%}')]
-    return []
+        return (f'{order.name} price {order.price:g} is {deviation:.2%} from the last close '
+                f'{order.last_close:g} > {band:.2%}')
+    return None
 
 
 def _within_share(amount: float, net_liquidation: float, share: float) -> bool:

@@ -1,4 +1,4 @@
-"""Trading configuration: strategies, exposures, order policy, risk limits and the kill switch.
+"""Trading configuration: strategies, exposures, order and close policies, risk limits, trading enabled.
 
 Four layers, each overriding the one before, key by key (tables merge, other values replace):
 
@@ -10,21 +10,27 @@ Four layers, each overriding the one before, key by key (tables merge, other val
 
 Keys are the same in the file and the store: `tradingEnabled`, `exposure.overall`,
 `exposure.strategies.<name>`, `strategies.<name>.*` (passed to the strategy as is), `limits.*`,
-`orderPolicy.*`, `cashBalancerThreshold`. An unknown key or a bad value in any layer is a ConfigError
-naming it, so a typo in the kill switch cannot go unnoticed. `tradingEnabled` defaults to true in paper
-mode and false in live mode.
+`orderPolicy.*`, `closePolicy.*`, `cashBalancerThreshold`. An unknown key or a bad value in any layer is a
+ConfigError naming it, so a typo in `tradingEnabled` cannot go unnoticed.
+
+`tradingEnabled` is the one exception to the layering, because it is an emergency switch: trading is
+disabled if any source that sets it explicitly (env TRADING_ENABLED, the file, the store) says false;
+otherwise the store's value counts, else the mode's default (paper: enabled, live: disabled). So the
+environment and the file can only disable trading; enabling it is done in the store
+(`python -m functions trading on`). Order-placing runs read the store again before each order
+(`TradingSwitch.refreshed`).
 """
 from __future__ import annotations
 
 import math
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from lib.config import TRADING_MODES, ConfigError, parse_boolean
-from lib.store import Store
+from lib.store import Store, StoreUnavailable
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / 'config' / 'trading.toml'
 ORDER_TYPES = ('market', 'marketable-limit', 'adaptive')
@@ -33,12 +39,16 @@ ADAPTIVE_PRIORITIES = ('Patient', 'Normal', 'Urgent')
 ALLOW_ALL = '*'
 SHARE_TOLERANCE = 1e-9
 
+# No configuration may let a marketable limit sit further than this through the market (10 %).
+LIMIT_OFFSET_CEILING_BPS = 1000.0
+
 DEFAULTS: dict[str, Any] = {
     'exposure': {'overall': 1.0, 'strategies': {}},
     'strategies': {},
     'limits': {'maxOrderNotional': 10_000.0, 'maxOrderNlvShare': 0.1, 'maxRunNlvShare': 0.5,
-               'maxOrdersPerRun': 10, 'allowlist': [], 'priceBand': 0.05},
+               'maxOrdersPerRun': 10, 'allowlist': [], 'priceBand': 0.05, 'maxLimitOffsetBps': 100.0},
     'orderPolicy': {'orderType': 'adaptive', 'tif': 'DAY', 'limitOffsetBps': 5.0, 'adaptivePriority': 'Normal'},
+    'closePolicy': {'orderType': 'market', 'tif': 'DAY', 'limitOffsetBps': 50.0, 'adaptivePriority': 'Urgent'},
     'cashBalancerThreshold': 1000.0,
 }
 
@@ -52,7 +62,8 @@ class RiskLimits:
     max_run_nlv_share: float        # all orders of one run together / net liquidation value
     max_orders_per_run: int
     allowlist: tuple[str, ...]      # tradable symbols; empty allows nothing, '*' allows every symbol
-    price_band: float               # max |limit or expected price - last close| / last close
+    price_band: float               # max |expected fill price - last close| / last close
+    max_limit_offset_bps: float = 100.0   # the largest limitOffsetBps the config or a message may set
 
     def allows(self, symbol: str) -> bool:
         """Whether orders in `symbol` may be sent."""
@@ -70,16 +81,91 @@ class OrderPolicy:
 
 
 @dataclass(frozen=True)
+class ClosePolicy:
+    """How reduce-only orders (close-all, holdings outside a strategy's universe) are sent.
+
+    They are exempt from the size and NLV limits, the allowlist and the price band: the day you need to
+    get out is the day those limits would stop you. `price_band`, when set, is their own (wider) band.
+    """
+
+    order: OrderPolicy
+    price_band: float | None = None
+
+
+@dataclass(frozen=True)
+class TradingSwitch:
+    """Whether trading is enabled, and why: each source's explicit value (None: not set there)."""
+
+    mode: str                       # 'paper' | 'live'
+    env: bool | None                # TRADING_ENABLED
+    file: bool | None               # tradingEnabled in the config file
+    store: bool | None              # tradingEnabled in the store's settings
+    file_path: str = ''
+    store_error: str | None = None  # the store could not be read: disabled (fail closed)
+
+    @property
+    def default(self) -> bool:
+        return self.mode == 'paper'
+
+    @property
+    def enabled(self) -> bool:
+        """Disabled if any explicit source says false (or the store is unreadable); else the store, else the mode."""
+        if self.store_error is not None or False in (self.env, self.file, self.store):
+            return False
+        return self.store if self.store is not None else self.default
+
+    def disabling(self) -> list[str]:
+        """What keeps trading disabled, one phrase per source; [] when it is enabled."""
+        reasons = []
+        if self.store_error is not None:
+            reasons.append(f'the store is unreadable ({self.store_error})')
+        if self.env is False:
+            reasons.append('environment TRADING_ENABLED=false')
+        if self.file is False:
+            reasons.append(f'config file {self.file_path} tradingEnabled = false')
+        if self.store is False:
+            reasons.append('store setting tradingEnabled=false')
+        if not reasons and not self.enabled:
+            reasons.append(f'{self.mode} mode default (set tradingEnabled=true in the store to enable)')
+        return reasons
+
+    def reason(self) -> str:
+        """One sentence for results and logs."""
+        if self.enabled:
+            return 'trading enabled'
+        return 'trading disabled: ' + '; '.join(self.disabling())
+
+    def refreshed(self, store: Store) -> TradingSwitch:
+        """This switch with the store's value read again now; an unreadable store disables trading."""
+        try:
+            value = store.get_settings().get('tradingEnabled')
+            value = None if value is None else _checked('tradingEnabled', value, _boolean, 'store settings')
+        except (StoreUnavailable, ConfigError) as exc:
+            return replace(self, store_error=str(exc))
+        return replace(self, store=value, store_error=None)
+
+    def describe(self) -> dict:
+        return {'effective': self.enabled, 'mode': self.mode, 'modeDefault': self.default,
+                'sources': {'env': self.env, 'file': self.file, 'store': self.store},
+                'file': self.file_path, 'storeError': self.store_error, 'disabledBy': self.disabling()}
+
+
+@dataclass(frozen=True)
 class TradingConfig:
     """The configuration one run trades with."""
 
-    trading_enabled: bool
+    switch: TradingSwitch
     exposure_overall: float         # share of net liquidation value the strategies may use together
     exposures: dict[str, float]     # strategy -> share of the overall exposure (absent: 0)
     strategies: dict[str, dict]     # strategy -> its config
     limits: RiskLimits
     order_policy: OrderPolicy
+    close_policy: ClosePolicy
     cash_balancer_threshold: float  # non-base cash above this (in base currency) is converted
+
+    @property
+    def trading_enabled(self) -> bool:
+        return self.switch.enabled
 
 
 def load_trading_config(store: Store, *, trading_mode: str, env: Mapping[str, str] | None = None,
@@ -89,10 +175,22 @@ def load_trading_config(store: Store, *, trading_mode: str, env: Mapping[str, st
         raise ConfigError(f'trading_mode={trading_mode!r} is invalid: expected one of {", ".join(TRADING_MODES)}')
     env = os.environ if env is None else env
     path = Path(path or env.get('TRADING_CONFIG_PATH', '').strip() or DEFAULT_PATH)
-    merged = _merge(DEFAULTS, _clean(_read_file(path), '', str(path)))
-    merged = _merge(merged, _env_layer(env))
-    merged = _merge(merged, _clean(store.get_settings(), '', 'store settings'))
-    return _build(merged, default_enabled=trading_mode == 'paper')
+    layers = [_clean(_read_file(path), '', str(path)), _env_layer(env), _clean(store.get_settings(), '', 'store settings')]
+    file_value, env_value, store_value = (layer.pop('tradingEnabled', None) for layer in layers)
+    merged = DEFAULTS
+    for layer in layers:
+        merged = _merge(merged, layer)
+    return _build(merged, TradingSwitch(trading_mode, env_value, file_value, store_value, str(path)))
+
+
+def trading_switch(store: Store, *, trading_mode: str, env: Mapping[str, str] | None = None,
+                   path: str | Path | None = None) -> TradingSwitch:
+    """Each source of tradingEnabled and the effective value; an unreadable store disables (no exception)."""
+    env = os.environ if env is None else env
+    path = Path(path or env.get('TRADING_CONFIG_PATH', '').strip() or DEFAULT_PATH)
+    file_value = _clean(_read_file(path), '', str(path)).get('tradingEnabled')
+    env_value = _env_layer(env).get('tradingEnabled')
+    return TradingSwitch(trading_mode, env_value, file_value, None, str(path)).refreshed(store)
 
 
 def _number(value: Any) -> float:
@@ -145,6 +243,13 @@ def _symbols(value: Any) -> list[str]:
     return symbols
 
 
+def _offset_bps(value: Any) -> float:
+    number = _non_negative(value)
+    if number > LIMIT_OFFSET_CEILING_BPS:
+        raise ValueError(f'expected at most {LIMIT_OFFSET_CEILING_BPS:g} basis points')
+    return number
+
+
 def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if value not in choices:
@@ -164,11 +269,17 @@ _LEAVES: dict[str, Callable[[Any], Any]] = {
     'limits.priceBand': _positive,
     'orderPolicy.orderType': _one_of(ORDER_TYPES),
     'orderPolicy.tif': _one_of(TIFS),
-    'orderPolicy.limitOffsetBps': _non_negative,
+    'orderPolicy.limitOffsetBps': _offset_bps,
     'orderPolicy.adaptivePriority': _one_of(ADAPTIVE_PRIORITIES),
+    'limits.maxLimitOffsetBps': _offset_bps,
+    'closePolicy.orderType': _one_of(ORDER_TYPES),
+    'closePolicy.tif': _one_of(TIFS),
+    'closePolicy.limitOffsetBps': _offset_bps,
+    'closePolicy.adaptivePriority': _one_of(ADAPTIVE_PRIORITIES),
+    'closePolicy.priceBand': _positive,
     'cashBalancerThreshold': _non_negative,
 }
-_TABLES = ('exposure', 'limits', 'orderPolicy')
+_TABLES = ('exposure', 'limits', 'orderPolicy', 'closePolicy')
 
 
 def _csv_symbols(raw: str) -> list[str]:
@@ -198,6 +309,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     'MAX_ORDERS_PER_RUN': ('limits.maxOrdersPerRun', _int),
     'SYMBOL_ALLOWLIST': ('limits.allowlist', _csv_symbols),
     'PRICE_BAND': ('limits.priceBand', _float),
+    'MAX_LIMIT_OFFSET_BPS': ('limits.maxLimitOffsetBps', _float),
     'ORDER_TYPE': ('orderPolicy.orderType', str.lower),
     'ORDER_TIF': ('orderPolicy.tif', str.upper),
     'LIMIT_OFFSET_BPS': ('orderPolicy.limitOffsetBps', _float),
@@ -280,7 +392,7 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
     return merged
 
 
-def _build(config: Mapping[str, Any], *, default_enabled: bool) -> TradingConfig:
+def _build(config: Mapping[str, Any], switch: TradingSwitch) -> TradingConfig:
     exposures = dict(config['exposure']['strategies'])
     strategies = {name: dict(settings) for name, settings in config['strategies'].items()}
     for name in exposures:
@@ -289,9 +401,12 @@ def _build(config: Mapping[str, Any], *, default_enabled: bool) -> TradingConfig
     total = sum(exposures.values())
     if total > 1 + SHARE_TOLERANCE:
         raise ConfigError(f'exposure.strategies is invalid: the shares add up to {total:g}, more than 1')
-    limits, policy = config['limits'], config['orderPolicy']
+    limits, policy, close = config['limits'], config['orderPolicy'], config['closePolicy']
+    if policy['limitOffsetBps'] > limits['maxLimitOffsetBps']:
+        raise ConfigError(f'orderPolicy.limitOffsetBps={policy["limitOffsetBps"]:g} is invalid: more than '
+                          f'limits.maxLimitOffsetBps={limits["maxLimitOffsetBps"]:g}')
     return TradingConfig(
-        trading_enabled=config.get('tradingEnabled', default_enabled),
+        switch=switch,
         exposure_overall=config['exposure']['overall'],
         exposures=exposures,
         strategies=strategies,
@@ -302,12 +417,18 @@ def _build(config: Mapping[str, Any], *, default_enabled: bool) -> TradingConfig
             max_orders_per_run=limits['maxOrdersPerRun'],
             allowlist=tuple(limits['allowlist']),
             price_band=limits['priceBand'],
+            max_limit_offset_bps=limits['maxLimitOffsetBps'],
         ),
         order_policy=OrderPolicy(
             order_type=policy['orderType'],
             tif=policy['tif'],
             limit_offset_bps=policy['limitOffsetBps'],
             adaptive_priority=policy['adaptivePriority'],
+        ),
+        close_policy=ClosePolicy(
+            OrderPolicy(order_type=close['orderType'], tif=close['tif'], limit_offset_bps=close['limitOffsetBps'],
+                        adaptive_priority=close['adaptivePriority']),
+            price_band=close.get('priceBand'),
         ),
         cash_balancer_threshold=config['cashBalancerThreshold'],
     )

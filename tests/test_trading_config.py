@@ -1,4 +1,4 @@
-"""Trading config: defaults < file < env < store, the kill switch by mode, fail closed, bad values named."""
+"""Trading config: defaults < file < env < store, trading enabled by mode and any explicit false, fail closed, bad values named."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 from lib.config import ConfigError
 from lib.store import StoreUnavailable
 from lib.store.sqlite import SqliteStore
-from lib.trading_config import DEFAULT_PATH, load_trading_config
+from lib.trading_config import DEFAULT_PATH, load_trading_config, trading_switch
 from strategies.registry import get_strategy
 
 FILE = """
@@ -88,24 +88,59 @@ def test_the_repository_file_loads_and_its_strategies_accept_their_config(store)
     assert config.limits.allows('SPY') and not config.limits.allows('TSLA')
 
 
-def test_kill_switch_defaults_on_in_paper_and_off_in_live(store, config_file):
+def test_trading_is_enabled_by_default_in_paper_and_disabled_in_live(store, config_file):
     assert load_trading_config(store, trading_mode='paper', env={}, path=config_file).trading_enabled is True
     assert load_trading_config(store, trading_mode='live', env={}, path=config_file).trading_enabled is False
 
 
-def test_kill_switch_is_read_fresh_from_the_store_on_every_call(store, config_file):
+def test_any_explicit_false_disables_trading_and_only_the_store_enables_it(store, config_file, tmp_path):
+    def enabled(mode: str, env: dict, path=config_file) -> bool:
+        return load_trading_config(store, trading_mode=mode, env=env, path=path).trading_enabled
+
     store.put_settings({'tradingEnabled': True})
-    assert load_trading_config(store, trading_mode='live', env={}, path=config_file).trading_enabled is True
+    assert enabled('live', {}) is True
+    # the environment's false is not undone by a leftover true in the store
+    assert enabled('live', {'TRADING_ENABLED': 'false'}) is False
+    assert enabled('paper', {'TRADING_ENABLED': 'off'}) is False
+    disabled_file = tmp_path / 'disabled.toml'
+    disabled_file.write_text('tradingEnabled = false\n' + config_file.read_text())
+    assert enabled('paper', {}, disabled_file) is False
 
     store.put_settings({'tradingEnabled': False})
-    assert load_trading_config(store, trading_mode='live', env={'TRADING_ENABLED': 'true'},
-                               path=config_file).trading_enabled is False
+    assert enabled('paper', {'TRADING_ENABLED': 'true'}) is False
 
     store.put_settings({'tradingEnabled': None})          # null in the store: not set there
-    assert load_trading_config(store, trading_mode='live', env={'TRADING_ENABLED': 'yes'},
-                               path=config_file).trading_enabled is True
-    assert load_trading_config(store, trading_mode='paper', env={'TRADING_ENABLED': 'off'},
-                               path=config_file).trading_enabled is False
+    # env and file can only disable: without the store's true, live keeps its default
+    assert enabled('live', {'TRADING_ENABLED': 'yes'}) is False
+    assert enabled('paper', {'TRADING_ENABLED': 'yes'}) is True
+
+
+def test_trading_switch_names_every_source_and_reads_the_store_again(store, config_file):
+    switch = trading_switch(store, trading_mode='live', env={'TRADING_ENABLED': 'false'}, path=config_file)
+    assert (switch.env, switch.file, switch.store, switch.enabled) == (False, None, None, False)
+    assert switch.disabling() == ['environment TRADING_ENABLED=false']
+    store.put_settings({'tradingEnabled': False})
+    assert switch.refreshed(store).disabling() == ['environment TRADING_ENABLED=false',
+                                                   'store setting tradingEnabled=false']
+    live = trading_switch(store, trading_mode='live', env={}, path=config_file)
+    store.put_settings({'tradingEnabled': None})
+    assert live.refreshed(store).disabling() == [
+        'live mode default (set tradingEnabled=true in the store to enable)']
+    store.put_settings({'tradingEnabled': True})
+    assert live.refreshed(store).enabled is True and live.refreshed(store).disabling() == []
+
+
+def test_limit_offset_is_bounded(store, config_file):
+    store.put_settings({'orderPolicy': {'limitOffsetBps': 150.0}})
+    with pytest.raises(ConfigError, match='orderPolicy.limitOffsetBps=150 is invalid: more than limits.maxLimitOffsetBps=100'):
+        load_trading_config(store, trading_mode='paper', env={}, path=config_file)
+    store.put_settings({'limits': {'maxLimitOffsetBps': 5000.0}})
+    with pytest.raises(ConfigError, match='expected at most 1000 basis points'):
+        load_trading_config(store, trading_mode='paper', env={}, path=config_file)
+    store.put_settings({'limits': {'maxLimitOffsetBps': 200.0}})
+    config = load_trading_config(store, trading_mode='paper', env={}, path=config_file)
+    assert (config.order_policy.limit_offset_bps, config.limits.max_limit_offset_bps) == (150.0, 200.0)
+    assert (config.close_policy.order.order_type, config.close_policy.price_band) == ('market', None)
 
 
 def test_unreadable_store_fails_closed(tmp_path, config_file):

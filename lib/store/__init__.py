@@ -102,7 +102,7 @@ class Store(Protocol):
         """Recorded fills with time >= since serving `strategy`, oldest first."""
 
     def get_settings(self) -> dict:
-        """The dynamic settings (kill switch, limits, exposures); {} when none were stored."""
+        """The dynamic settings (tradingEnabled, limits, exposures); {} when none were stored."""
 
     def put_settings(self, values: dict) -> None:
         """Merge values into the settings: each top-level key given replaces the stored one."""

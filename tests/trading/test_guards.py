@@ -1,4 +1,4 @@
-"""What stops an order-placing run: kill switch, risk limits, stale messages, closed markets, an unreadable store.
+"""What stops an order-placing run: trading disabled, risk limits, stale messages, closed markets, an unreadable store.
 
 Each refusal names its reason in the result, and the simulated gateway's order log stays empty.
 """
@@ -13,13 +13,13 @@ from lib.ibapi import IB, LimitOrder, Stock
 from tests.trading.support import ACCOUNT, BASE_CONFIG, HOLIDAY, SPY_MACD_VIXY_CONFIG
 
 
-def test_kill_switch_off_in_the_store_rejects_before_connecting(rig):
+def test_trading_disabled_in_the_store_rejects_before_connecting(rig):
     rig.store.put_settings({'tradingEnabled': False})
     result = rig.send('allocation')
     assert result.status == 'rejected' and result.error.type == 'TradingDisabled'
-    assert 'tradingEnabled is false' in result.error.message and result.error.retryable is False
+    assert "trading disabled: store setting tradingEnabled=false" in result.error.message and result.error.retryable is False
     assert result.gateway is None and rig.order_log() == []
-    # a dry run still plans, and says the switch is off
+    # a dry run still plans, and says trading is disabled
     planned = rig.send('allocation', dry_run=True)
     assert planned.status == 'ok' and planned.result['tradingEnabled'] is False
     assert rig.order_log() == []
