@@ -2,6 +2,7 @@
 
 Without IB_GATEWAY_HOST the bundled simulator is started in this process on a free port, so a
 fresh machine needs nothing else. `python -m functions schemas` regenerates schemas/*.json.
+`python -m functions trading status|on|off` shows or flips trading enabled in the function's store.
 """
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == 'schemas':
             return write_schemas(check=args.check)
+        if args.command == 'trading':
+            from functions.trading_switch import run_trading_command
+            return run_trading_command(args.action, as_json=args.json, yes=args.yes, out=sys.stdout, err=sys.stderr)
         return run(args)
     except UsageError as exc:
         print(f'error: {exc}', file=sys.stderr)
@@ -167,6 +171,11 @@ def _parser() -> argparse.ArgumentParser:
                          help="simulated gateway clock for the bundled simulator (ISO 8601; no offset means UTC)")
     schemas_cmd = commands.add_parser('schemas', help='regenerate schemas/*.json from the message models')
     schemas_cmd.add_argument('--check', action='store_true', help='only report whether the files are up to date')
+    trading_cmd = commands.add_parser('trading', help="show or flip trading enabled in the function's store")
+    trading_cmd.add_argument('action', choices=('status', 'on', 'off'),
+                             help='status: each source and the effective value; on / off: write it to the store')
+    trading_cmd.add_argument('--json', action='store_true', help='print one JSON object')
+    trading_cmd.add_argument('--yes', action='store_true', help='confirm `on` in live mode')
     return parser
 
 

@@ -45,13 +45,15 @@ def check_limits(orders: list[CheckedOrder], limits: RiskLimits, net_liquidation
         if not any(limits.allows(symbol) for symbol in order.symbols):
             breaches.append(('allowlist', f'{order.name} is not in limits.allowlist'))
         breaches += _price_band(order, limits.price_band)
+        if order.price is None:
+            continue    # no live price: refused by the band above; its notional is unknown
         if order.notional > limits.max_order_notional:
             breaches.append(('maxOrderNotional',
                              f'{order.name} {money(order.notional)} > {money(limits.max_order_notional)}'))
         if not _within_share(order.notional, net_liquidation, limits.max_order_nlv_share):
             breaches.append(('maxOrderNlvShare',
                              f'{order.name} {share_of_nlv(order.notional, limits.max_order_nlv_share)}'))
-    total = sum(order.notional for order in orders)
+    total = sum(order.notional for order in orders if order.price is not None)
     if orders and not _within_share(total, net_liquidation, limits.max_run_nlv_share):
         breaches.append(('maxRunNlvShare', f'all orders {share_of_nlv(total, limits.max_run_nlv_share)}'))
     if breaches:

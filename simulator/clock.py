@@ -20,11 +20,19 @@ class SimClock:
         self._lock = threading.Lock()
         self._base = as_utc(start) if start is not None else datetime.now(timezone.utc)
         self._since = time.monotonic()
+        self._frozen = False
 
     def now(self) -> datetime:
         """The simulated instant, tz-aware UTC."""
         with self._lock:
-            return self._base + timedelta(seconds=time.monotonic() - self._since)
+            return self._base if self._frozen else self._base + timedelta(seconds=time.monotonic() - self._since)
+
+    def freeze(self, frozen: bool = True) -> None:
+        """Stop the clock where it is (prices stand still), or with False let it run on from there."""
+        with self._lock:
+            if not self._frozen:
+                self._base += timedelta(seconds=time.monotonic() - self._since)
+            self._frozen, self._since = frozen, time.monotonic()
 
     def set(self, instant: datetime) -> None:
         """Jump to `instant`; time keeps running from there."""

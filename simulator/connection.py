@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter, deque
@@ -389,6 +390,8 @@ class Connection(asyncio.Protocol):
                 what_if = self.sim.broker.what_if(order)
                 self.send(msg.open_order(order, status='PreSubmitted', what_if=what_if))
                 return
+            if self.sim.on_place_order is not None:
+                self.sim.on_place_order(order)
             self.sim.broker.place(order)
         except OrderError as e:
             self.send(msg.error(order_id, e.code, e.message))
@@ -454,13 +457,20 @@ class Connection(asyncio.Protocol):
         if self.market_data_type != 1:
             self.send([msg.MARKET_DATA_TYPE, 1, req_id, self.market_data_type])
         self.send([msg.TICK_REQ_PARAMS, req_id, inst.minTick, '', 3])
-        quote = self.sim.quote(inst)
+        quote = self._quote(inst)
         self._send_quote(req_id, quote)
         if snapshot:
             self.send([msg.TICK_SNAPSHOT_END, 1, req_id])
         else:
             self.live_req_ids.add(req_id)
             self.mkt_subs[req_id] = (inst, quote)
+
+    def _quote(self, inst):
+        """The quote to send: bid, ask and last are -1 (none) for instruments under the no_live_quote fault."""
+        quote = self.sim.quote(inst)
+        if {inst.symbol, inst.localSymbol} & self.sim.faults.no_live_quote:
+            quote = dataclasses.replace(quote, bid=-1.0, ask=-1.0, last=-1.0)
+        return quote
 
     def _send_quote(self, req_id: int, q) -> None:
         ticks = TICKS_LIVE if self.market_data_type in (1, 2) else TICKS_DELAYED
@@ -476,7 +486,7 @@ class Connection(asyncio.Protocol):
     def stream_quotes(self) -> None:
         """Push changed quotes to streaming market-data subscriptions."""
         for req_id, (inst, last) in list(self.mkt_subs.items()):
-            quote = self.sim.quote(inst)
+            quote = self._quote(inst)
             if (quote.bid, quote.ask, quote.last) != (last.bid, last.ask, last.last):
                 self.mkt_subs[req_id] = (inst, quote)
                 self._send_quote(req_id, quote)

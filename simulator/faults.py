@@ -18,6 +18,7 @@ class Faults:
     reject_orders: bool | str = False  # True, or a reason text: every new order gets error 201
     partial_fill: float | None = None  # fraction of an order filled at once; the rest keeps working
     hist_outage: bool = False          # historical data requests get error 162
+    no_live_quote: set[str] = field(default_factory=set)   # symbols / localSymbols quoted with a close only
 
     def clear(self) -> None:
         """Switch every fault off (the listening socket reopens before this returns)."""

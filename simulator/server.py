@@ -53,6 +53,7 @@ class Simulator:
             self.broker = Broker(self.accounts, base_currency, cash, self.clock, self.universe, self.prices)
         self.faults = Faults(latency_ms=latency_ms)
         self.broker.faults = self.faults
+        self.on_place_order = None          # tests: called with each new order (not whatIf) before it is placed
         self.broker.listener = self
         self._connections: set[Connection] = set()
         self._clients: dict[int, Connection] = {}
