@@ -2,9 +2,16 @@
 
 NLV (base currency) x exposure.overall x the strategy's share x weight / (price x multiplier x rate)
 gives each strategy's quantity per contract, rounded toward zero; they are summed per contract, and
-trade = target - (position + our open orders' remaining), only for contracts in the strategies' universe.
+trade = target - (position - manual holdings + our open orders' remaining), only for contracts in the
+strategies' universe. Manual holdings (fills of orders that were not ours, in the ledger) are left alone.
 A strategy with no opinion or an error keeps its last stored targets; without stored targets its
 contracts are left alone. Our open orders from earlier runs on these contracts are cancelled first.
+
+The day's executions are booked into the ledger first (lib.ledger), so each strategy's holding is known:
+its own trade is its target minus that holding; what strategies' trades net out between them is booked
+as an internal transfer. A strategy's holding in a contract no longer in its universe (expired, rolled,
+removed from the config) is closed with a reduce-only order; one that cannot be closed is a problem that
+makes the run not ok.
 """
 from __future__ import annotations
 
@@ -15,14 +22,15 @@ from pydantic import field_validator
 
 from intents.base import IntentOutput, IntentParams, IntentRejected
 from intents.trading import (
-    OrderIntent, PolicyOverrides, account_positions, build_strategy, known_strategy_names, strategy_bars,
-    strategy_universe,
+    OrderIntent, PolicyOverrides, account_positions, book_transfers, build_strategy, known_strategy_names,
+    ledger_holdings, strategy_bars, strategy_universe,
 )
 from lib.idempotency import reference_of
-from lib.market_data import ContractInfo, Quote, fetch_bars, quotes
-from lib.ibapi import Position, Trade
-from lib.orders import ExecutionSettings, Leg, check_legs, execute, our_open_orders
-from lib.sizing import attribute, target_quantity
+from lib.ledger import Holding
+from lib.market_data import ContractInfo, Quote, contract_info, fetch_bars, quotes
+from lib.ibapi import Contract, Position, Trade
+from lib.orders import ExecutionSettings, Leg, check_legs, execute, our_open_orders, problem
+from lib.sizing import strategy_trades, target_quantity
 from lib.store.common import iso
 from strategies.base import MarketData, check_targets
 
@@ -65,19 +73,30 @@ class Allocation(OrderIntent):
         if not names:
             raise IntentRejected('no strategy to allocate: pass params.strategies or set exposure.strategies')
         start = await self.prepare()
+        ledger, problems = await ledger_holdings(self)
         evaluations = await asyncio.gather(*(self._evaluate(name, start.today) for name in names))
         left_alone = {info.con_id for e in evaluations if e.weights is None for info in e.universe.values()}
         infos = {info.con_id: info for e in evaluations if e.weights is not None
                  for info in e.universe.values() if info.con_id not in left_alone}
+        outside, outside_infos = await self._held_outside_universe(evaluations, ledger, left_alone, problems)
+        closing = set(outside_infos) - set(infos)
+        infos.update(outside_infos)
         prices = await quotes(self.ib, list(infos.values()))
-        problems = [f'{infos[c].name}: no price, so it is not traded' for c in infos if prices[c].price() is None]
-        infos = {c: info for c, info in infos.items() if prices[c].price() is not None}
-        plan = _Plan(infos, prices, *self._quantities(evaluations, infos, prices, start.snapshot))
+        for c in [c for c in infos if prices[c].price() is None]:
+            problems.append(f'{infos[c].name}: no price, so it is not traded')
+            del infos[c]
+        targets = self._quantities(evaluations, infos, prices, start.snapshot)
+        for name, held in outside.items():
+            for con_id in held:
+                if con_id in infos:
+                    targets.setdefault(con_id, {})[name] = 0
+        plan = _Plan(infos, prices, targets, ledger, closing)
         settings = self.execution_settings(start.snapshot, self.params.order_policy)
         legs, contracts, cancelled = await self._legs_replacing_stale_orders(plan, settings)
         report = await execute(self.ib, legs, settings)
         report.problems[:0] = problems
         if not self.dry_run:
+            await book_transfers(self, legs, start.now)
             for e in evaluations:
                 if e.source == 'new':
                     await self.in_store(self.context.store.put_targets, e.name, e.weights, self.context.run_id,
@@ -87,6 +106,30 @@ class Allocation(OrderIntent):
             'marketDate': start.today.isoformat(), 'exposureOverall': self.trading.exposure_overall,
             'strategies': {e.name: e.describe() for e in evaluations}, 'contracts': contracts,
             'cancelledStaleOrders': cancelled})
+
+    async def _held_outside_universe(self, evaluations: list[Evaluation], ledger: dict[int, Holding],
+                                     left_alone: set[int], problems: list) -> tuple[dict, dict[int, ContractInfo]]:
+        """Each strategy's ledger holdings in contracts outside its (resolved) universe, and those contracts."""
+        outside: dict[str, dict[int, float]] = {}
+        for e in evaluations:
+            if not e.universe:
+                continue     # its universe is unknown this run: nothing can be said to be outside it
+            mine = {info.con_id for info in e.universe.values()}
+            held = {c: h.strategies[e.name] for c, h in ledger.items()
+                    if h.strategies.get(e.name) and c not in mine and c not in left_alone}
+            if held:
+                outside[e.name] = held
+        infos: dict[int, ContractInfo] = {}
+        for con_id in sorted({c for held in outside.values() for c in held}):
+            try:
+                infos[con_id] = await contract_info(self.ib, Contract(conId=con_id))
+            except Exception as exc:   # expired and gone at the gateway, say: it cannot be closed here
+                contract = ledger[con_id].contract
+                problems.append(problem('OutsideUniverse', f'{contract["localSymbol"]} is held by '
+                                        f'{", ".join(n for n, h in outside.items() if con_id in h)} outside its '
+                                        f'universe and cannot be closed: {type(exc).__name__}: {exc}',
+                                        contract=contract))
+        return outside, infos
 
     async def _evaluate(self, name: str, today) -> Evaluation:
         """The strategy's targets, or its stored ones when it has no opinion or fails."""
@@ -138,10 +181,9 @@ class Allocation(OrderIntent):
         return (*plan.legs(await account_positions(self), pending), cancelled)
 
     def _quantities(self, evaluations: list[Evaluation], infos: dict[int, ContractInfo], prices: dict[int, Quote],
-                    snapshot) -> tuple[dict[int, dict[str, int]], dict[int, dict[str, int]]]:
-        """Per contract: each strategy's target quantity, and the quantity its previous targets meant."""
+                    snapshot) -> dict[int, dict[str, int]]:
+        """Per contract: each strategy's target quantity."""
         targets: dict[int, dict[str, int]] = {}
-        previous: dict[int, dict[str, int]] = {}
         for e in evaluations:
             if e.weights is None:
                 continue
@@ -151,8 +193,7 @@ class Allocation(OrderIntent):
                     continue
                 size = (prices[info.con_id].price(), info.multiplier, snapshot.rate(info.contract.currency))
                 targets.setdefault(info.con_id, {})[e.name] = target_quantity(e.weights.get(key, 0.0), budget, *size)
-                previous.setdefault(info.con_id, {})[e.name] = target_quantity(e.previous.get(key, 0.0), budget, *size)
-        return targets, previous
+        return targets
 
 
 @dataclass
@@ -162,10 +203,11 @@ class _Plan:
     infos: dict[int, ContractInfo]
     prices: dict[int, Quote]
     targets: dict[int, dict[str, int]]       # conId -> strategy -> target quantity
-    previous: dict[int, dict[str, int]]      # conId -> strategy -> what its previous targets meant
+    ledger: dict[int, Holding]               # conId -> what the ledger says each strategy (and manual) holds
+    closing: set[int]                        # contracts only held outside every universe: reduce-only legs
 
     def legs(self, positions: dict[int, Position], pending_orders: list[Trade]) -> tuple[list[Leg], list[dict]]:
-        """trade = target - (position + our open orders' remaining), per contract; and the table of it."""
+        """trade = target - (position - manual + our open orders' remaining), per contract; and the table of it."""
         pending: dict[int, float] = {}
         for t in pending_orders:
             sign = 1 if t.order.action == 'BUY' else -1
@@ -174,10 +216,13 @@ class _Plan:
         for con_id, by_strategy in self.targets.items():
             info, quote = self.infos[con_id], self.prices[con_id]
             held = positions[con_id].position if con_id in positions else 0.0
+            book = self.ledger.get(con_id)
+            manual = book.manual if book else 0.0
             target = sum(by_strategy.values())
-            trade = target - held - pending.get(con_id, 0.0)
+            trade = target - (held - manual) - pending.get(con_id, 0.0)
+            trades = strategy_trades(trade, by_strategy, book.strategies if book else {})
             contracts.append({'contract': info.describe(), 'price': quote.price(), 'position': held,
-                              'pending': pending.get(con_id, 0.0), 'target': target, 'trade': trade,
-                              'byStrategy': by_strategy})
-            legs.append(Leg(info, trade, quote, attribute(trade, by_strategy, self.previous[con_id])))
+                              'manual': manual, 'pending': pending.get(con_id, 0.0), 'target': target,
+                              'trade': trade, 'byStrategy': by_strategy, 'strategyTrades': trades})
+            legs.append(Leg(info, trade, quote, trades, reduce_only=con_id in self.closing))
         return legs, contracts

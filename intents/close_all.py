@@ -1,9 +1,15 @@
-"""The `close-all` intent: cancel our open orders, then flatten the positions of the strategies' contracts.
+"""The `close-all` intent: cancel our open orders, then close what the strategies hold, reducing risk only.
 
-By default only what the given strategies (default: every configured one) trade is touched: our own
-tagged open orders on their contracts are cancelled, each through a connection with the client id that
-placed it, and their positions closed; manual positions and orders stay. `scope: "all"` cancels every
-open order of every client (reqGlobalCancel) and closes every position except forex balances.
+By default only what the given strategies (default: every configured one) hold is touched: each
+strategy's share of each contract comes from the ledger (the day's executions are booked first), so
+another strategy's share and manual positions stay. Our own tagged open orders on the contracts they
+trade or hold are cancelled, each through a connection with the client id that placed it; manual
+orders stay. `scope: "all"` cancels every open order of every client (reqGlobalCancel) and closes every
+position except forex balances, manual ones included.
+
+Every close is reduce-only, checked at placement against the gateway's position (never grows or flips
+it), and is sent under the close policy (`closePolicy.*`: market orders by default), exempt from the
+size and NLV limits, the allowlist and the price band, but for the close policy's own optional band.
 The strategies' stored targets become flat, so a later allocation without an opinion keeps them flat.
 """
 from __future__ import annotations
@@ -15,12 +21,13 @@ from pydantic import field_validator, model_validator
 
 from intents.base import IntentOutput, IntentParams
 from intents.trading import (
-    OrderIntent, PolicyOverrides, account_positions, build_strategy, known_strategy_names, strategy_universe,
+    OrderIntent, PolicyOverrides, account_positions, book_transfers, build_strategy, known_strategy_names,
+    ledger_holdings, strategy_universe,
 )
 from lib.ibapi import Contract
+from lib.ledger import Holding
 from lib.market_data import ContractInfo, contract_info, quotes
-from lib.orders import FINAL, Leg, execute, our_open_orders
-from lib.sizing import attribute, target_quantity
+from lib.orders import FINAL, Leg, execute, our_open_orders, problem
 from lib.store.common import iso
 
 GLOBAL_CANCEL_WAIT_SECONDS = 5.0
@@ -28,11 +35,12 @@ GLOBAL_CANCEL_WAIT_SECONDS = 5.0
 
 class CloseAllParams(IntentParams):
     strategies: list[str] | None = None
-    """Strategies whose contracts to close; default: every configured strategy."""
+    """Strategies whose holdings to close; default: every configured strategy."""
     scope: Literal['strategies', 'all'] = 'strategies'
     """'all': also manual positions and every client's open orders."""
     dry_run: bool = False
     order_policy: PolicyOverrides | None = None
+    """Overrides of the configured closePolicy for this run."""
 
     _known = field_validator('strategies')(known_strategy_names)
 
@@ -51,30 +59,29 @@ class CloseAll(OrderIntent):
         start = await self.prepare()
         every_scope = self.params.scope == 'all'
         names = self.params.strategies or sorted(self.trading.strategies)
-        universes, problems = await self._universes(names, start.today)
+        ledger, problems = await ledger_holdings(self)
+        universes, unresolved = await self._universes(names, start.today)
+        problems += unresolved
+        held = {c: h for c, h in ledger.items() if any(h.strategies.get(name) for name in names)}
         in_scope = {info.con_id: info for universe in universes.values() for info in universe.values()}
         if every_scope:
             cancelled = await self._cancel_everything()
         else:
-            cancelled = await self._cancel_ours(set(in_scope))
+            cancelled = await self._cancel_ours(set(in_scope) | set(held))
         positions = await account_positions(self)
         if every_scope:
-            held = [c for c, p in positions.items() if p.contract.secType != 'CASH']
-            for con_id in held:
-                if con_id not in in_scope:
-                    in_scope[con_id] = await contract_info(self.ib, Contract(conId=con_id))
-        closing = {c: info for c, info in in_scope.items() if c in positions}
-        prices = await quotes(self.ib, list(closing.values()))
-        legs = []
-        for con_id, info in closing.items():
-            trade = -positions[con_id].position
-            serving = {name: 0 for name, universe in universes.items()
-                       if any(i.con_id == con_id for i in universe.values())}
-            previous = await self._previous_quantities(serving, info, prices[con_id], start.snapshot, universes)
-            legs.append(Leg(info, trade, prices[con_id], attribute(trade, serving, previous)))
-        report = await execute(self.ib, legs, self.execution_settings(start.snapshot, self.params.order_policy))
+            closing = {c: -p.position for c, p in positions.items() if p.contract.secType != 'CASH'}
+        else:
+            closing = {c: -sum(h.strategies.get(name, 0.0) for name in names) for c, h in held.items()}
+        infos = await self._infos(closing, in_scope, ledger, problems)
+        prices = await quotes(self.ib, list(infos.values()))
+        legs = [Leg(info, closing[c], prices[c], _closed_shares(ledger.get(c), names, every_scope), reduce_only=True)
+                for c, info in infos.items()]
+        report = await execute(self.ib, legs, self.execution_settings(start.snapshot, self.params.order_policy,
+                                                                      closing=True))
         report.problems[:0] = problems
         if not self.dry_run:
+            await book_transfers(self, legs, start.now)
             for name, universe in universes.items():
                 await self.in_store(self.context.store.put_targets, name, {key: 0.0 for key in universe},
                                     self.context.run_id, start.now)
@@ -82,15 +89,30 @@ class CloseAll(OrderIntent):
                                     'account': start.snapshot.describe(), 'gatewayTime': iso(start.now),
                                     'cancelled': cancelled})
 
-    async def _universes(self, names: list[str], today) -> tuple[dict[str, dict[str, ContractInfo]], list[str]]:
+    async def _universes(self, names: list[str], today) -> tuple[dict[str, dict[str, ContractInfo]], list]:
         universes, problems = {}, []
         for name in names:
             try:
                 universes[name] = await strategy_universe(self, build_strategy(name, self.trading), today)
-            except Exception as exc:   # report it; the other strategies are still closed
-                problems.append(f'{name}: its contracts could not be resolved, so they are not closed: '
-                                f'{type(exc).__name__}: {exc}')
+            except Exception as exc:   # its ledger holdings are still closed; only its open orders may stay
+                problems.append(problem('UniverseUnresolved', f'{name}: its contracts could not be resolved, so '
+                                        f'its open orders on them are not cancelled: {type(exc).__name__}: {exc}'))
         return universes, problems
+
+    async def _infos(self, closing: dict[int, float], known: dict[int, ContractInfo], ledger: dict[int, Holding],
+                     problems: list) -> dict[int, ContractInfo]:
+        """The contract of each non-zero close, from the universes or asked by conId."""
+        infos = {}
+        for con_id, quantity in closing.items():
+            if not quantity and con_id not in known:
+                continue
+            try:
+                infos[con_id] = known.get(con_id) or await contract_info(self.ib, Contract(conId=con_id))
+            except Exception as exc:
+                contract = ledger[con_id].contract if con_id in ledger else {'conId': con_id}
+                problems.append(problem('NotClosed', f'conId {con_id}: the gateway does not describe it, so it '
+                                        f'is not closed: {type(exc).__name__}: {exc}', contract=contract))
+        return infos
 
     async def _cancel_ours(self, con_ids: set[int]) -> list[dict]:
         ours = [t for t in await our_open_orders(self.ib) if t.contract.conId in con_ids]
@@ -115,16 +137,10 @@ class CloseAll(OrderIntent):
             remaining = {t.order.permId for t in still_open if t.orderStatus.status not in FINAL}
         return [{**entry, 'cancelled': entry['permId'] not in remaining} for entry in listed]
 
-    async def _previous_quantities(self, serving: dict[str, int], info: ContractInfo, quote, snapshot,
-                                   universes: dict[str, dict[str, ContractInfo]]) -> dict[str, int]:
-        """What each serving strategy's stored targets meant in this contract, for splitting the trade."""
-        if len(serving) < 2 or quote.price() is None:
-            return {}
-        previous = {}
-        for name in serving:
-            stored = await self.in_store(self.context.store.get_targets, name) or {'targets': {}}
-            key = next(k for k, i in universes[name].items() if i.con_id == info.con_id)
-            budget = self.trading.exposure_overall * self.trading.exposures.get(name, 0.0) * snapshot.net_liquidation
-            previous[name] = target_quantity(stored['targets'].get(key, 0.0), budget, quote.price(), info.multiplier,
-                                             snapshot.rate(info.contract.currency))
-        return previous
+
+def _closed_shares(book: Holding | None, names: list[str], every_scope: bool) -> dict[str, float]:
+    """Each closed strategy's trade: minus its holding (every strategy's with scope all); manual has none."""
+    if book is None:
+        return {}
+    closed = book.strategies if every_scope else {name: book.strategies.get(name, 0.0) for name in names}
+    return {name: -quantity for name, quantity in closed.items() if quantity}

@@ -12,8 +12,11 @@ from pydantic import Field
 from intents.base import Intent, IntentOutput, IntentParams, IntentRejected
 from lib.ibapi import Position, Trade
 from lib.ibapi import Contract
+from lib.idempotency import order_ref
+from lib.ledger import Holding, book_executions, holdings, internal_transfer, transfer_entry
 from lib.market_data import AccountSnapshot, ContractInfo, account_snapshot, contract_infos, gateway_time
-from lib.orders import ExecutionReport, ExecutionSettings, cancel_orders
+from lib.orders import ExecutionReport, ExecutionSettings, Leg, cancel_orders, problem
+from lib.store.common import iso
 from lib.trading_config import LIMIT_OFFSET_CEILING_BPS, ClosePolicy, OrderPolicy, TradingConfig
 from strategies.base import Bar, InstrumentSpec, Strategy
 from strategies.registry import get_strategy, strategy_names
@@ -89,6 +92,34 @@ async def account_positions(intent: Intent) -> dict[int, Position]:
     """The account's non-zero positions by conId, asked for now (not the session's cached copy)."""
     positions = await intent.ib.reqPositionsAsync()
     return {p.contract.conId: p for p in positions if p.account == intent.session.account and p.position}
+
+
+async def ledger_holdings(intent: Intent) -> tuple[dict[int, Holding], list[dict]]:
+    """Book the day's executions, then each contract's holdings by strategy (and manual) from the ledger.
+
+    Fills of ours whose run recorded nothing yet cannot be attributed: each is reported as a problem.
+    """
+    store, account = intent.context.store, intent.session.account
+    booking = await book_executions(intent.ib, store, account)
+    ledger = await asyncio.to_thread(store.fills)
+    problems = [problem('AwaitingAttribution', f'execution {w["execId"]} of {w["orderRef"]}: {w["reason"]}; '
+                                               'the strategies\' holdings leave it out', order_ref=w['orderRef'])
+                for w in booking.waiting]
+    return holdings(ledger, account), problems
+
+
+async def book_transfers(intent: OrderIntent, legs: list[Leg], now: datetime) -> list[dict]:
+    """Book, per contract, what the strategies' trades netted out between them (quantity 0 for the account)."""
+    booked = []
+    for leg in legs:
+        parts = internal_transfer(leg.strategies)
+        if not parts:
+            continue
+        entry = transfer_entry(order_ref(intent.context.reference, leg.info.con_id), leg.info.describe(),
+                               intent.session.account, parts, leg.quote.price(), iso(now))
+        if await intent.in_store(intent.context.store.record_fill, entry):
+            booked.append(entry)
+    return booked
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""From target weights to whole-contract quantities, and whose share of a netted trade is whose."""
+"""From target weights to whole-contract quantities, and each strategy's own trade in a netted one."""
 from __future__ import annotations
 
 import math
@@ -15,23 +15,20 @@ def target_quantity(weight: float, budget: float, price: float, multiplier: floa
     return math.trunc(round(weight * budget / unit_value, 9))   # round first: 2.9999999997 is 3 contracts
 
 
-def attribute(trade: float, targets: dict[str, float], previous: dict[str, float]) -> dict[str, float]:
-    """Split a netted trade in one contract among the strategies that target it.
+def strategy_trades(trade: float, targets: dict[str, float], held: dict[str, float]) -> dict[str, float]:
+    """Each strategy's own signed trade in one contract: its target minus what it holds (the ledger's part).
 
-    Each strategy's share is its own change (target - previous target quantity); what the changes do
-    not explain (manual trades, rounding, moved prices) is shared in proportion to those changes, or to
-    the targets when nothing changed. The shares always add up to `trade`.
+    What those do not explain (a position the ledger does not know, pending orders, rounding) is shared
+    in proportion to the targets, or equally when they are all 0, so the trades add up to `trade`.
     """
     if not targets:
         return {}
-    if len(targets) == 1:
-        return {name: float(trade) for name in targets}
-    changes = {name: target - previous.get(name, 0.0) for name, target in targets.items()}
-    residual = trade - sum(changes.values())
-    weights = {name: abs(change) for name, change in changes.items()}
-    if not any(weights.values()):
+    own = {name: target - held.get(name, 0.0) for name, target in targets.items()}
+    residual = trade - sum(own.values())
+    if abs(residual) > 1e-9:
         weights = {name: abs(target) for name, target in targets.items()}
-    if not any(weights.values()):
-        weights = {name: 1.0 for name in targets}
-    total = sum(weights.values())
-    return {name: changes[name] + residual * weights[name] / total for name in targets}
+        if not any(weights.values()):
+            weights = {name: 1.0 for name in targets}
+        total = sum(weights.values())
+        own = {name: own[name] + residual * weights[name] / total for name in own}
+    return {name: round(value, 8) for name, value in own.items()}

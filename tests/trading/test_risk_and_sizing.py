@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from lib.risk import CheckedOrder, RiskLimitBreached, check_limits
-from lib.sizing import attribute, target_quantity
+from lib.ledger import internal_transfer, split_fill
+from lib.sizing import strategy_trades, target_quantity
 from lib.trading_config import RiskLimits
 
 LIMITS = RiskLimits(max_order_notional=50_000, max_order_nlv_share=0.1, max_run_nlv_share=0.08, max_orders_per_run=2,
@@ -63,12 +64,18 @@ def test_target_quantities_round_toward_zero():
         target_quantity(1.0, 100_000, 0.0, 1.0, 1.0)
 
 
-def test_a_netted_trade_is_split_by_each_strategys_own_change():
-    assert attribute(-162, {'dummy': 485, 'macd': -647}, {}) == {'dummy': 485, 'macd': -647}
-    # only one strategy changed: the trade is all its own
-    assert attribute(50, {'a': 100, 'b': 50}, {'a': 100, 'b': 0}) == {'a': 0, 'b': 50}
-    # what the changes do not explain is shared in proportion to them, and the parts add up
-    split = attribute(60, {'a': 100, 'b': 50}, {'a': 80, 'b': 20})
-    assert split == pytest.approx({'a': 24, 'b': 36}) and sum(split.values()) == pytest.approx(60)
-    assert attribute(7, {'solo': 3}, {'solo': 0}) == {'solo': 7}
-    assert attribute(4, {}, {}) == {}
+def test_each_strategy_trades_its_own_change_and_what_nets_out_is_an_internal_transfer():
+    # dummy goes from +666 to 0 while the MACD goes from 0 to +1199: the account buys 533
+    trades = strategy_trades(533, {'dummy': 0, 'macd': 1199}, {'dummy': 666})
+    assert trades == {'dummy': -666, 'macd': 1199}
+    assert internal_transfer(trades) == {'dummy': -666, 'macd': 666}
+    # the market buy goes to the buyers only, never a negative share to the seller
+    assert split_fill(533, {'quantity': 533, 'strategies': trades}) == {'macd': 533}
+    assert split_fill(-40, {'quantity': 100, 'strategies': {'a': -60, 'b': -40, 'c': 20}}) == {'a': -24, 'b': -16}
+    # a close of every position takes manual holdings too: that part of each fill is no strategy's
+    assert split_fill(-740, {'quantity': 740, 'strategies': {'dummy': -100}}) == {'dummy': -100}
+    # what the ledger does not explain (an unknown position, pending orders) is shared by the targets
+    assert strategy_trades(-100, {'solo': 0}, {}) == {'solo': -100}
+    assert strategy_trades(60, {'a': 100, 'b': 50}, {'a': 80, 'b': 20}) == pytest.approx({'a': 20 + 10 * 100 / 150,
+                                                                                          'b': 30 + 10 * 50 / 150})
+    assert strategy_trades(4, {}, {}) == {} and internal_transfer({'a': 5, 'b': 3}) == {}

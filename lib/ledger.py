@@ -1,0 +1,164 @@
+"""The fills ledger's rules: booking executions, whose share of each fill is whose, internal transfers.
+
+Each ledger entry is one execution (keyed by execId) or one internal transfer (`transfer:<orderRef>`),
+with `strategies`: strategy -> its signed part of the quantity. The rules:
+
+- an order records each strategy's own signed trade (target minus its holding); where strategies trade
+  against each other in one contract, the part that nets out is an internal transfer, booked at the
+  reference price with quantity 0 (the account's position does not change);
+- a fill is split among the strategies trading on the fill's side only, in proportion to their trades;
+  its commission is split the same way;
+- a fill of an order that is not ours (manual, other tools) has no strategies: it is a manual holding,
+  kept apart from every strategy's;
+- so, per contract, the strategies' parts add up to the account's position minus the manual holdings.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass, field
+
+from lib.ibapi import IB, ExecutionFilter, Fill
+from lib.idempotency import is_ours, recorded_orders, reference_of
+from lib.market_data import REQUEST_TIMEOUT_SECONDS
+from lib.store import Store
+
+QUANTITY_DIGITS = 8
+TRANSFER_PREFIX = 'transfer:'
+
+
+@dataclass
+class Booking:
+    """What booking the gateway's executions did."""
+
+    executions: int = 0
+    recorded: list[dict] = field(default_factory=list)
+    already: int = 0
+    waiting: list[dict] = field(default_factory=list)    # ours, but the run that placed them recorded nothing yet
+
+
+async def book_executions(ib: IB, store: Store, account: str) -> Booking:
+    """Record every execution the gateway reports for the account (today's: IB keeps no more) once."""
+    fills = await asyncio.wait_for(ib.reqExecutionsAsync(ExecutionFilter(acctCode=account)), REQUEST_TIMEOUT_SECONDS)
+    # commission reports are attached to the Fill ib_insync saw first (at connect), not to this copy
+    seen = {f.execution.execId: f for f in ib.fills()}
+    fills = [seen.get(f.execution.execId, f) for f in fills if f.execution.acctNumber == account]
+    orders: dict[str, dict] = {}
+    for reference in sorted({reference_of(f.execution.orderRef) for f in fills} - {None}):
+        orders.update(await asyncio.to_thread(recorded_orders, store, reference))
+    booking = Booking(executions=len(fills))
+    for fill in fills:
+        ref = fill.execution.orderRef
+        if is_ours(ref) and ref not in orders:
+            booking.waiting.append({'execId': fill.execution.execId, 'orderRef': ref,
+                                    'reason': 'the run that placed it has not recorded the order yet'})
+            continue
+        entry = ledger_entry(fill, orders.get(ref))
+        if await asyncio.to_thread(store.record_fill, entry):
+            booking.recorded.append(entry)
+        else:
+            booking.already += 1
+    return booking
+
+
+def ledger_entry(fill: Fill, order: dict | None) -> dict:
+    """The fills-ledger document of one execution; `order` is its recorded order (None if not ours)."""
+    e, c, report = fill.execution, fill.contract, fill.commissionReport
+    quantity = e.shares if e.side == 'BOT' else -e.shares
+    commission = _number(report.commission) if report.execId else None
+    parts = split_fill(quantity, order)
+    return {
+        'execId': e.execId, 'time': (fill.time or e.time).isoformat(), 'account': e.acctNumber,
+        'orderRef': e.orderRef or None, 'permId': e.permId, 'orderId': e.orderId, 'clientId': e.clientId,
+        'conId': c.conId, 'symbol': c.symbol, 'secType': c.secType, 'localSymbol': c.localSymbol,
+        'currency': c.currency, 'side': e.side, 'shares': e.shares, 'quantity': quantity, 'price': e.price,
+        'commission': commission, 'commissionCurrency': report.currency or None,
+        'realizedPNL': _number(report.realizedPNL) if report.execId else None,
+        'strategies': parts,
+        'commissions': split_commission(commission, quantity, parts),
+    }
+
+
+def split_fill(quantity: float, order: dict | None) -> dict[str, float]:
+    """Each strategy's part of a fill: the strategies trading on the fill's side, in proportion to their trades.
+
+    When their trades on that side add up to less than the order (a close-all of every position takes
+    manual holdings too), the rest of each fill is manual: no strategy's.
+    """
+    trades = (order or {}).get('strategies') or {}
+    side = {name: trade for name, trade in trades.items() if trade * quantity > 0}
+    total = abs(sum(side.values()))
+    if not side or total == 0:
+        return {}
+    total = max(total, float((order or {}).get('quantity') or 0.0))
+    return {name: round(quantity * abs(trade) / total, QUANTITY_DIGITS) for name, trade in side.items()}
+
+
+def split_commission(commission: float | None, quantity: float, parts: dict[str, float]) -> dict[str, float]:
+    """The fill's commission shared like its quantity; a manual fill's stays unattributed ({})."""
+    if commission is None or not quantity:
+        return {}
+    return {name: round(commission * part / quantity, QUANTITY_DIGITS) for name, part in parts.items()}
+
+
+def internal_transfer(trades: dict[str, float]) -> dict[str, float]:
+    """The part of the strategies' trades in one contract that nets out between them: buyers get what sellers give.
+
+    {a: +100, b: -30} -> {a: +30, b: -30}; the rest (+70 for a) goes to the market.
+    """
+    buys = sum(t for t in trades.values() if t > 0)
+    sells = -sum(t for t in trades.values() if t < 0)
+    matched = min(buys, sells)
+    if matched <= 0:
+        return {}
+    return {name: round(trade * matched / (buys if trade > 0 else sells), QUANTITY_DIGITS)
+            for name, trade in trades.items() if trade}
+
+
+def transfer_entry(order_ref: str, contract: dict, account: str, parts: dict[str, float], price: float | None,
+                   time: str) -> dict:
+    """The ledger document of an internal transfer: quantity 0 for the account, `parts` for the strategies."""
+    return {
+        'execId': f'{TRANSFER_PREFIX}{order_ref}', 'time': time, 'account': account, 'orderRef': order_ref,
+        'permId': None, 'orderId': None, 'clientId': None, 'conId': contract['conId'], 'symbol': contract['symbol'],
+        'secType': contract['secType'], 'localSymbol': contract['localSymbol'], 'currency': contract.get('currency'),
+        'side': 'TRANSFER', 'shares': 0.0, 'quantity': 0.0, 'price': price, 'commission': 0.0,
+        'commissionCurrency': None, 'realizedPNL': None, 'strategies': parts, 'commissions': {},
+    }
+
+
+@dataclass
+class Holding:
+    """One contract in the ledger: the account's expected position, each strategy's part, the manual rest."""
+
+    con_id: int
+    contract: dict
+    position: float = 0.0
+    strategies: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def manual(self) -> float:
+        """What no strategy holds: fills of orders that were not ours."""
+        return round(self.position - sum(self.strategies.values()), QUANTITY_DIGITS)
+
+
+def holdings(ledger: list[dict], account: str) -> dict[int, Holding]:
+    """conId -> the ledger's holding, from the account's entries."""
+    rows: dict[int, Holding] = {}
+    for entry in ledger:
+        if entry.get('account') != account:
+            continue
+        row = rows.setdefault(entry['conId'], Holding(entry['conId'], {
+            'conId': entry['conId'], 'symbol': entry['symbol'], 'secType': entry['secType'],
+            'localSymbol': entry['localSymbol'], 'currency': entry.get('currency')}))
+        row.position += entry['quantity']
+        for name, part in entry['strategies'].items():
+            row.strategies[name] = row.strategies.get(name, 0.0) + part
+    for row in rows.values():
+        row.position = round(row.position, QUANTITY_DIGITS)
+        row.strategies = {name: round(q, QUANTITY_DIGITS) for name, q in sorted(row.strategies.items())}
+    return rows
+
+
+def _number(value: float) -> float | None:
+    return None if value is None or math.isnan(value) or abs(value) >= 1e300 else value
