@@ -207,7 +207,11 @@ class _Plan:
     closing: set[int]                        # contracts only held outside every universe: reduce-only legs
 
     def legs(self, positions: dict[int, Position], pending_orders: list[Trade]) -> tuple[list[Leg], list[dict]]:
-        """trade = target - (position - manual + our open orders' remaining), per contract; and the table of it."""
+        """trade = target - (position - manual + our open orders' remaining), per contract; and the table of it.
+
+        A contract only held outside every universe is closed by its holders' ledger shares instead; the
+        reduce-only check at placement refuses it if the account does not hold that much.
+        """
         pending: dict[int, float] = {}
         for t in pending_orders:
             sign = 1 if t.order.action == 'BUY' else -1
@@ -220,6 +224,8 @@ class _Plan:
             manual = book.manual if book else 0.0
             target = sum(by_strategy.values())
             trade = target - (held - manual) - pending.get(con_id, 0.0)
+            if con_id in self.closing:   # only held outside universes: close those holdings, reduce-only
+                trade = -sum(book.strategies.get(name, 0.0) for name in by_strategy)
             trades = strategy_trades(trade, by_strategy, book.strategies if book else {})
             contracts.append({'contract': info.describe(), 'price': quote.price(), 'position': held,
                               'manual': manual, 'pending': pending.get(con_id, 0.0), 'target': target,
