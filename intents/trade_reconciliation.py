@@ -6,13 +6,22 @@ order's orderRef (`ibj:<hash10>:<leg>`) leads to the run that placed it, whose c
 strategy's trade. Our fills whose run has not recorded the order yet wait for a later run rather than
 being booked without attribution. Expected holdings (the ledger's sum per contract and strategy) are then
 compared with the gateway's positions; drift is reported, never raised.
+
+Because IB returns only the current day's executions, each run records the (New York) day it completed,
+and reports every weekday since the last completed one as a `MissedDay` problem: executions of such a
+day are not in the ledger and cannot be fetched any more (exchange holidays are reported too).
 """
 from __future__ import annotations
 
 import asyncio
 
+from datetime import datetime, timezone
+
 from intents.base import Intent, IntentOutput
-from lib.ledger import QUANTITY_DIGITS, book_executions
+from intents.trading import market_date
+from lib.ledger import QUANTITY_DIGITS, book_executions, last_reconciled_day, record_reconciled_day
+from lib.market_data import gateway_time
+from lib.orders import problem
 
 
 class TradeReconciliation(Intent):
@@ -22,8 +31,21 @@ class TradeReconciliation(Intent):
 
     async def run(self) -> IntentOutput:
         ib, store, account = self.ib, self.context.store, self.session.account
+        today = market_date(await gateway_time(ib))
         booking = await book_executions(ib, store, account)
         ledger = [f for f in await asyncio.to_thread(store.fills) if f.get('account') == account]
+        last_day, missed = await asyncio.to_thread(last_reconciled_day, store, account, today)
+        started = min((entry['time'][:10] for entry in ledger), default=today.isoformat())
+        missed = [day for day in missed if day.isoformat() >= started]     # since the ledger has entries
+        problems = []
+        if missed:
+            since = f'since {last_day.isoformat()}' if last_day else f'in the {len(missed)} weekdays before today'
+            problems = [problem('MissedDay', f'no trade-reconciliation completed on {day.isoformat()} ({since}): '
+                                             'executions of that day are not in the ledger, and IB returns only '
+                                             'the current day\'s; check them in the account statement')
+                        for day in missed]
+        await asyncio.to_thread(record_reconciled_day, store, account, today, self.context.run_id,
+                                datetime.now(timezone.utc))
         positions = [p for p in await ib.reqPositionsAsync() if p.account == account]
         holdings = compare_holdings(ledger, {p.contract.conId: (p.contract, p.position) for p in positions})
         return IntentOutput(result={
@@ -35,6 +57,9 @@ class TradeReconciliation(Intent):
             'holdings': holdings,
             'drift': [row for row in holdings if row['drift']],
             'strategies': strategy_holdings(ledger),
+            'marketDate': today.isoformat(),
+            'lastReconciledDay': last_day.isoformat() if last_day else None,
+            'problems': problems,
         })
 
 

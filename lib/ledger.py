@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 
 from lib.ibapi import IB, ExecutionFilter, Fill
 from lib.idempotency import is_ours, recorded_orders, reference_of
@@ -25,6 +26,9 @@ from lib.store import Store
 
 QUANTITY_DIGITS = 8
 TRANSFER_PREFIX = 'transfer:'
+RECONCILED_PREFIX = 'reconciled:'
+LOOKBACK_WEEKDAYS = 10
+MARKER_LEASE_SECONDS = 60.0
 
 
 @dataclass
@@ -158,6 +162,36 @@ def holdings(ledger: list[dict], account: str) -> dict[int, Holding]:
         row.position = round(row.position, QUANTITY_DIGITS)
         row.strategies = {name: round(q, QUANTITY_DIGITS) for name, q in sorted(row.strategies.items())}
     return rows
+
+
+def record_reconciled_day(store: Store, account: str, day: date, run_id: str, now: datetime) -> None:
+    """Remember that the ledger was completed for `day` (a finished claim keyed `reconciled:<account>:<day>`)."""
+    key = _reconciled_key(account, day)
+    if store.claim(key, run_id, MARKER_LEASE_SECONDS, now).held:
+        store.finish(key, run_id, {'account': account, 'day': day.isoformat(), 'runId': run_id}, now)
+
+
+def last_reconciled_day(store: Store, account: str, today: date) -> tuple[date | None, list[date]]:
+    """The last day before `today` the ledger was completed, and the weekdays after it that were missed.
+
+    IB returns only the current day's executions, so a day without a completed reconciliation may have
+    lost fills for good. Looks back LOOKBACK_WEEKDAYS weekdays; exchange holidays count as weekdays.
+    """
+    missed: list[date] = []
+    day = today
+    while len(missed) < LOOKBACK_WEEKDAYS:
+        day -= timedelta(days=1)
+        if day.weekday() >= 5:
+            continue
+        record = store.get_claim(_reconciled_key(account, day))
+        if record is not None and record.status == 'finished':
+            return day, sorted(missed)
+        missed.append(day)
+    return None, sorted(missed)
+
+
+def _reconciled_key(account: str, day: date) -> str:
+    return f'{RECONCILED_PREFIX}{account}:{day.isoformat()}'
 
 
 def _number(value: float) -> float | None:
