@@ -156,3 +156,19 @@ def test_strategies_and_scope_all_together_are_refused(rig):
     result = rig.send('close-all', {'scope': 'all', 'strategies': ['dummy']})
     assert result.status == 'rejected' and result.error.type == 'InvalidParams'
     assert 'not both' in result.error.message
+
+
+def test_the_close_policys_own_band_refuses_a_close_naming_it(make_rig):
+    rig = make_rig()
+    assert rig.send('allocation').status == 'ok'
+    bought = rig.position('SPY')
+    rig.sim.set_price('SPY', rig.sim.quote(rig.instrument('SPY')).close * 1.25)
+    rig.store.put_settings({'closePolicy': {'priceBand': 0.1, 'orderType': 'marketable-limit'}})
+    result = rig.send('close-all')
+    assert result.status == 'error' and result.error.type == 'ClosePriceBand'
+    assert 'closePolicy.priceBand: SPY price' in result.error.message
+    assert rig.position('SPY') == bought
+    rig.store.put_settings({'closePolicy': {'priceBand': 0.3, 'orderType': 'marketable-limit'}})
+    wider = rig.send('close-all', key='wider-band')
+    assert wider.status == 'ok', wider.error
+    assert rig.position('SPY') == 0 and wider.result['orders'][0]['orderType'] == 'LMT'
