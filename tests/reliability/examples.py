@@ -54,7 +54,7 @@ def _vixy_position(sim: Any) -> None:
 
 
 def _positions_and_an_earlier_runs_order(sim: Any) -> None:
-    """Close-all has to cancel a tagged order through its client id and flatten SPY; AAPL is manual."""
+    """Positions the ledger does not know (manual, so only `scope: "all"` closes them) and a tagged open order."""
     sim.broker.set_position(ACCOUNT, instrument(sim, 'SPY'), 40, 600.0)
     sim.broker.set_position(ACCOUNT, instrument(sim, 'AAPL'), 25, 200.0)
     sim.broker.place(Order(orderId=1, clientId=EARLIER_CLIENT_ID, permId=0, account=ACCOUNT,
@@ -94,7 +94,8 @@ EXAMPLES: dict[str, list[Example]] = {
                 under_fault={'hist-outage': 'skipped', 'stall-orders': 'error'}),
     ],
     'close-all': [
-        Example({'intent': 'close-all'}, prepare=_positions_and_an_earlier_runs_order, places_orders=True),
+        Example({'intent': 'close-all', 'params': {'scope': 'all'}}, prepare=_positions_and_an_earlier_runs_order,
+                places_orders=True),
         Example({'intent': 'close-all', 'params': {'scope': 'all', 'dryRun': True}},
                 prepare=_positions_and_an_earlier_runs_order, under_fault={'stall-orders': 'error'}),
     ],
