@@ -195,7 +195,7 @@ async def _place_one_by_one(ib: IB, items: list[_Planned], settings: ExecutionSe
         trades.append((item, trade))
         if index < len(items) - 1:
             until = min(settings.deadline - CONFIRM_MARGIN_SECONDS, loop.time() + ACK_WAIT_SECONDS)
-            await _wait_until(ib, lambda: acknowledged(trade), until)
+            await _wait_until(ib, lambda: acknowledged(trade) or not ib.isConnected(), until)
     return trades
 
 
@@ -278,6 +278,7 @@ async def _wait_until(ib: IB, done: Callable[[], bool], until: float) -> None:
 
     ib.orderStatusEvent += on_change
     ib.openOrderEvent += on_change
+    ib.disconnectedEvent += on_change
     try:
         while not done():
             remaining = until - loop.time()
@@ -291,6 +292,7 @@ async def _wait_until(ib: IB, done: Callable[[], bool], until: float) -> None:
     finally:
         ib.orderStatusEvent -= on_change
         ib.openOrderEvent -= on_change
+        ib.disconnectedEvent -= on_change
 
 
 def acknowledged(trade: Trade) -> bool:
