@@ -68,8 +68,9 @@ def test_trading_off_from_the_command_line_rejects_the_next_allocation(rig, caps
     assert status['effective'] is False and status['sources'] == {'env': None, 'file': None, 'store': False}
     assert status['disabledBy'] == ['store setting tradingEnabled=false']
 
-    on = trading_cli('on')
-    assert on.returncode == 0 and 'trading enabled' in on.stdout
+    capsys.readouterr()
+    assert main(['trading', 'on']) == 0
+    assert 'trading enabled (paper mode)' in capsys.readouterr().out
     assert rig.send('allocation').status == 'ok' and len(rig.order_log()) == 1
 
 
