@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import datetime
 
 from pydantic import field_validator
 
@@ -106,6 +107,9 @@ class Allocation(OrderIntent):
             'marketDate': start.today.isoformat(), 'exposureOverall': self.trading.exposure_overall,
             'strategies': {e.name: e.describe() for e in evaluations}, 'contracts': contracts,
             'cancelledStaleOrders': cancelled})
+
+    async def session_contracts(self, now: datetime) -> list[ContractInfo]:
+        return await self.strategies_contracts(self.params.strategies or sorted(self.trading.exposures), now)
 
     async def _held_outside_universe(self, evaluations: list[Evaluation], ledger: dict[int, Holding],
                                      left_alone: set[int], problems: list) -> tuple[dict, dict[int, ContractInfo]]:

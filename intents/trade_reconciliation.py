@@ -8,8 +8,8 @@ being booked without attribution. Expected holdings (the ledger's sum per contra
 compared with the gateway's positions; drift is reported, never raised.
 
 Because IB returns only the current day's executions, each run records the (New York) day it completed,
-and reports every weekday since the last completed one as a `MissedDay` problem: executions of such a
-day are not in the ledger and cannot be fetched any more (exchange holidays are reported too).
+and reports every NYSE trading day since the last completed one as a `MissedDay` problem: executions of
+such a day are not in the ledger and cannot be fetched any more.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class TradeReconciliation(Intent):
         missed = [day for day in missed if day.isoformat() >= started]     # since the ledger has entries
         problems = []
         if missed:
-            since = f'since {last_day.isoformat()}' if last_day else f'in the {len(missed)} weekdays before today'
+            since = f'since {last_day.isoformat()}' if last_day else f'in the {len(missed)} trading days before today'
             problems = [problem('MissedDay', f'no trade-reconciliation completed on {day.isoformat()} ({since}): '
                                              'executions of that day are not in the ledger, and IB returns only '
                                              'the current day\'s; check them in the account statement')

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from lib.exchange_calendar import is_trading_day
 from lib.ibapi import IB, ExecutionFilter, Fill
 from lib.idempotency import is_ours, recorded_orders, reference_of
 from lib.market_data import REQUEST_TIMEOUT_SECONDS
@@ -27,7 +28,7 @@ from lib.store import Store
 QUANTITY_DIGITS = 8
 TRANSFER_PREFIX = 'transfer:'
 RECONCILED_PREFIX = 'reconciled:'
-LOOKBACK_WEEKDAYS = 10
+LOOKBACK_TRADING_DAYS = 10
 MARKER_LEASE_SECONDS = 60.0
 
 
@@ -172,16 +173,16 @@ def record_reconciled_day(store: Store, account: str, day: date, run_id: str, no
 
 
 def last_reconciled_day(store: Store, account: str, today: date) -> tuple[date | None, list[date]]:
-    """The last day before `today` the ledger was completed, and the weekdays after it that were missed.
+    """The last day before `today` the ledger was completed, and the NYSE trading days after it that were missed.
 
-    IB returns only the current day's executions, so a day without a completed reconciliation may have
-    lost fills for good. Looks back LOOKBACK_WEEKDAYS weekdays; exchange holidays count as weekdays.
+    IB returns only the current day's executions, so a trading day without a completed reconciliation may
+    have lost fills for good. Looks back LOOKBACK_TRADING_DAYS trading days.
     """
     missed: list[date] = []
     day = today
-    while len(missed) < LOOKBACK_WEEKDAYS:
+    while len(missed) < LOOKBACK_TRADING_DAYS:
         day -= timedelta(days=1)
-        if day.weekday() >= 5:
+        if not is_trading_day(day):
             continue
         record = store.get_claim(_reconciled_key(account, day))
         if record is not None and record.status == 'finished':

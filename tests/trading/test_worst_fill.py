@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime, timezone
 
-from hypothesis import HealthCheck, example, given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from tests.reliability.harness import HEAVY      # RELIABILITY_HEAVY=1: more, random examples
 from tests.trading.support import ACCOUNT
@@ -27,8 +27,7 @@ def filled_notional_by_order(rig) -> dict[int, float]:
     return dict(notional)
 
 
-@settings(max_examples=40 if HEAVY else 12, derandomize=not HEAVY, database=None, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=40 if HEAVY else 12)          # derandomized under CI by the profile (tests/conftest.py)
 @given(order_type=st.sampled_from(['market', 'marketable-limit', 'adaptive']),
        offset_bps=st.sampled_from([0.0, 10.0, 200.0, 950.0, 1000.0]),
        held=st.integers(300, 800) | st.integers(-800, -300))
