@@ -232,14 +232,15 @@ def build_order(info: ContractInfo, quantity: float, quote: Quote, policy: Order
                 ref: str) -> Order:
     """The order for a signed quantity under the policy: market, marketable limit or Adaptive; DAY etc.
 
-    A marketable limit is the last price (else the midpoint) moved limitOffsetBps through the market and
-    rounded away from it to the contract's tick. IDEALPRO has no Adaptive algo: forex goes as market.
+    A marketable limit is the market side it would fill against (the ask for a buy, the bid for a sell; else
+    the live last or midpoint) moved limitOffsetBps through the market and rounded away from it to the
+    contract's tick, so even an offset of 0 is marketable. IDEALPRO has no Adaptive algo: forex goes as market.
     """
     buy = quantity > 0
     order = Order(action='BUY' if buy else 'SELL', totalQuantity=abs(quantity), orderType='MKT', tif=policy.tif,
                   orderRef=ref, account=account)
     if policy.order_type == 'marketable-limit':
-        reference_price = quote.last or quote.live_price()
+        reference_price = quote.expected_fill(buy)
         if reference_price is None:
             raise ValueError(f'no price for {info.name} to set a marketable limit from')
         offset = policy.limit_offset_bps / 10_000

@@ -76,7 +76,7 @@ class OrderPolicy:
 
     order_type: str                 # 'market' | 'marketable-limit' | 'adaptive'
     tif: str                        # 'DAY' | 'GTC' | 'IOC'
-    limit_offset_bps: float         # marketable limit: how far through the last price, in basis points
+    limit_offset_bps: float         # marketable limit: how far through the ask (buy) or bid (sell), in basis points
     adaptive_priority: str          # 'Patient' | 'Normal' | 'Urgent'
 
 

@@ -57,7 +57,10 @@ def test_orders_follow_the_policy_market_marketable_limit_and_adaptive():
     assert (market.action, market.totalQuantity, market.orderType, market.tif, market.orderRef) == (
         'SELL', 5, 'MKT', 'DAY', 'r')
     limit = build_order(spy, 5, quote, OrderPolicy('marketable-limit', 'DAY', 10.0, 'Normal'), account=ACCOUNT, ref='r')
-    assert (limit.orderType, limit.lmtPrice) == ('LMT', 600.6)            # 600 + 10 bp, on the cent grid
+    assert (limit.orderType, limit.lmtPrice) == ('LMT', 600.62)           # the ask + 10 bp, up to the cent grid
+    at_the_touch = build_order(spy, 5, quote, OrderPolicy('marketable-limit', 'DAY', 0, 'Normal'), account=ACCOUNT,
+                               ref='r')
+    assert at_the_touch.lmtPrice == 600.01                                 # offset 0 still crosses the spread
     sell = build_order(spy, -5, Quote(None, None, 600.003, None), OrderPolicy('marketable-limit', 'DAY', 10.0,
                                                                               'Normal'), account=ACCOUNT, ref='r')
     assert sell.lmtPrice == 599.4                                          # rounded down, through the market

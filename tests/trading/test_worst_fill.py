@@ -42,6 +42,7 @@ def test_no_filled_order_is_above_max_order_notional(make_rig, order_type, offse
         rig.store.put_settings({'limits': ROOMY_NLV_LIMITS})
         test_no_filled_order_is_above_max_order_notional.rig = rig
     spy = rig.instrument('SPY')
+    rig.sim.broker.set_cash(ACCOUNT, 'USD', 1_000_000.0)     # each example starts from the same account
     rig.sim.broker.set_position(ACCOUNT, spy, held, 600.0)
     quote = rig.sim.quote(spy)
     market_side = quote.bid if held > 0 else quote.ask         # a sell fills at the bid, a buy at the ask
