@@ -389,7 +389,8 @@ async def _cancel_on(ib: IB, trades: list[Trade], until: float) -> list[dict]:
              'status': t.orderStatus.status} for t in trades]
 
 
-def _checked_plan(legs: list[Leg], settings: ExecutionSettings, report: ExecutionReport | None = None) -> list[_Planned]:
+def _checked_plan(legs: list[Leg], settings: ExecutionSettings,
+                  report: ExecutionReport | None = None) -> list[_Planned]:
     """The legs as orders, once the limits pass; reduce-only legs outside the close band are dropped (reported)."""
     planned = [_plan(leg, settings) for leg in legs if leg.quantity != 0]
     snapshot = settings.snapshot

@@ -175,7 +175,8 @@ def load_trading_config(store: Store, *, trading_mode: str, env: Mapping[str, st
         raise ConfigError(f'trading_mode={trading_mode!r} is invalid: expected one of {", ".join(TRADING_MODES)}')
     env = os.environ if env is None else env
     path = Path(path or env.get('TRADING_CONFIG_PATH', '').strip() or DEFAULT_PATH)
-    layers = [_clean(_read_file(path), '', str(path)), _env_layer(env), _clean(store.get_settings(), '', 'store settings')]
+    layers = [_clean(_read_file(path), '', str(path)), _env_layer(env),
+              _clean(store.get_settings(), '', 'store settings')]
     file_value, env_value, store_value = (layer.pop('tradingEnabled', None) for layer in layers)
     merged = DEFAULTS
     for layer in layers:

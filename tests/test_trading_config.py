@@ -132,7 +132,8 @@ def test_trading_switch_names_every_source_and_reads_the_store_again(store, conf
 
 def test_limit_offset_is_bounded(store, config_file):
     store.put_settings({'orderPolicy': {'limitOffsetBps': 150.0}})
-    with pytest.raises(ConfigError, match='orderPolicy.limitOffsetBps=150 is invalid: more than limits.maxLimitOffsetBps=100'):
+    with pytest.raises(ConfigError, match='orderPolicy.limitOffsetBps=150 is invalid: more than '
+                                          'limits.maxLimitOffsetBps=100'):
         load_trading_config(store, trading_mode='paper', env={}, path=config_file)
     store.put_settings({'limits': {'maxLimitOffsetBps': 5000.0}})
     with pytest.raises(ConfigError, match='expected at most 1000 basis points'):
