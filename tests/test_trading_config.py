@@ -1,4 +1,4 @@
-"""Trading config: defaults < file < env < store, trading enabled by mode and any explicit false, fail closed, bad values named."""
+"""Trading config: defaults < file < env < store; trading enabled by mode and any explicit false; bad values named."""
 from __future__ import annotations
 
 from pathlib import Path
