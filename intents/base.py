@@ -1,11 +1,13 @@
 """What every intent is: typed params, flags for read-only and order placing, and an async run on a session."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
+
+from lib.idempotency import run_reference
 
 if TYPE_CHECKING:
     from lib.config import Settings
@@ -48,7 +50,8 @@ class RunContext:
     """What the runtime knows about a run besides its session: ids, settings, the store, the claim.
 
     `store` is set for intents that use it; `trading`, `idempotency_key` and `reference` for
-    order-placing ones. `takeover` means an earlier attempt under the same key may have placed
+    order-placing ones; `reference` once the session's `account` is known (an orderRef names its
+    account: see lib.idempotency). `takeover` means an earlier attempt under the same key may have placed
     orders, so the intent must look them up by orderRef before placing.
     """
 
@@ -61,6 +64,12 @@ class RunContext:
     takeover: bool = False
     attempt: int = 1
     claimed: bool = False                 # the idempotency key is held, so a redelivery is safe
+    account: str | None = None            # the session's account, once connected
+
+    def for_account(self, intent: str, account: str) -> RunContext:
+        """This context on `account`: with the run reference of (account, intent, key) when there is a key."""
+        reference = run_reference(account, intent, self.idempotency_key) if self.idempotency_key else None
+        return replace(self, account=account, reference=reference)
 
 
 class Intent:
@@ -88,3 +97,7 @@ class Intent:
     async def run(self) -> IntentOutput:
         """Do the work on self.ib and describe the outcome."""
         raise NotImplementedError
+
+    def interrupted_result(self) -> dict | None:
+        """The result of a run that raised part-way (None: nothing worth reporting)."""
+        return None

@@ -18,7 +18,7 @@ from functions.admission import admit
 from functions.contract import decode_message
 from functions.runner import run_isolated
 from intents.allocation import Allocation
-from lib.idempotency import derive_key, reference_of, run_reference
+from lib.idempotency import derive_key, order_ref, parse_order_ref, reference_of, run_reference
 from tests.polling import wait_until
 from tests.trading.support import BASE_CONFIG, SPY_MACD_VIXY_CONFIG
 
@@ -35,8 +35,12 @@ def test_derived_keys_are_shared_inside_a_window_and_differ_across_windows_and_p
     assert first != derive_key('allocation', params, slot + timedelta(seconds=300), 300)
     assert first != derive_key('allocation', {'strategies': ['spy-macd-vixy'], 'dryRun': False}, slot, 300)
     assert first != derive_key('close-all', params, slot, 300)
-    reference = run_reference('allocation', first)
+    reference = run_reference('DU111', 'allocation', first)
+    assert reference != run_reference('DU222', 'allocation', first)     # one slot, two accounts: two references
     assert reference_of(f'{reference}:756733') == reference and reference_of('manual order') is None
+    assert order_ref(reference, 756733) == f'{reference}:756733'
+    assert parse_order_ref(order_ref(reference, 756733, 2)) == (reference, '756733', 2)
+    assert reference_of(f'{reference}:756733.2') == reference and parse_order_ref('ibj:xyz:1') is None
 
 
 @pytest.mark.parametrize('backend', BACKENDS)
@@ -146,7 +150,10 @@ def test_a_connection_dropped_right_after_placing_is_retried_and_places_nothing_
 
     redelivered = rig.deliver(event)               # what Pub/Sub does after the retryable failure
     assert redelivered.result['takeover'] is True and redelivered.result['attempt'] == 2
-    assert redelivered.status == 'skipped' and redelivered.result['reason'] == 'no trades needed'
+    # nothing is left to place, and the takeover lists (and so records) what the first attempt placed
+    assert redelivered.status == 'ok' and redelivered.result['orders'] == []
+    assert sorted(o['orderRef'] for o in redelivered.result['alreadyPlaced']) == sorted(
+        o.orderRef for o in rig.order_log())
     assert len(rig.order_log()) == 2
     assert rig.deliver(event).status == 'duplicate'
 

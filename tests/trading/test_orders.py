@@ -91,7 +91,8 @@ def test_a_rejected_order_is_reported_with_the_gateways_reason(rig, connect):
     order = report.orders[0]
     assert order['acknowledged'] is True and order['status'] == 'Cancelled'
     assert any('201' in m and 'No trading permissions' in m for m in order['messages'])
-    assert 'rejected' in report.problems[0]
+    assert report.problems[0]['code'] == 'order-rejected' and report.problems[0]['orderRef'] == order['orderRef']
+    assert 'No trading permissions' in report.problems[0]['message']
 
 
 def test_an_order_the_gateway_never_acknowledges_is_reported_not_hidden(rig, connect):
@@ -100,7 +101,8 @@ def test_an_order_the_gateway_never_acknowledges_is_reported_not_hidden(rig, con
     report = ib.run(execute(ib, [leg(ib, 'SPY', 10)], settings_for(ib, seconds=1.5)))
     order = report.orders[0]
     assert order['acknowledged'] is False and order['status'] == 'PendingSubmit' and order['permId'] is None
-    assert 'not acknowledged by the gateway before the deadline' in report.problems[0]
+    assert report.problems[0]['code'] == 'order-unacknowledged'
+    assert 'not acknowledged by the gateway before the deadline' in report.problems[0]['message']
 
 
 def test_a_dry_run_asks_whatif_and_places_nothing(rig, connect):
@@ -133,9 +135,9 @@ def test_a_takeover_finds_our_orders_at_the_broker_and_sends_only_the_missing_on
     earlier.disconnect()
     ib = connect(22)
     report = ib.run(execute(ib, [spy, qqq, aapl], settings_for(ib, takeover=True)))
-    found = {o['contract']['symbol']: o['atBroker'] for o in report.already_placed}
+    found = {o['contract']['symbol']: o for o in report.already_placed}
     assert found['SPY']['source'] == 'open' and found['SPY']['clientId'] == 21
-    assert found['QQQ']['status'] == 'Filled'
+    assert (found['QQQ']['status'], found['QQQ']['filled'], found['QQQ']['strategies']) == ('Filled', 5, {'test': 5})
     assert [o['contract']['symbol'] for o in report.orders] == ['AAPL']
     assert sorted(o.instrument.symbol for o in rig.order_log()) == ['AAPL', 'QQQ', 'SPY']
 
