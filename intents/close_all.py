@@ -19,7 +19,8 @@ from pydantic import field_validator, model_validator
 
 from intents.base import IntentOutput, IntentParams
 from intents.trading import (
-    OrderIntent, PolicyOverrides, account_positions, build_strategy, known_strategy_names, strategy_universe,
+    PLACING_RESERVE_SECONDS, OrderIntent, PolicyOverrides, account_positions, build_strategy, known_strategy_names,
+    strategy_universe,
 )
 from lib.ibapi import Contract, Trade
 from lib.market_data import ContractInfo, contract_info, quotes
@@ -129,7 +130,8 @@ class CloseAll(OrderIntent):
             return await self.cancel(others)
         self.ib.reqGlobalCancel()
         loop = asyncio.get_running_loop()
-        until = min(loop.time() + GLOBAL_CANCEL_WAIT_SECONDS, self.deadline - 2.0)
+        until = min(loop.time() + GLOBAL_CANCEL_WAIT_SECONDS,
+                    self.deadline - min(PLACING_RESERVE_SECONDS, (self.deadline - loop.time()) / 2))
         remaining = {t.order.permId for t in before}
         while remaining and loop.time() < until:
             await asyncio.sleep(0.05)

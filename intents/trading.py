@@ -25,6 +25,7 @@ from strategies.registry import get_strategy, strategy_names
 
 # Strategies decide for a calendar day; the instruments are US-listed, so it is New York's.
 MARKET_TIMEZONE = ZoneInfo('America/New_York')
+PLACING_RESERVE_SECONDS = 2.0     # of the deadline, kept for placing orders once cancels are done
 
 
 class PolicyOverrides(IntentParams):
@@ -148,9 +149,12 @@ class OrderIntent(Intent):
     async def cancel(self, trades: list[Trade]) -> list[dict]:
         """Cancel orders of any client id (see lib.orders.cancel_orders); those left working are problems."""
         settings = self.context.settings
+        # leave time to place orders after the cancels: 2 s, or half of what is left in a short run
+        left = self.deadline - asyncio.get_running_loop().time()
         outcomes = await cancel_orders(self.ib, trades, own_client_id=self.session.client_id,
                                        host=self.session.host, port=self.session.port,
-                                       connect_timeout=settings.connect_timeout, until=self.deadline - 2.0)
+                                       connect_timeout=settings.connect_timeout,
+                                       until=self.deadline - min(PLACING_RESERVE_SECONDS, left / 2))
         self.report.problems += cancel_problems(outcomes)
         return outcomes
 
