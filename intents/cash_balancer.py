@@ -17,6 +17,7 @@ from intents.trading import OrderIntent
 from lib.ibapi import Contract
 from lib.market_data import ContractInfo, UnknownContract, contract_info, quotes
 from lib.orders import Leg
+from lib.problems import problem
 
 FX_VENUE = 'IDEALPRO'
 FX_MINIMUM_QUANTITY = 25_000
@@ -52,6 +53,7 @@ class CashBalancer(OrderIntent):
                 conversions.append((entry, await self._pair(currency, snapshot.base_currency)))
             except UnknownContract as exc:
                 entry['action'] = f'kept: no {FX_VENUE} pair to convert it with ({exc})'
+                self.report.problems.append(problem('no-pair', f'{currency}: {entry["action"]}'))
         prices = await quotes(self.ib, [info for _, info in conversions])
         pending = self.count_working(await self.working_orders({info.con_id for _, info in conversions}))
         legs = []
