@@ -147,6 +147,10 @@ def test_a_connection_dropped_right_after_placing_is_retried_and_places_nothing_
     assert first.status == 'error' and first.error.retryable is True
     assert first.error.type == 'GatewayDisconnected'
     assert len(rig.order_log()) == 2
+    # the error result still lists both orders, as the gateway last reported them to this run
+    assert sorted((o['orderRef'], o['action'], o['quantity']) for o in first.result['orders']) == sorted(
+        (o.orderRef, o.action, o.totalQuantity) for o in rig.order_log())
+    assert all('status' in o and 'filled' in o for o in first.result['orders'])
 
     redelivered = rig.deliver(event)               # what Pub/Sub does after the retryable failure
     assert redelivered.result['takeover'] is True and redelivered.result['attempt'] == 2
