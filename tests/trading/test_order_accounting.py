@@ -82,6 +82,26 @@ def test_two_accounts_on_one_gateway_never_touch_each_others_orders(make_rig):
     assert du111.position('SPY') + du111.working('SPY') == spy['target']
 
 
+def test_close_all_of_every_scope_on_one_account_leaves_the_other_accounts_orders(make_rig):
+    du111 = make_rig(accounts=TWO_ACCOUNTS)
+    du222 = du111.deployment('DU222')
+    du111.sim.broker.set_position('DU111', du111.instrument('SPY'), 50, 590.0)
+    du111.sim.broker.set_position('DU222', du111.instrument('SPY'), 70, 590.0)
+    manual = IB()
+    manual.connect(du111.sim.host, du111.sim.port, clientId=78)
+    price = round(du111.sim.quote(du111.instrument('SPY')).bid * 0.8, 2)
+    for account in TWO_ACCOUNTS:
+        manual.placeOrder(Stock('SPY', 'SMART', 'USD'), LimitOrder('BUY', 5, price, orderRef='by hand', tif='GTC',
+                                                                   account=account))
+    manual.sleep(0.2)
+    manual.disconnect()
+    closed = du111.send('close-all', {'scope': 'all'})
+    assert closed.status == 'ok', closed.error
+    assert [(c['orderRef'], c['cancelled']) for c in closed.result['cancelled']] == [('by hand', True)]
+    assert [o.account for o in du111.sim.broker.open_orders()] == ['DU222']
+    assert du111.position('SPY') == 0 and du222.position('SPY') == 70
+
+
 def test_two_accounts_with_one_derived_key_each_reach_their_target(make_rig):
     du111 = make_rig(accounts=TWO_ACCOUNTS, deadline=3)
     du222 = du111.deployment('DU222')

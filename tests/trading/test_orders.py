@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from lib.ibapi import IB, Contract, LimitOrder, MarketOrder, Stock
 from lib.market_data import ContractInfo, Quote, account_snapshot, contract_info, quotes
 from lib.orders import (
-    ExecutionSettings, Leg, build_order, cancel_orders, execute, our_open_orders, round_to_tick, run_orders_at_broker,
+    ExecutionSettings, Leg, build_order, cancel_orders, cancel_problems, execute, our_open_orders, round_to_tick, run_orders_at_broker,
 )
 from lib.risk import RiskLimitBreached
 from lib.trading_config import OrderPolicy, RiskLimits
@@ -184,12 +185,16 @@ def test_orders_are_cancelled_through_the_client_id_that_placed_them(rig, connec
     owner.sleep(0.2)
     ib = connect(32)
     trades = [t for t in ib.reqAllOpenOrders()]
+    started = time.monotonic()
     busy = ib.run(cancel_orders(ib, trades, own_client_id=32, host=rig.sim.host, port=rig.sim.port,
-                                connect_timeout=1.0, until=ib.run(_loop_time()) + 3))
-    assert [c['cancelled'] for c in busy] == [False, False]
-    assert 'could not connect as client id 31' in busy[0]['reason']
+                                connect_timeout=20.0, until=ib.run(_loop_time()) + 20))
+    assert time.monotonic() - started < 2.5       # error 326 is the answer: no connect timeout waited out
+    assert [(c['cancelled'], c['working']) for c in busy] == [(False, True), (False, True)]
+    assert 'could not connect as client id 31' in busy[0]['reason'] and '326' in busy[0]['reason']
+    assert [p['orderRef'] for p in cancel_problems(busy)] == [f'{REFERENCE}:a', f'{REFERENCE}:b']
     owner.disconnect()
     done = ib.run(cancel_orders(ib, trades, own_client_id=32, host=rig.sim.host, port=rig.sim.port,
                                 connect_timeout=1.0, until=ib.run(_loop_time()) + 3))
-    assert [(c['cancelled'], c['status']) for c in done] == [(True, 'Cancelled')] * 2
+    assert [(c['cancelled'], c['status'], c['working']) for c in done] == [(True, 'Cancelled', False)] * 2
+    assert cancel_problems(done) == []
     assert rig.sim.broker.open_orders() == []
