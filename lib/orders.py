@@ -110,11 +110,6 @@ class ExecutionReport:
         return [o['orderRef'] for o in self.orders if o.get('acknowledged') is False]
 
     @property
-    def rejected(self) -> list[str]:
-        """orderRefs of placed orders the gateway rejected."""
-        return [o['orderRef'] for o in self.orders if _rejected(o)]
-
-    @property
     def reason(self) -> str | None:
         """Why nothing was done, for a skipped run."""
         if self.status == 'ok':
@@ -143,8 +138,8 @@ async def execute(ib: IB, legs: list[Leg], settings: ExecutionSettings,
 
     The legs are netted by the caller against the position and our working orders (this run's own
     included). On a takeover every order of this run's reference found at the broker is listed (and so
-    recorded), and a leg that already has orders is only completed: nothing while one of them works or
-    filled, else the remainder of a cancelled or rejected one, under the next orderRef suffix.
+    recorded), and a leg that already has orders is only completed (_completing): nothing while one of
+    them works, else what the netted leg still asks for under the next orderRef suffix.
     """
     report = report if report is not None else ExecutionReport()
     if settings.takeover:
