@@ -25,7 +25,7 @@ from intents.trading import (
 from lib.ibapi import Contract, Trade
 from lib.market_data import ContractInfo, contract_info, quotes
 from lib.idempotency import reference_of
-from lib.orders import FINAL, Leg, cancel_problems, describe_trade
+from lib.orders import FINAL, Leg, describe_trade
 from lib.problems import CONTRACTS_UNRESOLVED, problem
 from lib.sizing import attribute, target_quantity
 from lib.store.common import iso
@@ -139,7 +139,7 @@ class CloseAll(OrderIntent):
             remaining = {t.order.permId for t in still_open if t.orderStatus.status not in FINAL}
         outcomes = [{**describe_trade(t), 'cancelled': t.order.permId not in remaining,
                      'working': t.order.permId in remaining} for t in before]
-        self.report.problems += cancel_problems(outcomes)
+        self.account_cancels(outcomes)
         return outcomes
 
     async def _previous_quantities(self, serving: dict[str, int], info: ContractInfo, quote, snapshot,

@@ -16,7 +16,7 @@ from lib.ibapi import Contract
 from lib.market_data import AccountSnapshot, ContractInfo, account_snapshot, contract_infos, gateway_time
 from lib.orders import (
     ExecutionReport, ExecutionSettings, Leg, cancel_orders, cancel_problems, describe_trade, execute,
-    our_open_orders, pending_by_contract,
+    our_open_orders, pending_by_contract, released_by,
 )
 from lib.problems import ORDER_CODES, order_problems
 from lib.trading_config import OrderPolicy, TradingConfig
@@ -155,8 +155,14 @@ class OrderIntent(Intent):
                                        host=self.session.host, port=self.session.port,
                                        connect_timeout=settings.connect_timeout,
                                        until=self.deadline - min(PLACING_RESERVE_SECONDS, left / 2))
-        self.report.problems += cancel_problems(outcomes)
+        self.account_cancels(outcomes)
         return outcomes
+
+    def account_cancels(self, outcomes: list[dict]) -> None:
+        """Orders left working are problems; what the cancelled ones would have traded is released."""
+        self.report.problems += cancel_problems(outcomes)
+        for con_id, quantity in released_by(outcomes).items():
+            self.report.released[con_id] = self.report.released.get(con_id, 0.0) + quantity
 
     async def in_store(self, call: Callable[..., Any], *args: Any) -> Any:
         """Run a (blocking) store call off the event loop."""

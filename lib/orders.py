@@ -98,6 +98,7 @@ class ExecutionReport:
     skipped: list[dict] = field(default_factory=list)           # market closed
     problems: list[dict] = field(default_factory=list)
     placing: list[tuple[_Planned, Trade]] = field(default_factory=list)   # sent, not confirmed yet
+    released: dict[int, float] = field(default_factory=dict)   # conId -> signed quantity this run's cancels freed
 
     @property
     def status(self) -> str:
@@ -139,13 +140,14 @@ async def execute(ib: IB, legs: list[Leg], settings: ExecutionSettings,
     The legs are netted by the caller against the position and our working orders (this run's own
     included). On a takeover every order of this run's reference found at the broker is listed (and so
     recorded), and a leg that already has orders is only completed (_completing): nothing while one of
-    them works, else what the netted leg still asks for under the next orderRef suffix.
+    them works, else at most what its cancelled or rejected orders left (and this run's cancels of stale
+    orders released), under the next orderRef suffix.
     """
     report = report if report is not None else ExecutionReport()
     if settings.takeover:
         found = await run_orders_at_broker(ib, settings.account, settings.reference)
         report.already_placed = [_found_entry(entry, legs) for entry in found]
-        legs = _completing(legs, found)
+        legs = _completing(legs, found, report.released)
     planned = _checked_plan(legs, settings)
     if not planned:
         return report
@@ -316,25 +318,45 @@ async def run_orders_at_broker(ib: IB, account: str, reference: str) -> list[dic
     return sorted(found.values(), key=lambda entry: entry['orderRef'])
 
 
-def _completing(legs: list[Leg], found: list[dict]) -> list[Leg]:
+def _completing(legs: list[Leg], found: list[dict], released: dict[int, float]) -> list[Leg]:
     """The legs a takeover still sends: a leg with earlier orders of this run is completed, never redone.
 
     The caller netted each leg against the position (an earlier order's fills) and our working orders
     (this run's own included). While an earlier order of the leg still works it is kept: nothing more
-    is sent for that leg. Otherwise what the netted leg still asks for (the remainder a cancelled or
-    rejected order left, say) goes out under the next orderRef suffix, `<conId>.<n>`.
+    is sent for that leg. Otherwise at most what is left to complete goes out, under the next orderRef
+    suffix `<conId>.<n>`: the quantity cancelled or rejected orders of the leg left unfilled, plus what
+    this run's cancels of stale orders released (orders the earlier attempt had counted). A filled leg
+    whose target merely moved with the price is done.
     """
     attempts: dict[int, int] = {}
     working: set[int] = set()
+    unfilled: dict[int, float] = {}
     for entry in found:
         parsed = parse_order_ref(entry['orderRef'])
         if parsed is None:
             continue
-        attempts[entry['conId']] = max(attempts.get(entry['conId'], 0), parsed[2])
+        con_id = entry['conId']
+        attempts[con_id] = max(attempts.get(con_id, 0), parsed[2])
         if entry['source'] == 'open' and entry['status'] not in FINAL:
-            working.add(entry['conId'])
-    return [leg if leg.info.con_id not in attempts else replace(leg, attempt=attempts[leg.info.con_id] + 1)
-            for leg in legs if leg.info.con_id not in working]
+            working.add(con_id)
+        elif entry['status'] in ('Cancelled', 'ApiCancelled', 'Inactive') and entry['remaining']:
+            sign = 1 if entry['action'] == 'BUY' else -1
+            unfilled[con_id] = unfilled.get(con_id, 0.0) + sign * entry['remaining']
+    result = []
+    for leg in legs:
+        con_id = leg.info.con_id
+        if con_id not in attempts:
+            result.append(leg)
+            continue
+        if con_id in working or leg.quantity == 0:
+            continue
+        left = sum(q for q in (unfilled.get(con_id, 0.0), released.get(con_id, 0.0)) if (q > 0) == (leg.quantity > 0))
+        quantity = math.copysign(min(abs(leg.quantity), abs(left)), leg.quantity)
+        if quantity:
+            share = quantity / leg.quantity
+            result.append(replace(leg, quantity=quantity, attempt=attempts[con_id] + 1,
+                                  strategies={name: part * share for name, part in leg.strategies.items()}))
+    return result
 
 
 def _found_entry(entry: dict, legs: list[Leg]) -> dict:
@@ -399,6 +421,17 @@ async def cancel_orders(ib: IB, trades: list[Trade], *, own_client_id: int, host
         outcomes += [{**describe_trade(t), 'cancelled': False, 'working': False, 'reason': gone}
                      for t in group if t.order.permId not in known]
     return outcomes
+
+
+def released_by(outcomes: list[dict]) -> dict[int, float]:
+    """conId -> how much more a netted leg may now trade: the signed remainder of the orders cancelled."""
+    released: dict[int, float] = {}
+    for o in outcomes:
+        if o.get('cancelled'):
+            sign = 1 if o['action'] == 'BUY' else -1
+            con_id = o['contract']['conId']
+            released[con_id] = released.get(con_id, 0.0) + sign * (o['quantity'] - (o['filled'] or 0.0))
+    return released
 
 
 def cancel_problems(outcomes: list[dict]) -> list[dict]:
