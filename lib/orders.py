@@ -296,8 +296,10 @@ async def run_orders_at_broker(ib: IB, account: str, reference: str) -> list[dic
             o, status = t.order, t.orderStatus
             if reference_of(o.orderRef) != reference or o.account != account:
                 continue
-            filled = status.filled
-            remaining = status.remaining if source == 'open' else max(0.0, o.totalQuantity - filled)
+            # a completed order reports its fills as order.filledQuantity (unset: UNSET_DOUBLE), not in its status
+            done = o.filledQuantity if source == 'completed' and o.filledQuantity < UNSET_DOUBLE else 0.0
+            filled = max(status.filled, done)
+            remaining = status.remaining if source == 'open' else None   # completed: from fills, below
             found[o.orderRef] = {'orderRef': o.orderRef, 'conId': t.contract.conId, 'contract': _contract(t.contract),
                                  'action': o.action, 'quantity': o.totalQuantity, 'source': source,
                                  'permId': o.permId or None, 'clientId': o.clientId, 'status': status.status,
@@ -315,6 +317,9 @@ async def run_orders_at_broker(ib: IB, account: str, reference: str) -> list[dic
                                      'status': None, 'filled': 0.0, 'remaining': None}
     for ref, shares in executed.items():
         found[ref]['filled'] = max(found[ref]['filled'] or 0.0, shares)
+    for entry in found.values():
+        if entry['source'] == 'completed':
+            entry['remaining'] = max(0.0, entry['quantity'] - entry['filled'])
     return sorted(found.values(), key=lambda entry: entry['orderRef'])
 
 

@@ -64,6 +64,27 @@ def test_close_all_taken_over_after_a_kill_keeps_its_working_order_and_ends_flat
     assert wait_until(lambda: rig.position('SPY') == 0, timeout=10)
 
 
+def test_close_all_taken_over_after_its_order_was_cancelled_sends_the_remainder_once(make_rig):
+    rig = make_rig(deadline=2, lease=2)
+    rig.sim.broker.set_position(ACCOUNT, rig.instrument('SPY'), 320, 590.0)
+    rig.sim.faults.partial_fill = 0.5
+    event = rig.event('close-all')
+    assert killed_after_running(rig, event).status == 'ok'
+    [first] = rig.sim.broker.open_orders()
+    rig.sim.broker.cancel(first.clientId, first.orderId)         # e.g. cancelled in TWS: 160 left unsold
+    rig.sim.faults.partial_fill = None
+    wait_until(lambda: rig.deliver(event).status != 'duplicate', timeout=10, interval=0.2)
+    taken_over = rig.published[-1]
+    assert taken_over.status == 'ok', taken_over.error
+    [found] = taken_over.result['alreadyPlaced']
+    assert (found['orderRef'], found['status'], found['filled'], found['remaining']) == (
+        first.orderRef, 'Cancelled', 160, 160)
+    [resent] = taken_over.result['orders']
+    assert (resent['orderRef'], resent['action'], resent['quantity']) == (first.orderRef + '.2', 'SELL', 160)
+    assert rig.position('SPY') == 0 and [o.totalQuantity for o in sells(rig, 'SPY')] == [320, 160]
+    assert rig.deliver(event).status == 'duplicate'
+
+
 def test_two_accounts_on_one_gateway_never_touch_each_others_orders(make_rig):
     du111 = make_rig(accounts=TWO_ACCOUNTS)
     du222 = du111.deployment('DU222')
