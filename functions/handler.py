@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -107,6 +107,8 @@ def _execute(decoded: Decoded, settings: Settings, run: _Run) -> Outcome:
     except Exception as exc:   # admit turns store and config failures into outcomes; anything else is a bug
         logger.exception('admission failed')
         return _failed(type(exc).__name__, str(exc), retryable=False)
+    if request.window is not None:
+        admission.context = replace(admission.context, window=request.window.session_window())
     outcome = admission.outcome or _run_admitted(intent_cls, params, dry_run, settings, admission)
     outcome.dry_run, outcome.idempotency_key = dry_run, admission.context.idempotency_key
     return outcome

@@ -128,7 +128,7 @@ async def _execute(intent_cls: type[Intent], params: BaseModel, dry_run: bool, s
                     context = admitted
                     intent = intent_cls(session, params, dry_run=dry_run, context=context, deadline=deadline_at)
                     intent_started = time.perf_counter()
-                    output = await _until_disconnected(ib, intent.run())
+                    output = await _until_disconnected(ib, intent.start())
                     outcome.intent_ms = _ms_since(intent_started)
                     _apply(outcome, output)
         except Exception as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import datetime
 
 from pydantic import field_validator
 
@@ -92,6 +93,9 @@ class Allocation(OrderIntent):
             'marketDate': start.today.isoformat(), 'exposureOverall': self.trading.exposure_overall,
             'strategies': {e.name: e.describe() for e in evaluations}, 'contracts': contracts,
             'cancelledStaleOrders': cancelled})
+
+    async def session_contracts(self, now: datetime) -> list[ContractInfo]:
+        return await self.strategies_contracts(self.params.strategies or sorted(self.trading.exposures), now)
 
     async def _evaluate(self, name: str, today) -> Evaluation:
         """The strategy's targets, or its stored ones when it has no opinion or fails."""

@@ -2,18 +2,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from lib.ibapi import Contract
 from lib.idempotency import run_reference
+from lib.market_data import ContractInfo, contract_infos, gateway_time
+from lib.session_window import SessionWindow, judge
 
 if TYPE_CHECKING:
     from lib.config import Settings
     from lib.session import Session
     from lib.store import Store
     from lib.trading_config import TradingConfig
+
+
+# What a `window` is judged by for intents that trade nothing.
+US_EQUITY_MARKET = Contract(secType='STK', symbol='SPY', exchange='SMART', currency='USD')
 
 
 class IntentParams(BaseModel):
@@ -64,6 +72,7 @@ class RunContext:
     takeover: bool = False
     attempt: int = 1
     claimed: bool = False                 # the idempotency key is held, so a redelivery is safe
+    window: SessionWindow | None = None   # run only within this part of today's session (the request's window)
     account: str | None = None            # the session's account, once connected
 
     def for_account(self, intent: str, account: str) -> RunContext:
@@ -94,6 +103,20 @@ class Intent:
         self.context = context or RunContext()
         self.deadline = deadline    # loop.time() by which run() must be done; set by the runner
 
+    async def start(self) -> IntentOutput:
+        """Run, unless the request's window says not now: then skipped, with today's session, nothing done."""
+        if self.context.window is None:
+            return await self.run()
+        now = await gateway_time(self.ib)
+        contracts = await self.session_contracts(now)
+        verdict = judge(self.context.window, [info.hours() for info in contracts], now)
+        if not verdict.inside:
+            return IntentOutput(status='skipped', result={'window': verdict.describe()},
+                                reason=f'outside the session window: {verdict.reason}')
+        output = await self.run()
+        output.result.setdefault('window', verdict.describe())
+        return output
+
     async def run(self) -> IntentOutput:
         """Do the work on self.ib and describe the outcome."""
         raise NotImplementedError
@@ -101,3 +124,10 @@ class Intent:
     def interrupted_result(self) -> dict | None:
         """The result of a run that raised part-way (None: nothing worth reporting)."""
         return None
+
+    async def session_contracts(self, now: datetime) -> list[ContractInfo]:
+        """The contracts whose session a `window` is judged by: those the run would trade.
+
+        Intents that trade nothing are judged by the US equity market (SPY's session, NYSE hours).
+        """
+        return await contract_infos(self.ib, [US_EQUITY_MARKET])

@@ -9,13 +9,14 @@ orders on the pair (this account's, of any run) count as converting already: onl
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
 from pydantic import Field
 
 from intents.base import IntentOutput, IntentParams
 from intents.trading import OrderIntent
 from lib.ibapi import Contract
-from lib.market_data import ContractInfo, UnknownContract, contract_info, quotes
+from lib.market_data import ContractInfo, UnknownContract, account_snapshot, contract_info, quotes
 from lib.orders import Leg
 from lib.problems import problem
 
@@ -74,6 +75,18 @@ class CashBalancer(OrderIntent):
         report = await self.execute(legs, self.execution_settings(snapshot, None))
         return self.output(report, {'account': snapshot.describe(), 'threshold': threshold,
                                     'baseCurrency': snapshot.base_currency, 'balances': balances})
+
+    async def session_contracts(self, now: datetime) -> list[ContractInfo]:
+        """The pairs of the non-base currencies held."""
+        snapshot = account_snapshot(self.ib, self.session.account)
+        pairs = []
+        for currency, balance in sorted(snapshot.cash.items()):
+            if currency != snapshot.base_currency and balance:
+                try:
+                    pairs.append(await self._pair(currency, snapshot.base_currency))
+                except UnknownContract:
+                    continue
+        return pairs or await super().session_contracts(now)
 
     async def _pair(self, currency: str, base: str) -> ContractInfo:
         """The IDEALPRO pair of `currency` and the base currency, in whichever order the gateway lists it."""

@@ -13,6 +13,7 @@ The strategies' stored targets become flat, so a later allocation without an opi
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Literal
 
 from pydantic import field_validator, model_validator
@@ -89,6 +90,9 @@ class CloseAll(OrderIntent):
         return self.output(report, {'scope': self.params.scope, 'strategies': sorted(universes),
                                     'account': start.snapshot.describe(), 'gatewayTime': iso(start.now),
                                     'cancelled': cancelled})
+
+    async def session_contracts(self, now: datetime) -> list[ContractInfo]:
+        return await self.strategies_contracts(self.params.strategies or sorted(self.trading.strategies), now)
 
     async def _universes(self, names: list[str], today) -> dict[str, dict[str, ContractInfo]]:
         universes = {}

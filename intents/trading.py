@@ -164,6 +164,19 @@ class OrderIntent(Intent):
         for con_id, quantity in released_by(outcomes).items():
             self.report.released[con_id] = self.report.released.get(con_id, 0.0) + quantity
 
+    async def strategies_contracts(self, names: list[str], now: datetime) -> list[ContractInfo]:
+        """The contracts of the named strategies' universes on the market day of `now` (a session window's
+        contracts); a strategy that cannot say is left out, and with none left, the US equity market counts."""
+        today = market_date(now)
+        found: dict[int, ContractInfo] = {}
+        for name in names:
+            try:
+                universe = await strategy_universe(self, build_strategy(name, self.trading), today)
+            except Exception:   # its own run reports the failure; the window goes by the others
+                continue
+            found.update((info.con_id, info) for info in universe.values())
+        return list(found.values()) or await super().session_contracts(now)
+
     async def in_store(self, call: Callable[..., Any], *args: Any) -> Any:
         """Run a (blocking) store call off the event loop."""
         return await asyncio.to_thread(call, *args)

@@ -83,19 +83,21 @@ class Rig:
 
     def send(self, intent: str, params: dict | None = None, *, dry_run: bool = False, key: str | None = None,
              max_age: float | None = None, message_id: str | None = None,
-             published: datetime | None = None) -> IntentResult:
+             published: datetime | None = None, window: dict | None = None) -> IntentResult:
         """Deliver one message through the real handler; a retryable failure returns its published result."""
         return self.deliver(self.event(intent, params, dry_run=dry_run, key=key, max_age=max_age,
-                                       message_id=message_id, published=published))
+                                       message_id=message_id, published=published, window=window))
 
     def event(self, intent: str, params: dict | None = None, *, dry_run: bool = False, key: str | None = None,
               max_age: float | None = None, message_id: str | None = None,
-              published: datetime | None = None) -> CloudEvent:
+              published: datetime | None = None, window: dict | None = None) -> CloudEvent:
         request: dict[str, Any] = {'intent': intent, 'params': params or {}, 'dryRun': dry_run}
         if key:
             request['idempotencyKey'] = key
         if max_age:
             request['maxAgeSeconds'] = max_age
+        if window is not None:
+            request['window'] = window
         return pubsub_event(request, message_id=message_id, published=published)
 
     def deliver(self, event: CloudEvent) -> IntentResult:
