@@ -42,13 +42,19 @@ def sells(rig, symbol: str) -> list:
     return [o for o in rig.order_log() if o.instrument.localSymbol == symbol and o.action == 'SELL']
 
 
-def test_close_all_taken_over_after_a_kill_keeps_its_working_order_and_ends_flat(make_rig):
+def close_all_killed_half_filled(make_rig):
+    """A rig whose close-all of 320 SPY sold 160 (the rest working) and died before finishing its claim."""
     rig = make_rig(deadline=2, lease=2)
     rig.sim.broker.set_position(ACCOUNT, rig.instrument('SPY'), 320, 590.0)
     rig.sim.faults.partial_fill = 0.5
     event = rig.event('close-all')
     assert killed_after_running(rig, event).status == 'ok'
     assert (rig.position('SPY'), rig.working('SPY')) == (160, -160)
+    return rig, event
+
+
+def test_close_all_taken_over_after_a_kill_keeps_its_working_order_and_ends_flat(make_rig):
+    rig, event = close_all_killed_half_filled(make_rig)
     first_sell = sells(rig, 'SPY')[0].orderRef
 
     wait_until(lambda: rig.deliver(event).status != 'duplicate', timeout=10, interval=0.2)   # the lease ends
@@ -65,11 +71,7 @@ def test_close_all_taken_over_after_a_kill_keeps_its_working_order_and_ends_flat
 
 
 def test_close_all_taken_over_after_its_order_was_cancelled_sends_the_remainder_once(make_rig):
-    rig = make_rig(deadline=2, lease=2)
-    rig.sim.broker.set_position(ACCOUNT, rig.instrument('SPY'), 320, 590.0)
-    rig.sim.faults.partial_fill = 0.5
-    event = rig.event('close-all')
-    assert killed_after_running(rig, event).status == 'ok'
+    rig, event = close_all_killed_half_filled(make_rig)
     [first] = rig.sim.broker.open_orders()
     rig.sim.broker.cancel(first.clientId, first.orderId)         # e.g. cancelled in TWS: 160 left unsold
     rig.sim.faults.partial_fill = None
