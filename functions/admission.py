@@ -19,7 +19,7 @@ from functions.runner import Outcome
 from intents.base import Intent, IntentParams, RunContext
 from lib import log
 from lib.config import ConfigError, Settings
-from lib.idempotency import IdempotencySettings, TooManyAttempts, claim_run, derive_key
+from lib.idempotency import IdempotencySettings, TooManyAttempts, claim_run, derive_key, legacy_claim
 from lib.store import ClaimRecord, StoreUnavailable, open_store
 from lib.store.common import iso
 from lib.trading_config import load_trading_config
@@ -51,6 +51,9 @@ class Admission:
         """Claim the idempotency key: the context to act with, or a duplicate / rejected outcome."""
         now = datetime.now(timezone.utc)
         try:
+            earlier = legacy_claim(context.store, context.legacy_reference, now)
+            if earlier is not None:   # claimed by a deployment from before orderRefs named their account
+                return _duplicate(earlier, context.idempotency_key)
             claim = claim_run(context.store, context.reference, context.run_id, self.lease_seconds, now)
         except StoreUnavailable as exc:
             return _store_down(exc)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 from lib.ibapi import Contract
-from lib.idempotency import run_reference
+from lib.idempotency import legacy_reference, run_reference
 from lib.market_data import ContractInfo, contract_infos, gateway_time
 from lib.session_window import SessionWindow, judge
 
@@ -74,11 +74,15 @@ class RunContext:
     claimed: bool = False                 # the idempotency key is held, so a redelivery is safe
     window: SessionWindow | None = None   # run only within this part of today's session (the request's window)
     account: str | None = None            # the session's account, once connected
+    legacy_reference: str | None = None   # the key's claim as deployments before account-scoped orderRefs made it
 
     def for_account(self, intent: str, account: str) -> RunContext:
         """This context on `account`: with the run reference of (account, intent, key) when there is a key."""
-        reference = run_reference(account, intent, self.idempotency_key) if self.idempotency_key else None
-        return replace(self, account=account, reference=reference)
+        key = self.idempotency_key
+        if key is None:
+            return replace(self, account=account, reference=None, legacy_reference=None)
+        return replace(self, account=account, reference=run_reference(account, intent, key),
+                       legacy_reference=legacy_reference(intent, key))
 
 
 class Intent:

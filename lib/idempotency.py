@@ -84,6 +84,26 @@ def run_reference(account: str, intent: str, key: str) -> str:
     return f'{ORDER_REF_TAG}:{digest[:10]}'
 
 
+def legacy_reference(intent: str, key: str) -> str:
+    """The run reference of (intent, key) before orderRefs named their account; claims of an older deployment."""
+    digest = hashlib.sha256(f'{intent}\n{key}'.encode()).hexdigest()
+    return f'{ORDER_REF_TAG}:{digest[:10]}'
+
+
+def legacy_claim(store: Store, reference: str | None, now: datetime) -> ClaimRecord | None:
+    """The claim an older deployment made under `reference` (legacy_reference) if it still stands.
+
+    Across an upgrade a redelivered message must not run again because its key now hashes to another
+    claim: a first-generation claim that finished for good, or runs under a valid lease, still answers.
+    """
+    record = store.get_claim(reference) if reference else None
+    if record is None:
+        return None
+    if record.status == 'finished':
+        return None if (record.result or {}).get('retry') else record
+    return record if record.lease_until > now else None
+
+
 def order_ref(reference: str, leg: str | int, attempt: int = 1) -> str:
     """The orderRef of one leg (e.g. the conId) of a run: `ibj:<hash10>:<leg>`, `...:<leg>.<n>` for its n-th order."""
     return f'{reference}:{leg}' if attempt == 1 else f'{reference}:{leg}.{attempt}'

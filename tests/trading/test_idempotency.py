@@ -18,7 +18,7 @@ from functions.admission import admit
 from functions.contract import decode_message
 from functions.runner import run_isolated
 from intents.allocation import Allocation
-from lib.idempotency import derive_key, order_ref, parse_order_ref, reference_of, run_reference
+from lib.idempotency import derive_key, legacy_reference, order_ref, parse_order_ref, reference_of, run_reference
 from tests.polling import wait_until
 from tests.trading.support import BASE_CONFIG, SPY_MACD_VIXY_CONFIG
 
@@ -190,3 +190,19 @@ def test_orders_the_gateway_never_acknowledged_are_placed_by_the_redelivery_once
     redelivered = rig.deliver(event)
     assert redelivered.status == 'ok' and redelivered.result['takeover'] is True
     assert [o.orderRef for o in rig.order_log()] == [unacknowledged['orderRef']]
+
+
+def test_a_key_an_older_deployment_ran_is_not_run_again_after_the_upgrade(rig):
+    # the claim a deployment made before orderRefs named their account: keyed by (intent, key) alone
+    now = datetime.now(timezone.utc)
+    older = legacy_reference('allocation', 'rebalance-before-upgrade')
+    assert rig.store.claim(older, 'old-run', 60, now).held
+    rig.store.finish(older, 'old-run', {'runId': 'old-run', 'status': 'ok', 'retry': False, 'orders': []}, now)
+    again = rig.send('allocation', key='rebalance-before-upgrade')
+    assert again.status == 'duplicate' and again.result['duplicateOf']['runId'] == 'old-run'
+    assert rig.order_log() == []
+    retried = legacy_reference('allocation', 'failed-before-upgrade')      # finished asking for a retry
+    assert rig.store.claim(retried, 'old-run-2', 60, now).held
+    rig.store.finish(retried, 'old-run-2', {'runId': 'old-run-2', 'status': 'error', 'retry': True}, now)
+    assert rig.send('allocation', key='failed-before-upgrade').status == 'ok'
+    assert len(rig.order_log()) == 1
