@@ -34,7 +34,7 @@ from lib.config import ConfigError, Settings
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / 'schemas'
 SUCCESS_STATUSES = ('ok', 'skipped', 'duplicate')
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEGRADED = 0, 1, 2, 3
 LOCAL_PROJECT = 'local'
 DEFAULT_SIMULATOR_STATE = Path('.local') / 'simulator.json'
 GATEWAY_HINT = ('is IB Gateway or TWS running with the API enabled, and are IB_GATEWAY_HOST and IB_GATEWAY_PORT '
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run one intent through the handler and print its result; exit 0 on ok/skipped/duplicate."""
+    """Run one intent through the handler and print its result; the exit code says how it went (exit_code)."""
     params = _parse_params(args.params)
     window = _parse_object(args.window, '--window', '\'{"beforeClose": 900}\'') if args.window else None
     try:
@@ -96,7 +96,14 @@ def run(args: argparse.Namespace) -> int:
         except publisher.PublishFailed as exc:
             print(f'error: {exc}', file=sys.stderr)
             return EXIT_FAILED
-    return EXIT_OK if result.status in SUCCESS_STATUSES else EXIT_FAILED
+    return exit_code(result)
+
+
+def exit_code(result: IntentResult) -> int:
+    """0 clean (ok, skipped, duplicate), 3 degraded (the same, with result.degraded), 1 failed (error, rejected)."""
+    if result.status not in SUCCESS_STATUSES:
+        return EXIT_FAILED
+    return EXIT_DEGRADED if (result.result or {}).get('degraded') else EXIT_OK
 
 
 def render(args: argparse.Namespace) -> int:

@@ -113,6 +113,22 @@ class ErrorInfo(WireModel):
     retryable: bool
 
 
+# One entry of result.problems (lib/problems.py builds them; README "Problems" says what each code means).
+PROBLEM_SCHEMA = {
+    'title': 'Problem',
+    'description': 'Something that went wrong in a run. Order codes (order-*) make the status error; any other '
+                   'code is a strategy or data problem and sets result.degraded.',
+    'type': 'object',
+    'properties': {
+        'code': {'type': 'string', 'description': 'Stable kebab-case code, e.g. order-not-cancelled, no-price.'},
+        'message': {'type': 'string'},
+        'contract': {'type': 'object', 'description': 'The contract it is about, when it is about one.'},
+        'orderRef': {'type': 'string', 'description': 'The order it is about, when it is about one.'},
+    },
+    'required': ['code', 'message'],
+}
+
+
 class IntentResult(WireModel):
     """The document published on the results topic for every message handled."""
 
@@ -132,7 +148,12 @@ class IntentResult(WireModel):
     duration_ms: float
     timings: Timings
     gateway: Gateway | None
-    result: dict[str, Any] | None = Field(description='Intent-specific output.')
+    result: dict[str, Any] | None = Field(
+        description='Intent-specific output. Every result the handler publishes has one, with `problems` and '
+                    '`degraded`; an order-placing run lists its orders, whatever its status.',
+        json_schema_extra={'properties': {'problems': {'type': 'array', 'items': PROBLEM_SCHEMA},
+                                          'degraded': {'type': 'boolean'}},
+                           'required': ['problems', 'degraded']})
     error: ErrorInfo | None
 
 
@@ -278,6 +299,7 @@ def result_schema() -> dict[str, Any]:
 def _schema(model: type[BaseModel], mode: Literal['validation', 'serialization']) -> dict[str, Any]:
     generated = model.model_json_schema(by_alias=True, mode=mode)
     return {'$schema': 'https://json-schema.org/draft/2020-12/schema', **generated}
+
 
 
 def _validate(payload: dict[str, Any], envelope: Envelope) -> IntentRequest:

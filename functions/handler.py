@@ -28,6 +28,7 @@ from intents.base import Intent, IntentParams
 from intents.registry import UnknownIntent, get_intent
 from lib import log
 from lib.config import ConfigError, Settings
+from lib.problems import with_problems
 
 logger = log.get_logger(__name__)
 
@@ -143,7 +144,7 @@ def _finish(run: _Run, outcome: Outcome, settings: Settings, publish: Publish) -
         duration_ms=_ms(time.monotonic() - run.started),
         timings=Timings(queue_ms=_queue_ms(run), connect_ms=outcome.connect_ms, intent_ms=outcome.intent_ms),
         gateway=Gateway(**outcome.gateway) if outcome.gateway else None,
-        result=outcome.result,
+        result=with_problems(outcome.result),
         error=ErrorInfo(**outcome.error) if outcome.error else None,
     )
     publish_started = time.monotonic()
