@@ -28,6 +28,7 @@ from intents.base import Intent, IntentParams
 from intents.registry import UnknownIntent, get_intent
 from lib import log
 from lib.config import ConfigError, Settings
+from lib.problems import with_problems
 
 logger = log.get_logger(__name__)
 
@@ -98,7 +99,7 @@ def _execute(decoded: Decoded, settings: Settings, run: _Run) -> Outcome:
     try:
         params = intent_cls.Params.model_validate(request.params)
     except ValidationError as exc:
-        return _rejected('InvalidParams', describe_validation_error(exc, prefix='params'))
+        return _rejected('InvalidParams', describe_validation_error(exc, prefix='params', model=intent_cls.Params))
     dry_run = effective_dry_run(request.dry_run, params)
     try:
         admission = admit(intent_cls, params, decoded, run_id=run.run_id, dry_run=dry_run, settings=settings,
@@ -143,7 +144,7 @@ def _finish(run: _Run, outcome: Outcome, settings: Settings, publish: Publish) -
         duration_ms=_ms(time.monotonic() - run.started),
         timings=Timings(queue_ms=_queue_ms(run), connect_ms=outcome.connect_ms, intent_ms=outcome.intent_ms),
         gateway=Gateway(**outcome.gateway) if outcome.gateway else None,
-        result=outcome.result,
+        result=with_problems(outcome.result),
         error=ErrorInfo(**outcome.error) if outcome.error else None,
     )
     publish_started = time.monotonic()

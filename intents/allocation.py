@@ -29,8 +29,9 @@ from intents.trading import (
 from lib.idempotency import reference_of
 from lib.ledger import Holding
 from lib.market_data import ContractInfo, Quote, contract_info, fetch_bars, quotes
-from lib.ibapi import Contract, Position, Trade
-from lib.orders import ExecutionSettings, Leg, check_legs, execute, our_open_orders, problem
+from lib.ibapi import Contract, Position
+from lib.orders import ExecutionSettings, Leg, check_legs
+from lib.problems import NO_PRICE, NOT_CLOSED, STRATEGY_FAILED, problem
 from lib.sizing import strategy_trades, target_quantity
 from lib.store.common import iso
 from strategies.base import MarketData, check_targets
@@ -74,17 +75,28 @@ class Allocation(OrderIntent):
         if not names:
             raise IntentRejected('no strategy to allocate: pass params.strategies or set exposure.strategies')
         start = await self.prepare()
-        ledger, problems = await ledger_holdings(self)
+        ledger, unattributed = await ledger_holdings(self)
+        self.report.problems += unattributed
         evaluations = await asyncio.gather(*(self._evaluate(name, start.today) for name in names))
         left_alone = {info.con_id for e in evaluations if e.weights is None for info in e.universe.values()}
         infos = {info.con_id: info for e in evaluations if e.weights is not None
                  for info in e.universe.values() if info.con_id not in left_alone}
-        outside, outside_infos = await self._held_outside_universe(evaluations, ledger, left_alone, problems)
+        outside, outside_infos = await self._held_outside_universe(evaluations, ledger, left_alone)
         closing = set(outside_infos) - set(infos)
         infos.update(outside_infos)
         prices = await quotes(self.ib, list(infos.values()))
+        self.report.problems += [problem(STRATEGY_FAILED, f'{e.name}: {e.error}; '
+                                         + ('its stored targets are kept' if e.source == 'stored'
+                                            else 'its contracts are left alone'))
+                                 for e in evaluations if e.error]
         for c in [c for c in infos if prices[c].price() is None]:
-            problems.append(f'{infos[c].name}: no price, so it is not traded')
+            if c in closing:   # a holding outside every universe that cannot be closed makes the run not ok
+                self.report.problems.append(problem(NOT_CLOSED, f'{infos[c].name}: no price, so the holding outside '
+                                                                'the universe is not closed',
+                                                    contract=infos[c].describe()))
+            else:
+                self.report.problems.append(problem(NO_PRICE, f'{infos[c].name}: no price, so it is not traded',
+                                                    contract=infos[c].describe()))
             del infos[c]
         targets = self._quantities(evaluations, infos, prices, start.snapshot)
         for name, held in outside.items():
@@ -94,8 +106,7 @@ class Allocation(OrderIntent):
         plan = _Plan(infos, prices, targets, ledger, closing)
         settings = self.execution_settings(start.snapshot, self.params.order_policy)
         legs, contracts, cancelled = await self._legs_replacing_stale_orders(plan, settings)
-        report = await execute(self.ib, legs, settings)
-        report.problems[:0] = problems
+        report = await self.execute(legs, settings)
         if not self.dry_run:
             await book_transfers(self, legs, start.now)
             for e in evaluations:
@@ -112,7 +123,7 @@ class Allocation(OrderIntent):
         return await self.strategies_contracts(self.params.strategies or sorted(self.trading.exposures), now)
 
     async def _held_outside_universe(self, evaluations: list[Evaluation], ledger: dict[int, Holding],
-                                     left_alone: set[int], problems: list) -> tuple[dict, dict[int, ContractInfo]]:
+                                     left_alone: set[int]) -> tuple[dict, dict[int, ContractInfo]]:
         """Each strategy's ledger holdings in contracts outside its (resolved) universe, and those contracts."""
         outside: dict[str, dict[int, float]] = {}
         for e in evaluations:
@@ -129,10 +140,10 @@ class Allocation(OrderIntent):
                 infos[con_id] = await contract_info(self.ib, Contract(conId=con_id))
             except Exception as exc:   # expired and gone at the gateway, say: it cannot be closed here
                 contract = ledger[con_id].contract
-                problems.append(problem('OutsideUniverse', f'{contract["localSymbol"]} is held by '
-                                        f'{", ".join(n for n, h in outside.items() if con_id in h)} outside its '
-                                        f'universe and cannot be closed: {type(exc).__name__}: {exc}',
-                                        contract=contract))
+                self.report.problems.append(problem(
+                    NOT_CLOSED, f'{contract["localSymbol"]} is held by '
+                                f'{", ".join(n for n, h in outside.items() if con_id in h)} outside its universe '
+                                f'and cannot be closed: {type(exc).__name__}: {exc}', contract=contract))
         return outside, infos
 
     async def _evaluate(self, name: str, today) -> Evaluation:
@@ -169,10 +180,10 @@ class Allocation(OrderIntent):
         (an earlier attempt, on takeover) stay and count as pending, as do orders that could not be
         cancelled. A dry run cancels nothing and lists what it would cancel.
         """
-        ours = [t for t in await our_open_orders(self.ib) if t.contract.conId in plan.infos]
+        ours = await self.working_orders(set(plan.infos))
         stale = [t for t in ours if reference_of(t.order.orderRef) != self.context.reference]
         keep = [t for t in ours if t not in stale]
-        legs, contracts = plan.legs(await account_positions(self), keep)
+        legs, contracts = plan.legs(await account_positions(self), self.count_working(keep))
         check_legs(legs, settings)
         if self.dry_run:
             return legs, contracts, [{'orderRef': t.order.orderRef, 'permId': t.order.permId, 'wouldCancel': True}
@@ -180,9 +191,9 @@ class Allocation(OrderIntent):
         if not stale:
             return legs, contracts, []
         cancelled = await self.cancel(stale)
-        failed = {c['permId'] for c in cancelled if not c['cancelled']}
-        pending = keep + [t for t in stale if t.order.permId in failed]
-        return (*plan.legs(await account_positions(self), pending), cancelled)
+        working = {c['permId'] for c in cancelled if c['working']}
+        pending = keep + [t for t in stale if t.order.permId in working]
+        return (*plan.legs(await account_positions(self), self.count_working(pending)), cancelled)
 
     def _quantities(self, evaluations: list[Evaluation], infos: dict[int, ContractInfo], prices: dict[int, Quote],
                     snapshot) -> dict[int, dict[str, int]]:
@@ -210,16 +221,12 @@ class _Plan:
     ledger: dict[int, Holding]               # conId -> what the ledger says each strategy (and manual) holds
     closing: set[int]                        # contracts only held outside every universe: reduce-only legs
 
-    def legs(self, positions: dict[int, Position], pending_orders: list[Trade]) -> tuple[list[Leg], list[dict]]:
-        """trade = target - (position - manual + our open orders' remaining), per contract; and the table of it.
+    def legs(self, positions: dict[int, Position], pending: dict[int, float]) -> tuple[list[Leg], list[dict]]:
+        """trade = target - (position - manual + our working orders' remaining), per contract; and the table of it.
 
         A contract only held outside every universe is closed by its holders' ledger shares instead; the
         reduce-only check at placement refuses it if the account does not hold that much.
         """
-        pending: dict[int, float] = {}
-        for t in pending_orders:
-            sign = 1 if t.order.action == 'BUY' else -1
-            pending[t.contract.conId] = pending.get(t.contract.conId, 0.0) + sign * t.orderStatus.remaining
         legs, contracts = [], []
         for con_id, by_strategy in self.targets.items():
             info, quote = self.infos[con_id], self.prices[con_id]

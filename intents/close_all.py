@@ -2,14 +2,18 @@
 
 By default only what the given strategies (default: every configured one) hold is touched: each
 strategy's share of each contract comes from the ledger (the day's executions are booked first), so
-another strategy's share and manual positions stay. Our own tagged open orders on the contracts they
-trade or hold are cancelled, each through a connection with the client id that placed it; manual
-orders stay. `scope: "all"` cancels every open order of every client (reqGlobalCancel) and closes every
-position except forex balances, manual ones included.
+another strategy's share and manual positions stay. Our own tagged working orders (this account's only)
+on the contracts they trade or hold are cancelled, each through a connection with the client id that
+placed it; manual orders stay. `scope: "all"` cancels every open order of the account and closes every
+position except forex balances, manual ones included (reqGlobalCancel when the gateway manages this
+account alone, else each order through its client id).
 
-Every close is reduce-only, checked at placement against the gateway's position (never grows or flips
-it), and is sent under the close policy (`closePolicy.*`: market orders by default), exempt from the
-size and NLV limits, the allowlist and the price band, but for the close policy's own optional band.
+This run's own orders (an earlier attempt's, on a takeover) are never cancelled: they are counted, and so
+is any order that could not be cancelled, which also makes the run an error. Every close is reduce-only
+(lib.orders.reduce_only, checked again at placement against the gateway's position and our working
+orders: toward flat, never past it), and is sent under the close policy (`closePolicy.*`: market orders
+by default), exempt from the size and NLV limits, the allowlist and the price band, but for the close
+policy's own optional band.
 The strategies' stored targets become flat, so a later allocation without an opinion keeps them flat.
 """
 from __future__ import annotations
@@ -22,13 +26,15 @@ from pydantic import field_validator, model_validator
 
 from intents.base import IntentOutput, IntentParams
 from intents.trading import (
-    OrderIntent, PolicyOverrides, account_positions, book_transfers, build_strategy, known_strategy_names,
-    ledger_holdings, strategy_universe,
+    PLACING_RESERVE_SECONDS, OrderIntent, PolicyOverrides, account_positions, book_transfers, build_strategy,
+    known_strategy_names, ledger_holdings, strategy_universe,
 )
-from lib.ibapi import Contract
+from lib.ibapi import Contract, Trade
+from lib.idempotency import reference_of
 from lib.ledger import Holding
 from lib.market_data import ContractInfo, contract_info, quotes
-from lib.orders import FINAL, Leg, execute, our_open_orders, problem
+from lib.orders import FINAL, Leg, describe_trade, reduce_only
+from lib.problems import CONTRACTS_UNRESOLVED, NOT_CLOSED, problem
 from lib.store.common import iso
 
 GLOBAL_CANCEL_WAIT_SECONDS = 5.0
@@ -60,9 +66,9 @@ class CloseAll(OrderIntent):
         start = await self.prepare()
         every_scope = self.params.scope == 'all'
         names = self.params.strategies or sorted(self.trading.strategies)
-        ledger, problems = await ledger_holdings(self)
-        universes, unresolved = await self._universes(names, start.today)
-        problems += unresolved
+        ledger, unattributed = await ledger_holdings(self)
+        self.report.problems += unattributed
+        universes = await self._universes(names, start.today)
         held = {c: h for c, h in ledger.items() if any(h.strategies.get(name) for name in names)}
         in_scope = {info.con_id: info for universe in universes.values() for info in universe.values()}
         if every_scope:
@@ -70,17 +76,19 @@ class CloseAll(OrderIntent):
         else:
             cancelled = await self._cancel_ours(set(in_scope) | set(held))
         positions = await account_positions(self)
+        # this run's own orders and any we could not cancel still work: they count
+        pending = self.count_working(await self.working_orders(None if every_scope else set(in_scope) | set(held)))
         if every_scope:
-            closing = {c: -p.position for c, p in positions.items() if p.contract.secType != 'CASH'}
-        else:
+            closing = {c: reduce_only(-p.position, p.position, pending.get(c, 0.0))
+                       for c, p in positions.items() if p.contract.secType != 'CASH'}
+        else:   # checked against the position at placement: a close the account does not hold is refused
             closing = {c: -sum(h.strategies.get(name, 0.0) for name in names) for c, h in held.items()}
-        infos = await self._infos(closing, in_scope, ledger, problems)
+        infos = await self._infos(closing, in_scope, ledger)
         prices = await quotes(self.ib, list(infos.values()))
         legs = [Leg(info, closing[c], prices[c], _closed_shares(ledger.get(c), names, every_scope), reduce_only=True)
                 for c, info in infos.items()]
-        report = await execute(self.ib, legs, self.execution_settings(start.snapshot, self.params.order_policy,
-                                                                      closing=True))
-        report.problems[:0] = problems
+        report = await self.execute(legs, self.execution_settings(start.snapshot, self.params.order_policy,
+                                                                  closing=True))
         if not self.dry_run:
             await book_transfers(self, legs, start.now)
             for name, universe in universes.items():
@@ -93,18 +101,22 @@ class CloseAll(OrderIntent):
     async def session_contracts(self, now: datetime) -> list[ContractInfo]:
         return await self.strategies_contracts(self.params.strategies or sorted(self.trading.strategies), now)
 
-    async def _universes(self, names: list[str], today) -> tuple[dict[str, dict[str, ContractInfo]], list]:
-        universes, problems = {}, []
+    async def _universes(self, names: list[str], today) -> dict[str, dict[str, ContractInfo]]:
+        universes = {}
         for name in names:
             try:
                 universes[name] = await strategy_universe(self, build_strategy(name, self.trading), today)
             except Exception as exc:   # its ledger holdings are still closed; only its open orders may stay
-                problems.append(problem('UniverseUnresolved', f'{name}: its contracts could not be resolved, so '
-                                        f'its open orders on them are not cancelled: {type(exc).__name__}: {exc}'))
-        return universes, problems
+                self.report.problems.append(problem(
+                    CONTRACTS_UNRESOLVED, f'{name}: its contracts could not be resolved, so its open orders on '
+                                          f'them are not cancelled: {type(exc).__name__}: {exc}'))
+        return universes
 
-    async def _infos(self, closing: dict[int, float], known: dict[int, ContractInfo], ledger: dict[int, Holding],
-                     problems: list) -> dict[int, ContractInfo]:
+    def _not_this_run(self, trades: list[Trade]) -> list[Trade]:
+        return [t for t in trades if reference_of(t.order.orderRef) != self.context.reference]
+
+    async def _infos(self, closing: dict[int, float], known: dict[int, ContractInfo],
+                     ledger: dict[int, Holding]) -> dict[int, ContractInfo]:
         """The contract of each non-zero close, from the universes or asked by conId."""
         infos = {}
         for con_id, quantity in closing.items():
@@ -114,32 +126,49 @@ class CloseAll(OrderIntent):
                 infos[con_id] = known.get(con_id) or await contract_info(self.ib, Contract(conId=con_id))
             except Exception as exc:
                 contract = ledger[con_id].contract if con_id in ledger else {'conId': con_id}
-                problems.append(problem('NotClosed', f'conId {con_id}: the gateway does not describe it, so it '
-                                        f'is not closed: {type(exc).__name__}: {exc}', contract=contract))
+                self.report.problems.append(problem(
+                    NOT_CLOSED, f'conId {con_id}: the gateway does not describe it, so it is not closed: '
+                                f'{type(exc).__name__}: {exc}', contract=contract))
         return infos
 
     async def _cancel_ours(self, con_ids: set[int]) -> list[dict]:
-        ours = [t for t in await our_open_orders(self.ib) if t.contract.conId in con_ids]
+        ours = self._not_this_run(await self.working_orders(con_ids))
         if self.dry_run:
             return [{'orderRef': t.order.orderRef, 'permId': t.order.permId, 'wouldCancel': True} for t in ours]
         return await self.cancel(ours)
 
     async def _cancel_everything(self) -> list[dict]:
-        """reqGlobalCancel, then wait until the gateway lists no open order (or a few seconds)."""
-        before = await self.ib.reqAllOpenOrdersAsync()
-        listed = [{'orderRef': t.order.orderRef, 'permId': t.order.permId, 'clientId': t.order.clientId}
-                  for t in before if t.orderStatus.status not in FINAL]
+        """Every open order of the account but this run's own, cancelled; the ones left working are problems.
+
+        reqGlobalCancel reaches every client's orders (manual ones too) but also every account's and this
+        run's own: it is used only when the gateway manages this account alone and this run has no order
+        working; otherwise each order is cancelled through its client id.
+        """
+        account = self.session.account
+        before = [t for t in await self.ib.reqAllOpenOrdersAsync()
+                  if t.orderStatus.status not in FINAL and t.order.account == account]
+        others = self._not_this_run(before)
         if self.dry_run:
-            return [{**entry, 'wouldCancel': True} for entry in listed]
+            return [{'orderRef': t.order.orderRef, 'permId': t.order.permId, 'clientId': t.order.clientId,
+                     'wouldCancel': True} for t in others]
+        if not others:
+            return []
+        if len(others) != len(before) or self.session.managed_accounts != [account]:
+            return await self.cancel(others)
         self.ib.reqGlobalCancel()
         loop = asyncio.get_running_loop()
-        until = min(loop.time() + GLOBAL_CANCEL_WAIT_SECONDS, self.deadline - 2.0)
-        remaining = {entry['permId'] for entry in listed}
+        until = min(loop.time() + GLOBAL_CANCEL_WAIT_SECONDS,
+                    self.deadline - min(PLACING_RESERVE_SECONDS, (self.deadline - loop.time()) / 2))
+        remaining = {t.order.permId for t in before}
         while remaining and loop.time() < until:
             await asyncio.sleep(0.05)
             still_open = await self.ib.reqAllOpenOrdersAsync()
             remaining = {t.order.permId for t in still_open if t.orderStatus.status not in FINAL}
-        return [{**entry, 'cancelled': entry['permId'] not in remaining} for entry in listed]
+        outcomes = [{**describe_trade(t), 'cancelled': t.order.permId not in remaining,
+                     'working': t.order.permId in remaining} for t in before]
+        self.account_cancels(outcomes)
+        return outcomes
+
 
 
 def _closed_shares(book: Holding | None, names: list[str], every_scope: bool) -> dict[str, float]:

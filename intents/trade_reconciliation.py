@@ -2,14 +2,16 @@
 
 Every execution the gateway reports for the account (today's, as IB keeps them) goes into the ledger
 once, keyed by execId, with its commission and the strategies it served (lib.ledger has the rules): an
-order's orderRef (`ibj:<hash10>:<leg>`) leads to the run that placed it, whose claim records each
-strategy's trade. Our fills whose run has not recorded the order yet wait for a later run rather than
-being booked without attribution. Expected holdings (the ledger's sum per contract and strategy) are then
-compared with the gateway's positions; drift is reported, never raised.
+order's orderRef (`ibj:<hash10>:<leg>`, `...:<leg>.<n>` for a remainder a takeover re-sent) leads to the
+run that placed it, whose claim records each strategy's trade (a takeover records every order it found,
+so an earlier attempt's fills are attributed too). Our fills whose run has not recorded the order yet wait
+for a later run rather than being booked without attribution. Expected holdings (the ledger's sum per
+contract and strategy) are then compared with the gateway's positions; drift is reported, never raised:
+each drifting contract and each fill awaiting attribution is a data problem (result.degraded).
 
 Because IB returns only the current day's executions, each run records the (New York) day it completed,
-and reports every NYSE trading day since the last completed one as a `MissedDay` problem: executions of
-such a day are not in the ledger and cannot be fetched any more.
+and reports every NYSE trading day since the last completed one as a `missed-day` problem (a data
+problem too): executions of such a day are not in the ledger and cannot be fetched any more.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from intents.base import Intent, IntentOutput
 from intents.trading import market_date
 from lib.ledger import QUANTITY_DIGITS, book_executions, last_reconciled_day, record_reconciled_day
 from lib.market_data import gateway_time
-from lib.orders import problem
+from lib.problems import MISSED_DAY, POSITION_DRIFT, problem
 
 
 class TradeReconciliation(Intent):
@@ -37,17 +39,20 @@ class TradeReconciliation(Intent):
         last_day, missed = await asyncio.to_thread(last_reconciled_day, store, account, today)
         started = min((entry['time'][:10] for entry in ledger), default=today.isoformat())
         missed = [day for day in missed if day.isoformat() >= started]     # since the ledger has entries
-        problems = []
-        if missed:
-            since = f'since {last_day.isoformat()}' if last_day else f'in the {len(missed)} trading days before today'
-            problems = [problem('MissedDay', f'no trade-reconciliation completed on {day.isoformat()} ({since}): '
-                                             'executions of that day are not in the ledger, and IB returns only '
-                                             'the current day\'s; check them in the account statement')
-                        for day in missed]
+        since = f'since {last_day.isoformat()}' if last_day else f'in the {len(missed)} trading days before today'
+        gaps = [problem(MISSED_DAY, f'no trade-reconciliation completed on {day.isoformat()} ({since}): executions '
+                                    'of that day are not in the ledger, and IB returns only the current day\'s; '
+                                    'check them in the account statement')
+                for day in missed]
         await asyncio.to_thread(record_reconciled_day, store, account, today, self.context.run_id,
                                 datetime.now(timezone.utc))
         positions = [p for p in await ib.reqPositionsAsync() if p.account == account]
         holdings = compare_holdings(ledger, {p.contract.conId: (p.contract, p.position) for p in positions})
+        drift = [row for row in holdings if row['drift']]
+        problems = [problem(POSITION_DRIFT, f'{row["contract"]["localSymbol"]}: the gateway holds {row["actual"]:g}, '
+                                            f'the fills ledger expects {row["expected"]:g}', contract=row['contract'])
+                    for row in drift]
+        problems += booking.problems() + gaps
         return IntentOutput(result={
             'account': account,
             'executions': booking.executions,
@@ -55,7 +60,7 @@ class TradeReconciliation(Intent):
             'alreadyRecorded': booking.already,
             'awaitingAttribution': booking.waiting,
             'holdings': holdings,
-            'drift': [row for row in holdings if row['drift']],
+            'drift': drift,
             'strategies': strategy_holdings(ledger),
             'marketDate': today.isoformat(),
             'lastReconciledDay': last_day.isoformat() if last_day else None,

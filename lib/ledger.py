@@ -23,6 +23,7 @@ from lib.exchange_calendar import is_trading_day
 from lib.ibapi import IB, ExecutionFilter, Fill
 from lib.idempotency import is_ours, recorded_orders, reference_of
 from lib.market_data import REQUEST_TIMEOUT_SECONDS
+from lib.problems import FILL_UNATTRIBUTED, problem
 from lib.store import Store
 
 QUANTITY_DIGITS = 8
@@ -40,6 +41,11 @@ class Booking:
     recorded: list[dict] = field(default_factory=list)
     already: int = 0
     waiting: list[dict] = field(default_factory=list)    # ours, but the run that placed them recorded nothing yet
+
+    def problems(self) -> list[dict]:
+        """A `fill-unattributed` data problem for each fill waiting: the strategies' holdings leave it out."""
+        return [problem(FILL_UNATTRIBUTED, f'execution {w["execId"]} of {w["orderRef"]}: {w["reason"]}',
+                        order_ref=w['orderRef']) for w in self.waiting]
 
 
 async def book_executions(ib: IB, store: Store, account: str) -> Booking:

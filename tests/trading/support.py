@@ -5,7 +5,7 @@ import base64
 import json
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -116,8 +116,22 @@ class Rig:
         """Every order the gateway accepted: open and completed."""
         return self.sim.broker.open_orders() + self.sim.broker.completed_orders()
 
+    @property
+    def account(self) -> str:
+        return self.settings.account or ACCOUNT
+
+    def deployment(self, account: str) -> Rig:
+        """Another deployment on the same gateway (and the same store) acting on `account`."""
+        return Rig(self.sim, self.store, replace(self.settings, account=account), self.published)
+
     def position(self, symbol: str) -> float:
-        return sum(p.quantity for _, p in self.sim.broker.positions(ACCOUNT) if p.instrument.localSymbol == symbol)
+        return sum(p.quantity for _, p in self.sim.broker.positions(self.account)
+                   if p.instrument.localSymbol == symbol)
+
+    def working(self, symbol: str) -> float:
+        """The signed quantity this deployment's account still has working in `symbol` (+ buy, - sell)."""
+        return sum((o.remaining if o.action == 'BUY' else -o.remaining) for o in self.sim.broker.open_orders()
+                   if o.account == self.account and o.instrument.localSymbol == symbol)
 
     def instrument(self, symbol: str, sec_type: str = 'STK'):
         return next(i for i in self.sim.universe.all() if i.symbol == symbol and i.secType == sec_type)

@@ -46,6 +46,8 @@ def test_fills_are_attributed_through_order_ref_once_and_drift_is_reported(make_
     assert holdings['QQQ']['unattributed'] == 7
     assert (holdings['AAPL']['expected'], holdings['AAPL']['actual'], holdings['AAPL']['drift']) == (0, 30, 30)
     assert [row['contract']['symbol'] for row in first.result['drift']] == ['AAPL']
+    assert [(p['code'], p['contract']['symbol']) for p in first.result['problems']] == [('position-drift', 'AAPL')]
+    assert first.result['degraded'] is True
 
     again = rig.send('trade-reconciliation')
     assert again.status == 'ok'
@@ -61,6 +63,7 @@ def test_our_fills_whose_run_recorded_nothing_wait_instead_of_being_booked_blind
     assert [w['orderRef'] for w in result.result['awaitingAttribution']] == ['ibj:abcdefabcd:756733']
     assert rig.store.fills() == []
     assert result.result['drift'][0]['drift'] == 3
+    assert sorted(p['code'] for p in result.result['problems']) == ['fill-unattributed', 'position-drift']
 
 
 def test_a_trading_day_without_a_completed_reconciliation_is_reported_as_missed(make_rig):
@@ -76,7 +79,7 @@ def test_a_trading_day_without_a_completed_reconciliation_is_reported_as_missed(
     assert monday_after.status == 'ok'
     assert monday_after.result['lastReconciledDay'] == '2026-11-24'
     problems = monday_after.result['problems']
-    assert [p['code'] for p in problems] == ['MissedDay'] * 2
+    assert [p['code'] for p in problems] == ['missed-day'] * 2 and monday_after.result['degraded'] is True
     assert [p['message'][len('no trade-reconciliation completed on '):][:10] for p in problems] == [
         '2026-11-25', '2026-11-27']
     assert "IB returns only the current day's" in problems[0]['message']
