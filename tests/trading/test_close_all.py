@@ -125,7 +125,7 @@ def test_a_close_never_opens_or_flips_a_position(rig):
     trimmed = rig.send('close-all', key='trimmed')
     assert trimmed.status == 'ok', trimmed.error
     assert rig.position('SPY') == 0
-    assert [p['code'] for p in trimmed.result['problems'] if isinstance(p, dict)] == ['ReducedToPosition']
+    assert [p['code'] for p in trimmed.result['problems']] == ['reduced-to-position'] and trimmed.result['degraded']
 
 
 def test_scope_all_cancels_every_order_and_closes_every_position_but_cash(rig):

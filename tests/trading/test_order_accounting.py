@@ -43,11 +43,14 @@ def sells(rig, symbol: str) -> list:
 
 
 def close_all_killed_half_filled(make_rig):
-    """A rig whose close-all of 320 SPY sold 160 (the rest working) and died before finishing its claim."""
+    """A rig whose close-all of 320 SPY sold 160 (the rest working) and died before finishing its claim.
+
+    The position is not in the ledger (no strategy's), so it takes scope all to close it.
+    """
     rig = make_rig(deadline=2, lease=2)
     rig.sim.broker.set_position(ACCOUNT, rig.instrument('SPY'), 320, 590.0)
     rig.sim.faults.partial_fill = 0.5
-    event = rig.event('close-all')
+    event = rig.event('close-all', {'scope': 'all'})
     assert killed_after_running(rig, event).status == 'ok'
     assert (rig.position('SPY'), rig.working('SPY')) == (160, -160)
     return rig, event

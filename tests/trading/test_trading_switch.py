@@ -36,8 +36,8 @@ def test_trading_disabled_when_the_first_order_arrives_stops_the_remaining_legs(
     assert result.status == 'error' and result.error.type == 'TradingDisabled' and result.error.retryable is False
     first = arrived[0]
     [stopped] = result.result['notPlaced']
-    assert stopped['contract']['symbol'] != first and stopped['code'] == 'TradingDisabled'
-    [problem] = [p for p in result.result['problems'] if isinstance(p, dict) and p['code'] == 'TradingDisabled']
+    assert stopped['contract']['symbol'] != first and stopped['code'] == 'order-trading-disabled'
+    [problem] = [p for p in result.result['problems'] if p['code'] == 'order-trading-disabled']
     assert problem['contract']['symbol'] == stopped['contract']['symbol']
     assert problem['orderRef'] == stopped['orderRef']
     assert 'store setting tradingEnabled=false' in problem['message']
