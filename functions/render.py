@@ -20,14 +20,16 @@ MAX_CELL = 40
 DEFAULT_WIDTH = 120
 EXCHANGE_ZONE = ZoneInfo('America/New_York')     # the markets the strategies trade; UTC is printed beside it
 # Sections a trader looks at first, in this order; the rest follow in the document's order.
-FIRST_SECTIONS = ('problems', 'orders', 'alreadyPlaced', 'skipped', 'positions', 'portfolio', 'openOrders',
-                  'executions', 'contracts', 'plan')
+FIRST_SECTIONS = ('problems', 'orders', 'notPlaced', 'alreadyPlaced', 'skipped', 'positions', 'portfolio',
+                  'openOrders', 'executions', 'contracts', 'plan')
 # Long reference sections shown only with wide=True (a line says how to see them).
 WIDE_ONLY_SECTIONS = ('accountValues',)
 # Columns dropped first when a table is wider than the terminal, most expendable first.
 EXPENDABLE_COLUMNS = ('conId', 'secType', 'exchange', 'lastTradeDateOrContractMonth', 'currency', 'tif', 'algo',
-                      'orderId', 'clientId', 'permId', 'acknowledged', 'messages', 'remaining', 'expectedPrice',
-                      'localSymbol', 'notional', 'lmtPrice', 'orderType', 'byStrategy')
+                      'reduceOnly', 'orderId', 'clientId', 'permId', 'acknowledged', 'messages', 'remaining',
+                      'expectedPrice', 'localSymbol', 'notional', 'lmtPrice', 'orderType', 'byStrategy')
+WIDE_HINT = '--wide shows them'
+NO_BREAK = '\0'            # joins words textwrap must keep on one line
 # Numbers that name things: printed as they are, without thousands separators.
 ID_KEYS = ('conId', 'orderId', 'clientId', 'permId', 'serverVersion', 'port', 'attempt')
 _TIMESTAMP = re.compile(r'^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$')
@@ -206,8 +208,9 @@ def _table(rows: list[dict[str, Any]], width: int, wide: bool) -> str:
     lines = [line(columns), line(['-' * widths[c] for c in columns]),
              *(line([cells[c][i] for c in columns]) for i in range(len(rows)))]
     if hidden:
-        note = f'({len(hidden)} more column(s): {", ".join(hidden)}; --wide shows them)'
-        lines.extend(textwrap.wrap(note, width, initial_indent='  ', subsequent_indent='   '))
+        note = f'({len(hidden)} more column(s): {", ".join(hidden)}; {WIDE_HINT.replace(" ", NO_BREAK)})'
+        lines.extend(part.replace(NO_BREAK, ' ')
+                     for part in textwrap.wrap(note, width, initial_indent='  ', subsequent_indent='   '))
     return '\n'.join(lines)
 
 
