@@ -102,12 +102,13 @@ async def account_positions(intent: Intent) -> dict[int, Position]:
 async def ledger_holdings(intent: Intent) -> tuple[dict[int, Holding], list[dict]]:
     """Book the day's executions, then each contract's holdings by strategy (and manual) from the ledger.
 
-    Fills of ours whose run recorded nothing yet cannot be attributed: each is a `fill-unattributed` problem.
+    Fills of ours whose run recorded nothing yet cannot be attributed: each is a `fill-unattributed` problem,
+    but for a takeover's own earlier attempt, whose orders this run finds and records.
     """
     store, account = intent.context.store, intent.session.account
     booking = await book_executions(intent.ib, store, account)
     ledger = await asyncio.to_thread(store.fills)
-    return holdings(ledger, account), booking.problems()
+    return holdings(ledger, account), booking.problems(intent.context.reference if intent.context.takeover else None)
 
 
 async def book_transfers(intent: OrderIntent, legs: list[Leg], now: datetime) -> list[dict]:

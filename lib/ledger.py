@@ -42,10 +42,14 @@ class Booking:
     already: int = 0
     waiting: list[dict] = field(default_factory=list)    # ours, but the run that placed them recorded nothing yet
 
-    def problems(self) -> list[dict]:
-        """A `fill-unattributed` data problem for each fill waiting: the strategies' holdings leave it out."""
+    def problems(self, recording: str | None = None) -> list[dict]:
+        """A `fill-unattributed` data problem for each fill waiting: the strategies' holdings leave it out.
+
+        `recording`: the reference of a run taking over, which records its earlier attempt's orders itself.
+        """
         return [problem(FILL_UNATTRIBUTED, f'execution {w["execId"]} of {w["orderRef"]}: {w["reason"]}',
-                        order_ref=w['orderRef']) for w in self.waiting]
+                        order_ref=w['orderRef'])
+                for w in self.waiting if recording is None or reference_of(w['orderRef']) != recording]
 
 
 async def book_executions(ib: IB, store: Store, account: str) -> Booking:
