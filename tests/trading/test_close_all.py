@@ -172,3 +172,24 @@ def test_the_close_policys_own_band_refuses_a_close_naming_it(make_rig):
     wider = rig.send('close-all', key='wider-band')
     assert wider.status == 'ok', wider.error
     assert rig.position('SPY') == 0 and wider.result['orders'][0]['orderType'] == 'LMT'
+
+
+def test_a_close_counts_our_order_it_could_not_cancel_and_sells_only_the_rest(rig):
+    assert rig.send('allocation').status == 'ok'
+    bought = rig.position('SPY')
+    busy = IB()
+    busy.connect(rig.sim.host, rig.sim.port, clientId=77)        # stays connected: its order cannot be cancelled
+    try:
+        above = round(rig.sim.quote(rig.instrument('SPY')).ask * 1.2, 2)
+        busy.placeOrder(Stock('SPY', 'SMART', 'USD'), LimitOrder('SELL', 100, above, orderRef=TAGGED_REF, tif='GTC',
+                                                                 account=ACCOUNT))
+        busy.sleep(0.2)
+        result = rig.send('close-all')
+    finally:
+        busy.disconnect()
+    assert result.status == 'error' and result.error.type == 'OrdersNotCancelled'
+    assert sorted(p['code'] for p in result.result['problems']) == ['order-not-cancelled', 'reduced-to-position']
+    [order] = result.result['orders']
+    assert (order['action'], order['quantity'], order['reduceOnly']) == ('SELL', bought - 100, True)
+    # counted at the gateway: what is held and what still works close it exactly, nothing sold twice
+    assert rig.position('SPY') == 100 and rig.working('SPY') == -100

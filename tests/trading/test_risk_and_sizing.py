@@ -5,6 +5,7 @@ import pytest
 
 from lib.risk import CheckedOrder, RiskLimitBreached, check_limits
 from lib.ledger import internal_transfer, split_fill
+from lib.orders import reduce_only
 from lib.sizing import strategy_trades, target_quantity
 from lib.trading_config import RiskLimits
 
@@ -79,3 +80,17 @@ def test_each_strategy_trades_its_own_change_and_what_nets_out_is_an_internal_tr
     assert strategy_trades(60, {'a': 100, 'b': 50}, {'a': 80, 'b': 20}) == pytest.approx({'a': 20 + 10 * 100 / 150,
                                                                                           'b': 30 + 10 * 50 / 150})
     assert strategy_trades(4, {}, {}) == {} and internal_transfer({'a': 5, 'b': 3}) == {}
+
+
+@pytest.mark.parametrize('wanted, position, pending, allowed', [
+    (-320, 320, 0, -320),        # a close of the whole position
+    (-320, 320, -160, -160),     # our working sell closes half already: only the rest
+    (-320, 320, 50, -320),       # a working buy is no reason to sell more than is held
+    (-500, 320, 0, -320),        # never past flat
+    (-320, 0, 0, 0),             # nothing held: nothing to close
+    (+10, 320, 0, 0),            # a buy on a long position grows it
+    (-320, 320, -400, 0),        # our working sells close more than is held: nothing bought back
+    (+40, -40, 0, +40),          # a short is closed by a buy
+])
+def test_a_reduce_only_trade_goes_toward_flat_and_never_past_it(wanted, position, pending, allowed):
+    assert reduce_only(wanted, position, pending) == allowed
