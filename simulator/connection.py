@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger('simulator')
 
-MIN_CLIENT_VERSION = 157
-MAX_SERVER_VERSION = 176
+MIN_CLIENT_VERSION = msg.MIN_VERSION   # the oldest layout the simulator speaks
+MAX_SERVER_VERSION = msg.MAX_VERSION
 
 # Requests the real gateway never answers and the client never waits for.
 FIRE_AND_FORGET = {12, 13, 14, 15, 65, 66, 72, 73}
@@ -33,6 +33,7 @@ UNSUPPORTED_REQ_ID_AT = {10: 2, 21: 2, 22: 1, 50: 2, 52: 2, 54: 2, 55: 2, 67: 2,
 CANCELS = {2: 2, 11: 2, 23: 2, 25: 2, 51: 2, 53: 2, 56: 2, 57: 2, 63: 2, 70: 2, 75: 2, 77: 2,
            89: 1, 90: 1, 93: 1, 95: 1, 98: 1, 101: 1, 103: 1}
 NOT_IMPLEMENTED = 10300  # not a TWS code: the simulator's "unsupported request"
+CLIENT_TOO_OLD = 10301   # not a TWS code: the client's newest version is below MIN_CLIENT_VERSION
 
 FARM_NOTICES = [(2104, 'Market data farm connection is OK:usfarm'),
                 (2106, 'HMDS data farm connection is OK:ushmds'),
@@ -103,6 +104,10 @@ class Connection(asyncio.Protocol):
         if self.transport and not self.transport.is_closing():
             self.transport.close()
 
+    def send_error(self, req_id: int, code: int, text: str) -> None:
+        """An error or notice (message 4) in this connection's negotiated layout."""
+        self.send(msg.error(req_id, code, text, self.server_version))
+
     def send(self, fields: list) -> None:
         if self.transport is None or self.transport.is_closing():
             return
@@ -151,7 +156,7 @@ class Connection(asyncio.Protocol):
                 self._dispatch(fields)
             except Exception:  # a bad request must never kill the gateway
                 log.exception('failed to handle request %s', fields[:3])
-                self.send(msg.error(-1, NOT_IMPLEMENTED, f'Simulator failed to handle request {fields[:1]}'))
+                self.send_error(-1, NOT_IMPLEMENTED, f'Simulator failed to handle request {fields[:1]}')
 
     def _count_request(self, msg_id: str) -> None:
         try:
@@ -184,15 +189,27 @@ class Connection(asyncio.Protocol):
             _, client_max = parse_version_range(first[0] if first else '')
         except ValueError:
             client_max = 0
+        now = self.sim.clock.now().astimezone(timezone.utc)
         if client_max < MIN_CLIENT_VERSION:
-            log.warning('client offers versions %r, below %d; closing', first, MIN_CLIENT_VERSION)
-            self.close()
+            self._refuse_old_client(first[0] if first else '', now)
             return False
         self.server_version = min(client_max, MAX_SERVER_VERSION)
-        now = self.sim.clock.now().astimezone(timezone.utc)
         self.stats.messages_out[0] += 1
         self._queue(frame([self.server_version, now.strftime('%Y%m%d %H:%M:%S UTC')]))
         return True
+
+    def _refuse_old_client(self, offered: str, now: datetime) -> None:
+        """Like IB's gateway, answer the handshake with the version it speaks (here its oldest, 157) and leave
+        the verdict to the client (IB's own clients refuse a server outside their range); then say why in an
+        error with reqId -1 and close, instead of hanging up on a client that gets no reason."""
+        log.warning('client offers versions %r, below %d; refusing', offered, MIN_CLIENT_VERSION)
+        self.server_version = MIN_CLIENT_VERSION
+        self.stats.messages_out[0] += 1
+        self._queue(frame([MIN_CLIENT_VERSION, now.strftime('%Y%m%d %H:%M:%S UTC')]))
+        self.send_error(-1, CLIENT_TOO_OLD, f'API client versions {offered or "(none)"} are older than this '
+                                            f'gateway supports (server versions {MIN_CLIENT_VERSION} to '
+                                            f'{MAX_SERVER_VERSION}); upgrade the API client')
+        self.close(after_replies=True)
 
     # --- dispatch -----------------------------------------------------------------------
 
@@ -229,8 +246,7 @@ class Connection(asyncio.Protocol):
             except ValueError:
                 pass
         log.warning('request %s is not implemented by the simulator', msg_id)
-        self.send(msg.error(req_id, NOT_IMPLEMENTED,
-                            f'The simulated gateway does not implement request {msg_id}'))
+        self.send_error(req_id, NOT_IMPLEMENTED, f'The simulated gateway does not implement request {msg_id}')
 
     def _cancel(self, f: list[str], at: int) -> None:
         req_id = int(f[at]) if at < len(f) and f[at].lstrip('-').isdigit() else -1
@@ -240,7 +256,7 @@ class Connection(asyncio.Protocol):
         self.summary_subs.pop(req_id, None)
         self.multi_subs.pop(req_id, None)
         if not found:
-            self.send(msg.error(req_id, 300, f"Can't find EId with tickerId:{req_id}"))
+            self.send_error(req_id, 300, f"Can't find EId with tickerId:{req_id}")
 
     # --- connection setup ---------------------------------------------------------------
 
@@ -249,7 +265,7 @@ class Connection(asyncio.Protocol):
         refusal = self.sim._register_client(self, client_id)
         if refusal:
             code, text = refusal
-            self.send(msg.error(-1, code, text))
+            self.send_error(-1, code, text)
             self.close(after_replies=True)
             return
         self.client_id = client_id
@@ -259,7 +275,7 @@ class Connection(asyncio.Protocol):
         self.send(msg.managed_accounts(self.sim.accounts))
         self.send(msg.next_valid_id(broker.next_order_id(client_id)))
         for code, text in FARM_NOTICES:
-            self.send(msg.error(-1, code, text))
+            self.send_error(-1, code, text)
 
     def on_req_ids(self, f):
         self.send(msg.next_valid_id(self.sim.broker.next_order_id(self.client_id)))
@@ -349,13 +365,13 @@ class Connection(asyncio.Protocol):
 
     def _send_open_orders(self, orders: list[Order]) -> None:
         for order in orders:
-            self.send(msg.open_order(order))
+            self.send(msg.open_order(order, self.server_version))
             self.send(msg.order_status(order))
         self.send([msg.OPEN_ORDER_END, 1])
 
     def on_req_completed_orders(self, f):
         for order in self.sim.broker.completed_orders():
-            self.send(msg.completed_order(order))
+            self.send(msg.completed_order(order, self.server_version))
         self.send([msg.COMPLETED_ORDERS_END])
 
     def on_req_executions(self, f):
@@ -375,7 +391,7 @@ class Connection(asyncio.Protocol):
         order_id = o['orderId']
         inst = self._resolve_one(c)
         if inst is None:
-            self.send(msg.error(order_id, 200, 'No security definition has been found for the request'))
+            self.send_error(order_id, 200, 'No security definition has been found for the request')
             return
         account = o['account'] or (self.sim.accounts[0] if len(self.sim.accounts) == 1 else '')
         try:
@@ -387,26 +403,26 @@ class Connection(asyncio.Protocol):
                 algoStrategy=o['algoStrategy'], algoParams=o['algoParams'])
             if o['whatIf']:
                 what_if = self.sim.broker.what_if(order)
-                self.send(msg.open_order(order, status='PreSubmitted', what_if=what_if))
+                self.send(msg.open_order(order, self.server_version, status='PreSubmitted', what_if=what_if))
                 return
             self.sim.broker.place(order)
         except OrderError as e:
-            self.send(msg.error(order_id, e.code, e.message))
+            self.send_error(order_id, e.code, e.message)
         except ValueError as e:
-            self.send(msg.error(order_id, 201, f'Order rejected - reason:{e}'))
+            self.send_error(order_id, 201, f'Order rejected - reason:{e}')
 
     def on_cancel_order(self, f):
         order_id = int(f[2])
         try:
             self.sim.broker.cancel(self.client_id, order_id)
         except OrderError as e:
-            self.send(msg.error(order_id, e.code, e.message))
+            self.send_error(order_id, e.code, e.message)
             return
-        self.send(msg.error(order_id, 202, 'Order Canceled - reason:'))
+        self.send_error(order_id, 202, 'Order Canceled - reason:')
 
     def on_req_global_cancel(self, f):
         for order in self.sim.broker.global_cancel():
-            self.sim.notify_owner(order, msg.error(order.orderId, 202, 'Order Canceled - reason:'))
+            self.sim.notify_owner(order, 202, 'Order Canceled - reason:')
 
     # --- contracts and market data -------------------------------------------------------
 
@@ -426,12 +442,12 @@ class Connection(asyncio.Protocol):
         contract = _contract12(f[3:15])
         matches = self._resolve(contract, include_expired=f[15] == '1')
         if not matches:
-            self.send(msg.error(req_id, 200, 'No security definition has been found for the request'))
+            self.send_error(req_id, 200, 'No security definition has been found for the request')
             return
         now = self.sim.clock.now()
         for inst in matches:
             trading, liquid = self.sim.universe.hours(inst, now)
-            self.send(msg.contract_details(req_id, inst, trading, liquid))
+            self.send(msg.contract_details(req_id, inst, trading, liquid, self.server_version))
         self.send([msg.CONTRACT_DATA_END, 1, req_id])
 
     def on_req_market_data_type(self, f):
@@ -449,7 +465,7 @@ class Connection(asyncio.Protocol):
         snapshot = len(rest) > 2 and rest[2] == '1'
         inst = self._resolve_one(contract)
         if inst is None:
-            self.send(msg.error(req_id, 200, 'No security definition has been found for the request'))
+            self.send_error(req_id, 200, 'No security definition has been found for the request')
             return
         if self.market_data_type != 1:
             self.send([msg.MARKET_DATA_TYPE, 1, req_id, self.market_data_type])
@@ -486,12 +502,12 @@ class Connection(asyncio.Protocol):
         contract = _contract12(f[2:14])
         end_text, bar_size, duration, use_rth, what, format_date = f[15:21]
         if self.sim.faults.hist_outage:
-            self.send(msg.error(req_id, 162, 'Historical Market Data Service error message:'
-                                             'HMDS server connection was broken'))
+            self.send_error(req_id, 162, 'Historical Market Data Service error message:'
+                                             'HMDS server connection was broken')
             return
         inst = self._resolve_one(contract)
         if inst is None:
-            self.send(msg.error(req_id, 200, 'No security definition has been found for the request'))
+            self.send_error(req_id, 200, 'No security definition has been found for the request')
             return
         try:
             end = _parse_end_time(end_text) or self.sim.clock.now()
@@ -500,7 +516,7 @@ class Connection(asyncio.Protocol):
             text = str(e)
             if not text.startswith('Historical Market Data Service error message:'):
                 text = 'Historical Market Data Service error message:' + text
-            self.send(msg.error(req_id, 162, text))
+            self.send_error(req_id, 162, text)
             return
         start_text = bars[0].date.strftime('%Y%m%d') if bars else ''
         self.send(msg.historical_data(req_id, start_text, end.strftime('%Y%m%d %H:%M:%S'), bars,
@@ -519,8 +535,8 @@ class Connection(asyncio.Protocol):
         self.send([msg.NEWS_PROVIDERS, 0])
 
     def on_request_fa(self, f):
-        self.send(msg.error(-1, 321, 'Error validating request:-\'bN\' : cause - FA data operations '
-                                     'ignored for non FA customers.'))
+        self.send_error(-1, 321, 'Error validating request:-\'bN\' : cause - FA data operations '
+                                 'ignored for non FA customers.')
 
 
 def _contract12(f: list[str]) -> dict:

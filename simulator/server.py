@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import threading
 from datetime import datetime
@@ -256,22 +257,23 @@ class Simulator:
             out.append(master)
         return out
 
-    def notify_owner(self, order: Order, fields: list) -> None:
+    def notify_owner(self, order: Order, code: int, text: str) -> None:
+        """Send an error about `order` (e.g. 202 on a global cancel) to the connection that placed it."""
         owner = self._clients.get(order.clientId)
         if owner is not None:
-            owner.send(fields)
+            owner.send_error(order.orderId, code, text)
 
     # --- broker listener: push what changed ---------------------------------------------
 
     def order_changed(self, order: Order) -> None:
         self._dirty = True
-        update = [msg.open_order(order), msg.order_status(order)]   # as it is now, not when the loop gets to it
-        self._call_in_loop(lambda: self._push_order(order, update))
+        now = copy.copy(order)   # as it is now, not when the loop gets to it
+        self._call_in_loop(lambda: self._push_order(now))
 
-    def _push_order(self, order: Order, update: list) -> None:
+    def _push_order(self, order: Order) -> None:
         for conn in self._order_recipients(order):
-            for fields in update:
-                conn.send(fields)
+            conn.send(msg.open_order(order, conn.server_version))
+            conn.send(msg.order_status(order))
 
     def executed(self, execution: Execution) -> None:
         self._dirty = True
