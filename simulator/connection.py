@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo
 
 from . import messages as msg
 from .broker import OrderError
+from .faults import CONNECTIVITY_LOST, FARM_OK
+from .limits import PACING_VIOLATION, MessageRate
 from .model import Order
 from .wire import HANDSHAKE_PREFIX, FrameBuffer, frame, parse_version_range
 
@@ -34,10 +36,6 @@ CANCELS = {2: 2, 11: 2, 23: 2, 25: 2, 51: 2, 53: 2, 56: 2, 57: 2, 63: 2, 70: 2, 
            89: 1, 90: 1, 93: 1, 95: 1, 98: 1, 101: 1, 103: 1}
 NOT_IMPLEMENTED = 10300  # not a TWS code: the simulator's "unsupported request"
 CLIENT_TOO_OLD = 10301   # not a TWS code: the client's newest version is below MIN_CLIENT_VERSION
-
-FARM_NOTICES = [(2104, 'Market data farm connection is OK:usfarm'),
-                (2106, 'HMDS data farm connection is OK:ushmds'),
-                (2158, 'Sec-def data farm connection is OK:secdefnj')]
 
 TICKS_LIVE = {'bid': 1, 'ask': 2, 'last': 4, 'high': 6, 'low': 7, 'close': 9, 'open': 14,
               'bidSize': 0, 'askSize': 3, 'lastSize': 5, 'volume': 8}
@@ -80,7 +78,9 @@ class Connection(asyncio.Protocol):
         self.summary_subs: dict[int, list[str]] = {}
         self.mkt_subs: dict[int, tuple] = {}      # reqId -> (instrument, last quote tuple)
         self.live_req_ids: set[int] = set()       # requests that can still be cancelled
-        self._pending: deque = deque()            # (send_at, bytes) when latency is on
+        self.pace_api = False                     # the client asked the gateway to pace it (+PACEAPI)
+        self.rate = MessageRate()
+        self._pending: deque = deque()            # (send_at, bytes or a callable) when latency is on
         self._flush_handle: asyncio.TimerHandle | None = None
         self._close_when_flushed = False
 
@@ -94,6 +94,10 @@ class Connection(asyncio.Protocol):
         self.stats.closed_at = time.time()
         if self._flush_handle:
             self._flush_handle.cancel()
+        for _, data in self._pending:   # requests still held open (historical data) are open no more
+            if callable(data):
+                data()
+        self._pending.clear()
         self.sim._connection_closed(self)
 
     def close(self, after_replies: bool = False) -> None:
@@ -128,6 +132,13 @@ class Connection(asyncio.Protocol):
         if self._flush_handle is None:
             self._flush_handle = loop.call_at(send_at, self._flush)
 
+    def after_replies(self, fn) -> None:
+        """Call `fn` once every reply queued so far has been written (at once when latency holds none back)."""
+        if not self._pending:
+            fn()
+        else:
+            self._pending.append((self._pending[-1][0], fn))
+
     def _write(self, data: bytes) -> None:
         if self.transport and not self.transport.is_closing():
             self.transport.write(data)
@@ -138,7 +149,10 @@ class Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         while self._pending and self._pending[0][0] <= loop.time():
             _, data = self._pending.popleft()
-            self._write(data)
+            if callable(data):
+                data()
+            else:
+                self._write(data)
         if self._pending:
             self._flush_handle = loop.call_at(self._pending[0][0], self._flush)
         elif self._close_when_flushed:
@@ -169,6 +183,17 @@ class Connection(asyncio.Protocol):
         faults = self.sim.faults
         if faults.drop_after is not None and sum(self.stats.messages_in.values()) >= faults.drop_after:
             self.close()
+            return
+        if self.pace_api or not self.ready:
+            return
+        verdict = self.rate.record(time.monotonic(), self.sim.limits.message_rate)
+        if verdict == 'warn':
+            self.send_error(-1, 100, 'Max rate of messages per second has been exceeded:'
+                                     f'max={self.sim.limits.message_rate}')
+        elif verdict == 'close':
+            log.warning('client %s kept exceeding %s messages per second; closing', self.client_id,
+                        self.sim.limits.message_rate)
+            self.close(after_replies=True)
 
     def _handshake(self) -> bool:
         """Consume 'API\\0' + version range and answer with the server version; False until complete."""
@@ -194,6 +219,7 @@ class Connection(asyncio.Protocol):
             self._refuse_old_client(first[0] if first else '', now)
             return False
         self.server_version = min(client_max, MAX_SERVER_VERSION)
+        self.pace_api = '+PACEAPI' in (first[0] if first else '').split()[1:]
         self.stats.messages_out[0] += 1
         self._queue(frame([self.server_version, now.strftime('%Y%m%d %H:%M:%S UTC')]))
         return True
@@ -274,7 +300,7 @@ class Connection(asyncio.Protocol):
         broker = self.sim.broker
         self.send(msg.managed_accounts(self.sim.accounts))
         self.send(msg.next_valid_id(broker.next_order_id(client_id)))
-        for code, text in FARM_NOTICES:
+        for code, text in CONNECTIVITY_LOST if self.sim.faults.connectivity_lost else FARM_OK:
             self.send_error(-1, code, text)
 
     def on_req_ids(self, f):
@@ -377,8 +403,9 @@ class Connection(asyncio.Protocol):
     def on_req_executions(self, f):
         req_id = int(f[2])
         client_id, account, since, symbol, sec_type, exchange, side = (f + [''] * 10)[3:10]
+        since = _later(_parse_filter_time(since), self.sim.limits.execution_day_start(self.sim.clock.now()))
         executions = self.sim.broker.executions(
-            client_id=int(client_id or 0), account=account, since=_parse_filter_time(since),
+            client_id=int(client_id or 0), account=account, since=since,
             symbol=symbol, secType=sec_type, exchange=exchange, side=side)
         for ex in executions:
             self.send(msg.exec_details(req_id, ex))
@@ -467,6 +494,10 @@ class Connection(asyncio.Protocol):
         if inst is None:
             self.send_error(req_id, 200, 'No security definition has been found for the request')
             return
+        lines = self.sim.limits.market_data_lines
+        if not snapshot and lines is not None and self.sim.market_data_lines_used() >= lines:
+            self.send_error(req_id, 101, 'Max number of tickers has been reached')
+            return
         if self.market_data_type != 1:
             self.send([msg.MARKET_DATA_TYPE, 1, req_id, self.market_data_type])
         self.send([msg.TICK_REQ_PARAMS, req_id, inst.minTick, '', 3])
@@ -489,8 +520,16 @@ class Connection(asyncio.Protocol):
         self.send(msg.tick_price(req_id, ticks['open'], q.open, 0))
         self.send(msg.tick_size(req_id, ticks['volume'], q.volume))
 
+    def drop_market_data(self) -> None:
+        """Forget every streaming subscription, as a gateway that lost its data does (1101)."""
+        for req_id in self.mkt_subs:
+            self.live_req_ids.discard(req_id)
+        self.mkt_subs.clear()
+
     def stream_quotes(self) -> None:
-        """Push changed quotes to streaming market-data subscriptions."""
+        """Push changed quotes to streaming market-data subscriptions (none while IB is out of reach)."""
+        if self.sim.faults.connectivity_lost:
+            return
         for req_id, (inst, last) in list(self.mkt_subs.items()):
             quote = self.sim.quote(inst)
             if (quote.bid, quote.ask, quote.last) != (last.bid, last.ask, last.last):
@@ -501,9 +540,27 @@ class Connection(asyncio.Protocol):
         req_id = int(f[1])
         contract = _contract12(f[2:14])
         end_text, bar_size, duration, use_rth, what, format_date = f[15:21]
-        if self.sim.faults.hist_outage:
-            self.send_error(req_id, 162, 'Historical Market Data Service error message:'
-                                             'HMDS server connection was broken')
+        limits, sim = self.sim.limits, self.sim
+        if limits.hist_open_requests is not None and sim.open_hist_requests >= limits.hist_open_requests:
+            self.send_error(req_id, 162, PACING_VIOLATION)
+            return
+        key = tuple(contract[k] for k in ('conId', 'symbol', 'secType', 'lastTradeDateOrContractMonth', 'currency'))
+        if limits.pacing_violation(sim.clock.now(), key, contract['exchange'], bar_size, duration, end_text,
+                                   what, use_rth):
+            self.send_error(req_id, 162, PACING_VIOLATION)
+            return
+        sim.open_hist_requests += 1
+        try:
+            self._answer_historical_data(req_id, contract, end_text, bar_size, duration, use_rth, what, format_date)
+        finally:
+            self.after_replies(sim.historical_request_closed)
+
+    def _answer_historical_data(self, req_id, contract, end_text, bar_size, duration, use_rth, what, format_date):
+        injected = self.sim.faults.hist_error_text()
+        if injected:
+            self.send_error(req_id, 162, injected.format(
+                symbol=contract['localSymbol'] or contract['symbol'], exchange=contract['exchange'],
+                secType=contract['secType'], what=what, bar_size=bar_size, duration=duration))
             return
         inst = self._resolve_one(contract)
         if inst is None:
@@ -564,6 +621,10 @@ def _parse_end_time(text: str) -> datetime | None:
     when = datetime.strptime(' '.join(parts[:2]), '%Y%m%d %H:%M:%S')
     zone = ZoneInfo(parts[2]) if len(parts) > 2 else timezone.utc
     return when.replace(tzinfo=zone)
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    return max((t for t in (a, b) if t is not None), default=None)
 
 
 def _parse_filter_time(text: str) -> datetime | None:
