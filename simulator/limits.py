@@ -7,7 +7,8 @@ Sources (IB's TWS API documentation):
   error 162 "Historical Market Data Service error message:Historical data request pacing violation".
 - Message pacing: at most 50 messages per second from a client; error 100 "Max rate of messages per second has
   been exceeded", then the connection is closed if the client keeps it up (unless it connected with +PACEAPI,
-  in which case the gateway paces instead).
+  in which case the gateway paces instead). Measured here as a rate with a burst allowance of two seconds'
+  worth (100), since arrival times on a loaded machine bunch up a throttled client's batches.
 - Market data lines: 100 by default; one more streaming subscription gets error 101 "Max number of tickers has
   been reached".
 - reqExecutions: "only the current day's executions" are returned (see ExecutionFilter in IB's docs).
@@ -85,8 +86,10 @@ def is_small_bar(bar_size: str) -> bool:
 
 class MessageRate:
     """One connection's message rate against Limits.message_rate: a token bucket refilled at the limit per second
-    holding at most one second's worth, so a client that throttles itself to 45 per second (ib_insync, ib_async)
-    never trips it however its batches bunch up on the way, and one that blasts does at once."""
+    that holds two seconds' worth, so a client that throttles itself to 45 per second (ib_insync, ib_async) never
+    trips it however its batches bunch up on a loaded machine, and one that blasts does within a burst of 100."""
+
+    BURST_SECONDS = 2.0
 
     def __init__(self) -> None:
         self._tokens: float | None = None
@@ -97,9 +100,10 @@ class MessageRate:
         """'ok', 'warn' (the first message over the limit: error 100), 'over', or 'close' (over it for a second)."""
         if not limit:
             return 'ok'
-        tokens = limit if self._tokens is None else min(limit, self._tokens + (now - self._last) * limit)
+        capacity = limit * self.BURST_SECONDS
+        tokens = capacity if self._tokens is None else min(capacity, self._tokens + (now - self._last) * limit)
         self._last = now
-        if tokens >= limit / 2:     # half a second's budget to spare: the client is back under the limit
+        if tokens >= limit / 2:     # half a second's budget to spare: the client is back under the rate
             self._over_since = None
         if tokens >= 1:
             self._tokens = tokens - 1

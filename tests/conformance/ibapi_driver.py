@@ -188,6 +188,7 @@ def run(host: str, port: int, version: int) -> dict:
     @step('connect')
     def _():
         ready = w.wait(0, 'nextValidId') and w.wait(0, 'managedAccounts')
+        w.wait(0, 'error', lambda a: a[2] == 2158, 2)   # the last farm notice after startApi
         first_id = w.since(0, 'nextValidId')[0][0] if ready else None
         s._next_id = first_id or 1000
         return {'ready': ready, 'serverVersion': c.serverVersion(),

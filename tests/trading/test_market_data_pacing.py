@@ -3,6 +3,8 @@ simulator): the run fails retryable when paced (the redelivery's backoff is Pub/
 than one request per instrument per run, counted at the gateway: it stops at the first refusal. Error 162's other texts: what a run makes of each."""
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from simulator.faults import HIST_ERRORS
@@ -22,19 +24,21 @@ def historical_requests(rig) -> int:
 
 def test_small_bars_for_eleven_instruments_pass_once_and_a_rerun_within_15_seconds_fails_retryable(rig):
     assert rig.sim.limits.hist_pacing          # a real gateway's pacing, the simulator's default
+    start = rig.sim.clock.now()
     first = rig.send('collect-market-data', SMALL_BARS)
     assert first.status == 'ok', first.error
     assert [i['count'] for i in first.result['instruments']] == [50] * len(INSTRUMENTS)
     assert historical_requests(rig) == len(INSTRUMENTS)
 
-    again = rig.send('collect-market-data', SMALL_BARS)      # identical requests within 15 s
+    rig.sim.clock.set(start + timedelta(seconds=10))         # identical requests within 15 s, however slow
+    again = rig.send('collect-market-data', SMALL_BARS)
     assert again.status == 'error'
     assert again.error.type == 'HistoricalDataUnavailable' and again.error.retryable is True
     assert 'pacing violation' in again.error.message
     # at most one request per instrument, and none retried inside the run (it ends at the first refusal)
     assert len(INSTRUMENTS) < historical_requests(rig) <= 2 * len(INSTRUMENTS)
 
-    rig.sim.clock.advance(16)
+    rig.sim.clock.set(start + timedelta(seconds=30))         # 15 s after the refused ones too
     assert rig.send('collect-market-data', SMALL_BARS).status == 'ok'
 
 
