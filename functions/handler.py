@@ -99,7 +99,7 @@ def _execute(decoded: Decoded, settings: Settings, run: _Run) -> Outcome:
     try:
         params = intent_cls.Params.model_validate(request.params)
     except ValidationError as exc:
-        return _rejected('InvalidParams', describe_validation_error(exc, prefix='params'))
+        return _rejected('InvalidParams', describe_validation_error(exc, prefix='params', model=intent_cls.Params))
     dry_run = effective_dry_run(request.dry_run, params)
     try:
         admission = admit(intent_cls, params, decoded, run_id=run.run_id, dry_run=dry_run, settings=settings,

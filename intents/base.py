@@ -27,7 +27,8 @@ US_EQUITY_MARKET = Contract(secType='STK', symbol='SPY', exchange='SMART', curre
 class IntentParams(BaseModel):
     """Base for intent params: camelCase on the wire, unknown keys refused."""
 
-    model_config = ConfigDict(extra='forbid', alias_generator=to_camel, populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra='forbid', alias_generator=to_camel, populate_by_name=True, frozen=True,
+                              use_attribute_docstrings=True)
 
 
 class NoParams(IntentParams):
