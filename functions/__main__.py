@@ -28,10 +28,12 @@ import lib.ibapi  # noqa: F401  (main thread import, see lib/ibapi.py)
 from functions import publisher
 from functions.contract import IntentResult, accepted_keys, request_schema, result_schema
 from functions.handler import TransientFailure, handle
-from functions.render import documents_in, render_result
+from functions import history
+from functions.render import documents_in, history_line, render_result
 from intents.registry import get_intent, intent_names
 from lib import log
 from lib.config import ConfigError, Settings
+from lib.store import DEFAULT_SQLITE_PATH, StoreUnavailable
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / 'schemas'
 SUCCESS_STATUSES = ('ok', 'skipped', 'duplicate')
@@ -57,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_trading_command(args.action, as_json=args.json, yes=args.yes, out=sys.stdout, err=sys.stderr)
         if args.command == 'render':
             return render(args)
+        if args.command in ('history', 'show'):
+            return show_history(args)
         return run(args)
     except UsageError as exc:
         print(f'error: {exc}', file=sys.stderr)
@@ -124,6 +128,38 @@ def render(args: argparse.Namespace) -> int:
             sys.stdout.write('\n')
         sys.stdout.write(log.redact(render_result(log.mask(doc), wide=args.wide)))
     return EXIT_OK
+
+
+def show_history(args: argparse.Namespace) -> int:
+    """`history`: the last runs kept in the store, one line each; `show RUN_ID`: one of them in full."""
+    try:
+        if args.command == 'show':
+            doc = history.find(args.run_id)
+            if doc is None:
+                raise UsageError(f'no run {args.run_id!r} in the history of {_store_name()} (kept '
+                                 f'{history.retention_days():g} days; `history` lists what is there)')
+            sys.stdout.write(json.dumps(doc) + '\n' if args.json
+                             else log.redact(render_result(log.mask(doc), wide=args.wide)))
+            return EXIT_OK
+        docs = history.recent(args.last, args.intent)
+    except (StoreUnavailable, ConfigError) as exc:
+        raise UsageError(f'cannot read the history: {exc}') from None
+    if args.json:
+        sys.stdout.write(''.join(json.dumps(doc) + '\n' for doc in docs))
+        return EXIT_OK
+    if not docs:
+        print(f'no runs{f" of {args.intent}" if args.intent else ""} in the history of {_store_name()}')
+        return EXIT_OK
+    for doc in docs:
+        print(log.redact(history_line(log.mask(doc))))
+    return EXIT_OK
+
+
+def _store_name() -> str:
+    backend = (os.environ.get('STORE_BACKEND') or 'sqlite').lower()
+    if backend == 'firestore':
+        return f'Firestore {os.environ.get("GOOGLE_CLOUD_PROJECT")}/{os.environ.get("FIRESTORE_DATABASE") or "(default)"}'
+    return os.environ.get('SQLITE_PATH') or DEFAULT_SQLITE_PATH
 
 
 def intents_help() -> str:
@@ -220,6 +256,16 @@ def _parse_object(raw: str, option: str, example: str) -> dict[str, Any]:
     return value
 
 
+def _count(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f'expected a whole number from 1 to 1000, got {raw!r}')
+    return value
+
+
 def _iso_time(raw: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(raw.replace('Z', '+00:00'))
@@ -248,6 +294,15 @@ def _parser() -> argparse.ArgumentParser:
     render_cmd = commands.add_parser('render', help='print result documents from stdin as `run` does (one JSON '
                                                     'per line, or `gcloud pubsub subscriptions pull --format=json`)')
     render_cmd.add_argument('--wide', action='store_true', help='every column and section, however wide')
+    history_cmd = commands.add_parser('history', help='the last runs kept in the store (STORE_BACKEND, SQLITE_PATH '
+                                                      'or GOOGLE_CLOUD_PROJECT/FIRESTORE_DATABASE, as the function)')
+    history_cmd.add_argument('--last', type=_count, default=20, help='how many runs (default 20)')
+    history_cmd.add_argument('--intent', help='only runs of this intent')
+    history_cmd.add_argument('--json', action='store_true', help='one result document per line')
+    show_cmd = commands.add_parser('show', help='one run of the history in full, as `run` prints it')
+    show_cmd.add_argument('run_id', help='the runId, as `history` lists it')
+    show_cmd.add_argument('--json', action='store_true', help='the result document as one JSON line')
+    show_cmd.add_argument('--wide', action='store_true', help='every column and section, however wide')
     schemas_cmd = commands.add_parser('schemas', help='regenerate schemas/*.json from the message models')
     schemas_cmd.add_argument('--check', action='store_true', help='only report whether the files are up to date')
     trading_cmd = commands.add_parser('trading', help="show or flip trading enabled in the function's store")

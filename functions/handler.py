@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from functions import publisher
+from functions import history, publisher
 from functions.admission import Admission, admit, effective_dry_run, settle
 from functions.contract import (
     Decoded, Envelope, ErrorInfo, Gateway, IntentResult, InvalidMessage, Timings, decode_message,
@@ -154,6 +154,7 @@ def _finish(run: _Run, outcome: Outcome, settings: Settings, publish: Publish) -
         logger.exception('result of %s not published; raising so the message is delivered again', run.intent)
         raise
     publish_ms = _ms(time.monotonic() - publish_started)
+    history.record(result)
     _log_run(result, publish_ms)
     if result.error is not None and result.error.retryable:
         raise TransientFailure(f'{result.error.type}: {result.error.message}', result)

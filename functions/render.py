@@ -348,3 +348,12 @@ def _document(item: Any, where: str) -> dict[str, Any]:
     if not isinstance(item, dict) or item.get('schema') != 'intent-result/v1':
         raise ValueError(f'{where} is not a result document (schema intent-result/v1)')
     return item
+
+
+def history_line(doc: dict[str, Any]) -> str:
+    """One run in a line: when (New York), intent, status, what happened, runId."""
+    result = doc.get('result') if isinstance(doc.get('result'), dict) else {}
+    when = _time(doc['finishedAt']).split(' (')[0] if doc.get('finishedAt') else '-'
+    what = _what_happened(doc, result) or ('degraded' if result.get('degraded') else '')
+    status = doc['status'].upper() + (' (degraded)' if result.get('degraded') and doc['status'] == 'ok' else '')
+    return f'{when}  {doc.get("intent") or "message":<20}  {status:<10}  {doc["runId"]}  {what}'.rstrip()
