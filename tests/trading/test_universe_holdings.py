@@ -17,6 +17,8 @@ def test_a_missed_roll_closes_the_old_contract_in_the_next_allocation(make_rig):
     assert first.status == 'ok', first.error
     held = rig.position('MNQZ6')
     assert held > 0 and first.result['strategies']['dummy']['instruments'] == ['MNQ:20261218']
+    # the day's reconciliation books the fills (a gateway returns only the current day's executions)
+    assert rig.send('trade-reconciliation', key='reconcile-before').result['strategies'] == {'dummy': {'MNQZ6': held}}
 
     rig.sim.clock.set(AFTER_EXPIRY)            # trading was disabled, or the gateway down, all through the roll window
     result = rig.send('allocation', key='after-the-roll')
