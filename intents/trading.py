@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from pydantic import Field
 
 from intents.base import Intent, IntentOutput, IntentParams
+from lib.failures import Failure
 from lib.ibapi import Position, Trade
 from lib.ibapi import Contract
 from lib.market_data import AccountSnapshot, ContractInfo, account_snapshot, contract_infos, gateway_time
@@ -39,6 +40,8 @@ def known_strategy_names(names: list[str] | None) -> list[str] | None:
     """Params validator: every name registered, none twice; the error lists the known ones."""
     if names is None:
         return None
+    if not names:
+        raise ValueError('an empty list names no strategy; leave it out to mean every configured strategy')
     unknown = [name for name in names if name not in strategy_names()]
     if unknown:
         raise ValueError(f'unknown strategy {unknown[0]!r}; known strategies: {", ".join(strategy_names())}')
@@ -141,7 +144,7 @@ class OrderIntent(Intent):
                   'tradingEnabled': self.trading.trading_enabled}
         full = {**header, **result, **report.to_result()}
         if report.unacknowledged:
-            return IntentOutput(status='error', result=full, error_type='OrdersUnacknowledged', retryable=True,
-                                reason=f'not acknowledged by the gateway before the deadline: '
-                                       f'{", ".join(report.unacknowledged)}')
+            reason = f'not acknowledged by the gateway before the deadline: {", ".join(report.unacknowledged)}'
+            return IntentOutput(status='error', result=full, reason=reason,
+                                failure=Failure.transient('OrdersUnacknowledged', reason))
         return IntentOutput(status=report.status, result=full, reason=report.reason)

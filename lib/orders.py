@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Callable, NamedTuple
 
+from lib.crash import crash_point
 from lib.idempotency import is_ours, order_ref
 from lib.ibapi import IB, ExecutionFilter, Order, Trade
 from lib.market_data import REQUEST_TIMEOUT_SECONDS, AccountSnapshot, ContractInfo, Quote, gateway_time
@@ -137,7 +138,10 @@ async def execute(ib: IB, legs: list[Leg], settings: ExecutionSettings) -> Execu
     if settings.dry_run:
         report.orders = list(await asyncio.gather(*(_what_if(ib, p) for p in tradable)))
         return report
-    trades = [(p, ib.placeOrder(p.leg.info.contract, p.order)) for p in tradable]
+    trades = []
+    for number, p in enumerate(tradable, 1):
+        trades.append((p, ib.placeOrder(p.leg.info.contract, p.order)))
+        crash_point('after-place-order', number)
     await confirm(ib, [trade for _, trade in trades], settings.deadline - CONFIRM_MARGIN_SECONDS)
     for item, trade in trades:
         state = {**_describe_plan(item), **trade_state(trade)}
