@@ -6,9 +6,12 @@ import time
 from datetime import datetime, timezone
 
 from intents.base import Intent, IntentOutput
+from lib import log
 from lib.idempotency import stuck_claims
 from lib.store import StoreUnavailable
 from lib.store.common import iso
+
+logger = log.get_logger(__name__)
 
 MAX_CLOCK_SKEW_SECONDS = 5.0
 # Notices the gateway sends when it has lost a farm or its link to IB's servers.
@@ -69,6 +72,10 @@ class Health(Intent):
             problems.append(f'state store unreadable, stuck claims unknown: {exc}')
             return None
         for record in records:
+            # the deploy's stuck-claim alert policy matches the stuckClaim field of this line
+            logger.error('stuck claim %s: run %s still running, lease ended %s', record.key, record.run_id,
+                         iso(record.lease_until),
+                         extra={'fields': {'stuckClaim': record.key, 'stuckRunId': record.run_id}})
             problems.append(f'stuck claim {record.key}: run {record.run_id} still running, its lease ended '
                             f'{iso(record.lease_until)}; check the broker for its orders, then finish or delete it')
         return [{'key': r.key, 'runId': r.run_id, 'attempt': r.attempt, 'claimedAt': iso(r.created_at),

@@ -133,3 +133,15 @@ def test_lone_surrogates_in_every_envelope_field_still_end_in_a_published_result
     assert result.status == 'ok' and rig.published == [result]
     result.to_json().encode('utf-8')          # serialisable: the publish can carry it
     assert result.message_id == '\\ud800id'
+
+
+def test_health_reports_claims_stuck_past_their_lease_and_pubsubs_longest_backoff(rig, caplog):
+    now = datetime.now(timezone.utc)
+    rig.store.claim('ibj:0123456789', 'dead-run', 60, now - timedelta(seconds=60 + 901))     # stuck
+    rig.store.claim('ibj:9876543210', 'slow-run', 60, now - timedelta(seconds=60 + 300))     # may come back
+    result = rig.send('health')
+    assert result.status == 'ok' and result.result['healthy'] is False
+    assert [c['key'] for c in result.result['stuckClaims']] == ['ibj:0123456789']
+    assert any('stuck claim ibj:0123456789' in problem for problem in result.result['problems'])
+    alerted = [r for r in caplog.records if getattr(r, 'fields', {}).get('stuckClaim') == 'ibj:0123456789']
+    assert alerted and alerted[0].levelname == 'ERROR'      # deploy/alerts/stuck-claim.json matches this field
