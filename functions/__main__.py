@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         request['idempotencyKey'] = args.idempotency_key
 
     def output(result: IntentResult, run_settings: Settings) -> None:
-        sys.stdout.write(result.to_json() + '\n' if args.json else render_result(result.to_wire()))
+        sys.stdout.write(log.mask_json(result.to_json()) + '\n' if args.json
+                         else log.redact(render_result(log.mask(result.to_wire()))))
         sys.stdout.flush()
         if run_settings.results_topic:
             publisher.publish_result(result, run_settings)

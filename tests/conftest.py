@@ -7,10 +7,22 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.emulators import FunctionServer, PubSub, PubSubEmulator, require_tool
 
 EMULATOR_ENV = 'PUBSUB_EMULATOR_HOST'
+
+# Hypothesis profiles. `ci` (chosen when CI=true): derandomized, so a CI run is reproducible and a
+# failure there fails again on a developer's machine. `dev` (the default elsewhere): random, as
+# hypothesis normally is. `explore`: random and long, for hunting (HYPOTHESIS_PROFILE=explore); a
+# failure found by exploring becomes an @example of the test, with the seed noted in docs/reliability.md.
+# Tests set only max_examples themselves; everything else comes from the profile.
+_COMMON = dict(database=None, deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
+settings.register_profile('ci', derandomize=True, **_COMMON)
+settings.register_profile('dev', **_COMMON)
+settings.register_profile('explore', **_COMMON, max_examples=5_000)
+settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE') or ('ci' if os.environ.get('CI') == 'true' else 'dev'))
 
 
 @pytest.fixture(scope='session')
