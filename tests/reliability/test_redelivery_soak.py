@@ -11,7 +11,7 @@ order of the request exactly once: the same orders a single clean delivery place
 no contract twice. Killing the real function process at every step is test_crash_exploration.py.
 
 The trials are drawn from a seeded random generator (SOAK_SEED), so a failure can be replayed.
-RELIABILITY_HEAVY=1 runs ten times as many trials, on every example that places orders.
+RELIABILITY_HEAVY=1 runs six times as many trials (300), on every example that places orders.
 """
 from __future__ import annotations
 
@@ -42,8 +42,8 @@ from tests.reliability.harness import (
 )
 
 SOAK_SEED = int(os.environ.get('SOAK_SEED', '20261125'))
-TRIALS = 1000 if HEAVY else 50
-PROCESS_KILLS = 10 if HEAVY else 2          # slow trials: a process start and a lease to wait out
+TRIALS = 300 if HEAVY else 50
+PROCESS_KILLS = 4 if HEAVY else 2          # slow trials: a process start and a lease to wait out
 # Order intents confirm their orders until 1 s before the deadline; 2.5 s leaves them 1.5 s.
 DEADLINE_SECONDS = 2.5
 LEASE_SECONDS = DEADLINE_SECONDS            # the shortest the runtime allows
