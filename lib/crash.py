@@ -1,6 +1,7 @@
 """A kill switch for crash tests: SIGKILL this process at a named step of a run, once.
 
-Off unless CRASH_CONTROL_FILE is set (tests only; never in a deployment). The file holds one step
+Off unless CRASH_CONTROL_FILE is set (tests only; never in a deployment), and always off with
+TRADING_MODE=live. The file holds one step
 name, e.g. `after-claim` or `after-place-order:2` (the second placeOrder of the run). The process
 that reaches that step first deletes the file (so a restarted worker does not die again at the same
 step) and kills itself with SIGKILL: no cleanup, no finally blocks, as when an instance is lost.
@@ -19,7 +20,7 @@ ENV = 'CRASH_CONTROL_FILE'
 def crash_point(step: str, index: int | None = None) -> None:
     """Die here if the control file names this step (with its index, when given)."""
     path = os.environ.get(ENV)
-    if not path:
+    if not path or os.environ.get('TRADING_MODE', '').strip().lower() == 'live':
         return
     try:
         with open(path) as control:
