@@ -32,7 +32,7 @@ from lib.config import ConfigError, Settings
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / 'schemas'
 SUCCESS_STATUSES = ('ok', 'skipped', 'duplicate')
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEGRADED = 0, 1, 2, 3
 LOCAL_PROJECT = 'local'
 
 
@@ -53,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run one intent through the handler and print its result; exit 0 on ok/skipped/duplicate."""
+    """Run one intent through the handler and print its result; the exit code says how it went (exit_code)."""
     params = _parse_params(args.params)
+    window = _parse_object(args.window, '--window', '\'{"beforeClose": 900}\'') if args.window else None
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -65,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     request = {'intent': args.intent, 'params': params, 'dryRun': args.dry_run}
     if args.idempotency_key:
         request['idempotencyKey'] = args.idempotency_key
+    if window is not None:
+        request['window'] = window
 
     def output(result: IntentResult, run_settings: Settings) -> None:
         sys.stdout.write(log.mask_json(result.to_json()) + '\n' if args.json
@@ -82,7 +85,14 @@ def run(args: argparse.Namespace) -> int:
         except publisher.PublishFailed as exc:
             print(f'error: {exc}', file=sys.stderr)
             return EXIT_FAILED
-    return EXIT_OK if result.status in SUCCESS_STATUSES else EXIT_FAILED
+    return exit_code(result)
+
+
+def exit_code(result: IntentResult) -> int:
+    """0 clean (ok, skipped, duplicate), 3 degraded (the same, with result.degraded), 1 failed (error, rejected)."""
+    if result.status not in SUCCESS_STATUSES:
+        return EXIT_FAILED
+    return EXIT_DEGRADED if (result.result or {}).get('degraded') else EXIT_OK
 
 
 def pubsub_push_event(request: dict[str, Any], *, project: str, topic: str = 'intents',
@@ -138,13 +148,17 @@ def _gateway(settings: Settings, sim_time: datetime | None) -> Iterator[Settings
 
 
 def _parse_params(raw: str) -> dict[str, Any]:
+    return _parse_object(raw, '--params', '\'{"key": 1}\'')
+
+
+def _parse_object(raw: str, option: str, example: str) -> dict[str, Any]:
     try:
-        params = json.loads(raw)
+        value = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise UsageError(f'--params is not valid JSON ({exc}): {raw!r}') from None
-    if not isinstance(params, dict):
-        raise UsageError(f'--params must be a JSON object like \'{{"key": 1}}\', got {type(params).__name__}')
-    return params
+        raise UsageError(f'{option} is not valid JSON ({exc}): {raw!r}') from None
+    if not isinstance(value, dict):
+        raise UsageError(f'{option} must be a JSON object like {example}, got {type(value).__name__}')
+    return value
 
 
 def _iso_time(raw: str) -> datetime:
@@ -164,6 +178,8 @@ def _parser() -> argparse.ArgumentParser:
     run_cmd.add_argument('--dry-run', action='store_true', help='plan and report, place no orders')
     run_cmd.add_argument('--json', action='store_true', help='print the result document only, as one JSON line')
     run_cmd.add_argument('--idempotency-key', help='business key of the request')
+    run_cmd.add_argument('--window', help='run only within part of the trading session, as JSON: '
+                                          '\'{"beforeClose": 900}\' or \'{"afterOpen": 600}\' (seconds)')
     run_cmd.add_argument('--sim-time', type=_iso_time,
                          help="simulated gateway clock for the bundled simulator (ISO 8601; no offset means UTC)")
     schemas_cmd = commands.add_parser('schemas', help='regenerate schemas/*.json from the message models')

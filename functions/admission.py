@@ -26,7 +26,7 @@ from lib import log
 from lib.config import ConfigError, Settings
 from lib.crash import crash_point
 from lib.failures import Failure, failure_of
-from lib.idempotency import IdempotencySettings, TooManyAttempts, claim_run, derive_key, run_reference
+from lib.idempotency import IdempotencySettings, TooManyAttempts, claim_run, derive_key, legacy_claim
 from lib.store import ClaimRecord, StoreUnavailable, open_store
 from lib.store.common import iso
 from lib.trading_config import load_trading_config
@@ -67,8 +67,12 @@ class Admission:
             if busy is not None:
                 return busy
             crash_point('after-account-lease')
-            claim = claim_run(context.store, context.reference, context.run_id, self.lease_seconds,
-                              datetime.now(timezone.utc))
+            now = datetime.now(timezone.utc)
+            earlier = legacy_claim(context.store, context.legacy_reference, now)
+            if earlier is not None:   # claimed by a deployment from before orderRefs named their account
+                self.release()
+                return _not_claimed(earlier, context.idempotency_key)
+            claim = claim_run(context.store, context.reference, context.run_id, self.lease_seconds, now)
         except (StoreUnavailable, TooManyAttempts) as exc:
             self.release()
             return Outcome.failed(_store_down(exc) if isinstance(exc, StoreUnavailable) else failure_of(exc),
@@ -145,8 +149,8 @@ def admit(intent_cls: type[Intent], params: IntentParams, decoded: Decoded, *, r
                                                            'for order-placing intents; not executed'))
     key = request.idempotency_key or derive_key(intent_cls.name, params.model_dump(mode='json', by_alias=True),
                                                 decoded.publish_time or now, idempotency.window_seconds)
-    reference = run_reference(intent_cls.name, key)
-    context = replace(context, trading=trading, idempotency_key=key, reference=reference)
+    # the run reference (orderRef prefix, claim key) needs the account: RunContext.for_account, once connected
+    context = replace(context, trading=trading, idempotency_key=key)
     if dry_run:
         return Admission(context)
     if not trading.trading_enabled:
@@ -176,8 +180,9 @@ def _finish_claim(admission: Admission, outcome: Outcome, now: datetime | None) 
     context = admission.context
     retry = outcome.redeliver
     result = outcome.result or {}
-    # orders found at the broker (on takeover) are recorded with the state the broker reported
-    orders = [*result.get('orders', []), *({**o, **o['atBroker']} for o in result.get('alreadyPlaced', []))]
+    # orders found at the broker (on takeover) are recorded with the state the broker reported, so
+    # trade-reconciliation can attribute an earlier attempt's fills even when this run placed nothing
+    orders = [*result.get('orders', []), *result.get('alreadyPlaced', [])]
     record = {'runId': context.run_id, 'status': outcome.status, 'retry': retry,
               'idempotencyKey': context.idempotency_key, 'error': outcome.error,
               'orders': [{name: order.get(name) for name in RECORDED_ORDER_FIELDS} | {'conId': _con_id(order)}

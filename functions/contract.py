@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
+
+from lib.session_window import SessionWindow
 
 RESULT_SCHEMA = 'intent-result/v1'
 MAX_MESSAGE_ID_CHARS = 200          # Pub/Sub's are ~16 digits; a longer one is cut, not echoed whole
@@ -44,6 +46,27 @@ class WireModel(BaseModel):
         return self.model_dump_json(by_alias=True)
 
 
+class Window(WireModel):
+    """Run only within part of today's trading session of the contracts the run would trade."""
+
+    model_config = ConfigDict(title='Window')
+
+    before_close: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                       description="Run only within this many seconds before today's close.")
+    after_open: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                     description="Run only within this many seconds after today's open.")
+
+    @model_validator(mode='after')
+    def _exactly_one(self) -> Window:
+        if (self.before_close is None) == (self.after_open is None):
+            raise ValueError('give exactly one of beforeClose or afterOpen (seconds > 0)')
+        return self
+
+    def session_window(self) -> SessionWindow:
+        """The runtime's form of this window."""
+        return SessionWindow(before_close=self.before_close, after_open=self.after_open)
+
+
 class IntentRequest(WireModel):
     """The data of a message on the intents topic."""
 
@@ -59,6 +82,9 @@ class IntentRequest(WireModel):
     max_age_seconds: float | None = Field(None, gt=0, allow_inf_nan=False,
                                           description='Reject, never run, a message published longer ago than this '
                                                       '(order intents: ORDER_MAX_AGE_SECONDS applies too).')
+    window: Window | None = Field(None, description='Run only within this part of the trading session, judged on '
+                                                    "the gateway's clock against the liquid hours it reports; "
+                                                    'outside it the result is skipped and nothing is placed.')
 
 
 class Timings(WireModel):
@@ -89,6 +115,22 @@ class ErrorInfo(WireModel):
     retryable: bool
 
 
+# One entry of result.problems (lib/problems.py builds them; README "Problems" says what each code means).
+PROBLEM_SCHEMA = {
+    'title': 'Problem',
+    'description': 'Something that went wrong in a run. Order codes (order-*) make the status error; any other '
+                   'code is a strategy or data problem and sets result.degraded.',
+    'type': 'object',
+    'properties': {
+        'code': {'type': 'string', 'description': 'Stable kebab-case code, e.g. order-not-cancelled, no-price.'},
+        'message': {'type': 'string'},
+        'contract': {'type': 'object', 'description': 'The contract it is about, when it is about one.'},
+        'orderRef': {'type': 'string', 'description': 'The order it is about, when it is about one.'},
+    },
+    'required': ['code', 'message'],
+}
+
+
 class IntentResult(WireModel):
     """The document published on the results topic for every message handled."""
 
@@ -108,7 +150,12 @@ class IntentResult(WireModel):
     duration_ms: float
     timings: Timings
     gateway: Gateway | None
-    result: dict[str, Any] | None = Field(description='Intent-specific output.')
+    result: dict[str, Any] | None = Field(
+        description='Intent-specific output. Every result the handler publishes has one, with `problems` and '
+                    '`degraded`; an order-placing run lists its orders, whatever its status.',
+        json_schema_extra={'properties': {'problems': {'type': 'array', 'items': PROBLEM_SCHEMA},
+                                          'degraded': {'type': 'boolean'}},
+                           'required': ['problems', 'degraded']})
     error: ErrorInfo | None
 
 
@@ -241,6 +288,7 @@ def result_schema() -> dict[str, Any]:
 def _schema(model: type[BaseModel], mode: Literal['validation', 'serialization']) -> dict[str, Any]:
     generated = model.model_json_schema(by_alias=True, mode=mode)
     return {'$schema': 'https://json-schema.org/draft/2020-12/schema', **generated}
+
 
 
 def _validate(payload: dict[str, Any], envelope: Envelope) -> IntentRequest:

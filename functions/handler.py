@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -30,6 +30,7 @@ from lib import log
 from lib.config import ConfigError, Settings
 from lib.crash import crash_point
 from lib.failures import Failure, redeliver
+from lib.problems import with_problems
 
 logger = log.get_logger(__name__)
 
@@ -114,6 +115,8 @@ def _execute(decoded: Decoded, settings: Settings, run: _Run) -> Outcome:
     except Exception as exc:   # admit turns store and config failures into outcomes; anything else is a bug
         logger.exception('admission failed')
         return Outcome.failed(Failure.permanent(type(exc).__name__, str(exc)))
+    if request.window is not None:
+        admission.context = replace(admission.context, window=request.window.session_window())
     outcome = admission.outcome or _run_admitted(intent_cls, params, dry_run, settings, admission)
     outcome.dry_run, outcome.idempotency_key = dry_run, admission.context.idempotency_key
     return outcome
@@ -149,7 +152,7 @@ def _finish(run: _Run, outcome: Outcome, settings: Settings, publish: Publish) -
         duration_ms=_ms(time.monotonic() - run.started),
         timings=Timings(queue_ms=_queue_ms(run), connect_ms=outcome.connect_ms, intent_ms=outcome.intent_ms),
         gateway=Gateway(**outcome.gateway) if outcome.gateway else None,
-        result=outcome.result,
+        result=with_problems(outcome.result),
         error=ErrorInfo(**outcome.error) if outcome.error else None,
     )
     crash_point('before-publish')

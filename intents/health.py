@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from intents.base import Intent, IntentOutput
 from lib import log
 from lib.idempotency import stuck_claims
+from lib.problems import problem
 from lib.store import StoreUnavailable
 from lib.store.common import iso
 
@@ -37,12 +38,13 @@ class Health(Intent):
         received = time.time()
         # reqCurrentTime has one-second resolution; compare against the middle of the round trip
         skew = gateway_time.timestamp() - (sent + received) / 2
-        problems = [f'{n["code"]}: {n["message"]}' for n in session.notices if n['code'] in BROKEN_NOTICES]
+        problems = [problem('gateway-notice', f'{n["code"]}: {n["message"]}')
+                    for n in session.notices if n['code'] in BROKEN_NOTICES]
         if abs(skew) > MAX_CLOCK_SKEW_SECONDS:
-            problems.append(f'gateway clock is {skew:+.1f}s off the wall clock')
+            problems.append(problem('clock-skew', f'gateway clock is {skew:+.1f}s off the wall clock'))
         api_ready = self.ib.client.isReady()
         if not api_ready:
-            problems.append('API connection is not ready')
+            problems.append(problem('api-not-ready', 'API connection is not ready'))
         stuck = await self._stuck_claims(problems)
         return IntentOutput(result={
             'healthy': not problems,
@@ -61,7 +63,7 @@ class Health(Intent):
             'farmNotices': session.notices,
         })
 
-    async def _stuck_claims(self, problems: list[str]) -> list[dict] | None:
+    async def _stuck_claims(self, problems: list[dict]) -> list[dict] | None:
         """Stuck claims as {key, runId, leaseUntil}; None (and a problem) when the store cannot say."""
         store = self.context.store
         if store is None:
@@ -69,14 +71,15 @@ class Health(Intent):
         try:
             records = await asyncio.to_thread(stuck_claims, store, datetime.now(timezone.utc))
         except StoreUnavailable as exc:
-            problems.append(f'state store unreadable, stuck claims unknown: {exc}')
+            problems.append(problem('store-unreadable', f'state store unreadable, stuck claims unknown: {exc}'))
             return None
         for record in records:
             # the deploy's stuck-claim alert policy matches the stuckClaim field of this line
             logger.error('stuck claim %s: run %s still running, lease ended %s', record.key, record.run_id,
                          iso(record.lease_until),
                          extra={'fields': {'stuckClaim': record.key, 'stuckRunId': record.run_id}})
-            problems.append(f'stuck claim {record.key}: run {record.run_id} still running, its lease ended '
-                            f'{iso(record.lease_until)}; check the broker for its orders, then finish or delete it')
+            problems.append(problem('stuck-claim', f'stuck claim {record.key}: run {record.run_id} still running, its '
+                                                   f'lease ended {iso(record.lease_until)}; check the broker for its '
+                                                   'orders, then finish or delete it'))
         return [{'key': r.key, 'runId': r.run_id, 'attempt': r.attempt, 'claimedAt': iso(r.created_at),
                  'leaseUntil': iso(r.lease_until)} for r in records]

@@ -57,10 +57,23 @@ def test_human_output_has_readable_sections():
 
 def test_sim_time_sets_the_simulated_gateway_clock():
     run = cli('run', 'health', '--json', '--sim-time', '2024-03-15T14:30:00Z')
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 3, run.stderr          # ok, but degraded: the clock is off
     result = json.loads(run.stdout)['result']
     assert result['gatewayTime'].startswith('2024-03-15T14:30')
-    assert result['healthy'] is False and 'clock' in ' '.join(result['problems'])
+    assert result['healthy'] is False and result['degraded'] is True
+    assert [p['code'] for p in result['problems']] == ['clock-skew']
+
+
+def test_window_makes_a_run_follow_the_session_of_the_simulated_day():
+    # 12:45 in New York on the day after Thanksgiving (close 13:00), then on a normal Monday (close 16:00)
+    half_day = cli('run', 'summary', '--json', '--window', '{"beforeClose": 900}', '--sim-time', '2026-11-27T17:45:00Z')
+    assert half_day.returncode == 0, half_day.stderr
+    assert json.loads(half_day.stdout)['status'] == 'ok'
+    normal = cli('run', 'summary', '--window', '{"beforeClose": 900}', '--sim-time', '2026-11-30T17:45:00Z')
+    assert normal.returncode == 0, normal.stderr
+    assert normal.stdout.startswith('summary: SKIPPED') and 'not within 900 s of the 16:00 EST close' in normal.stdout
+    bad = cli('run', 'summary', '--window', '[900]')
+    assert bad.returncode == 2 and '--window must be a JSON object' in bad.stderr
 
 
 def test_bad_params_exit_2_with_a_message():
