@@ -25,7 +25,7 @@ CONCURRENT_TRIALS = 20
 
 def test_a_delivery_meeting_a_live_claim_is_redelivered_then_takes_over_once_the_lease_ends(make_rig):
     rig = make_rig(deadline=2, lease=2)
-    reference = run_reference('allocation', 'live-key')
+    reference = run_reference(ACCOUNT, 'allocation', 'live-key')
     now = datetime.now(timezone.utc)
     assert rig.store.claim(claim_key(reference, 1), 'holder-run', 2, now).held    # another instance runs it
 
@@ -142,6 +142,6 @@ def test_health_reports_claims_stuck_past_their_lease_and_pubsubs_longest_backof
     result = rig.send('health')
     assert result.status == 'ok' and result.result['healthy'] is False
     assert [c['key'] for c in result.result['stuckClaims']] == ['ibj:0123456789']
-    assert any('stuck claim ibj:0123456789' in problem for problem in result.result['problems'])
+    assert any(p['code'] == 'stuck-claim' and 'ibj:0123456789' in p['message'] for p in result.result['problems'])
     alerted = [r for r in caplog.records if getattr(r, 'fields', {}).get('stuckClaim') == 'ibj:0123456789']
     assert alerted and alerted[0].levelname == 'ERROR'      # deploy/alerts/stuck-claim.json matches this field
