@@ -266,13 +266,44 @@ def decode_message(cloud_event: Any) -> Decoded:
     return Decoded(envelope, _validate(payload, envelope))
 
 
-def describe_validation_error(exc: ValidationError, prefix: str = '') -> str:
-    """A one-line summary: `field: problem; field: problem`."""
+def describe_validation_error(exc: ValidationError, prefix: str = '', model: type[BaseModel] | None = None) -> str:
+    """A one-line summary: `field: problem; field: problem`.
+
+    With the `model` that refused the input, an unknown key's problem lists the keys that model accepts there.
+    """
     parts = []
     for error in exc.errors():
         location = '.'.join(str(part) for part in (prefix, *error['loc']) if part != '') or '(root)'
-        parts.append(f'{location}: {error["msg"]}')
+        problem = error['msg']
+        if error['type'] == 'extra_forbidden' and model is not None:
+            accepted = accepted_keys(model, error['loc'][:-1])
+            problem = f'unknown key; accepted keys: {", ".join(accepted)}' if accepted else 'unknown key; none are accepted here'
+        parts.append(f'{location}: {problem}')
     return '; '.join(parts)
+
+
+def accepted_keys(model: type[BaseModel], path: tuple = ()) -> list[str]:
+    """The wire names `model` accepts at `path` (a location inside it, as pydantic reports locations)."""
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = next((f for name, f in model.model_fields.items() if part in (name, f.alias)), None)
+        nested = _model_in(field.annotation) if field is not None else None
+        if nested is None:
+            return []
+        model = nested
+    return sorted(field.alias or name for name, field in model.model_fields.items())
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation like `Model | None` or `list[Model]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in getattr(annotation, '__args__', ()):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
 
 
 def request_schema() -> dict[str, Any]:
@@ -298,7 +329,7 @@ def _validate(payload: dict[str, Any], envelope: Envelope) -> IntentRequest:
         named = payload.get('intent')
         # Only a well-formed name goes into the result: a huge or unencodable one would make it unpublishable.
         well_formed = isinstance(named, str) and re.fullmatch(INTENT_NAME_PATTERN, named)
-        raise InvalidMessage('InvalidRequest', describe_validation_error(exc), envelope,
+        raise InvalidMessage('InvalidRequest', describe_validation_error(exc, model=IntentRequest), envelope,
                              intent=named if well_formed else None) from None
 
 

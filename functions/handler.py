@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from functions import publisher
+from functions import history, publisher
 from functions.admission import Admission, admit, effective_dry_run, settle
 from functions.contract import (
     Decoded, Envelope, ErrorInfo, Gateway, IntentResult, InvalidMessage, Timings, decode_message,
@@ -107,7 +107,7 @@ def _execute(decoded: Decoded, settings: Settings, run: _Run) -> Outcome:
     try:
         params = intent_cls.Params.model_validate(request.params)
     except ValidationError as exc:
-        return _rejected('InvalidParams', describe_validation_error(exc, prefix='params'))
+        return _rejected('InvalidParams', describe_validation_error(exc, prefix='params', model=intent_cls.Params))
     dry_run = effective_dry_run(request.dry_run, params)
     try:
         admission = admit(intent_cls, params, decoded, run_id=run.run_id, dry_run=dry_run, settings=settings,
@@ -163,6 +163,7 @@ def _finish(run: _Run, outcome: Outcome, settings: Settings, publish: Publish) -
         logger.exception('result of %s not published; raising so the message is delivered again', run.intent)
         raise
     publish_ms = _ms(time.monotonic() - publish_started)
+    history.record(result)
     _log_run(result, publish_ms)
     return conclude(result)
 

@@ -29,7 +29,8 @@ class IntentParams(BaseModel):
     """Base for intent params: camelCase on the wire, unknown keys refused, booleans only as JSON booleans
     (`"false"` or 0 for a flag like dryRun is an error, never coerced)."""
 
-    model_config = ConfigDict(extra='forbid', alias_generator=to_camel, populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra='forbid', alias_generator=to_camel, populate_by_name=True, frozen=True,
+                              use_attribute_docstrings=True)
 
     @model_validator(mode='before')
     @classmethod

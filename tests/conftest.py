@@ -25,6 +25,20 @@ settings.register_profile('explore', **_COMMON, max_examples=5_000)
 settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE') or ('ci' if os.environ.get('CI') == 'true' else 'dev'))
 
 
+@pytest.fixture(scope='session', autouse=True)
+def local_state_outside_the_repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Runs that keep state (the run history, claims) write to a session folder, not the repo's .local/,
+    unless a test or the caller chose a SQLite file."""
+    if os.environ.get('SQLITE_PATH'):
+        yield
+        return
+    os.environ['SQLITE_PATH'] = str(tmp_path_factory.mktemp('state') / 'state.sqlite3')
+    try:
+        yield
+    finally:
+        os.environ.pop('SQLITE_PATH', None)
+
+
 @pytest.fixture(scope='session')
 def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSubEmulator]:
     """The Pub/Sub emulator: the one PUBSUB_EMULATOR_HOST names, else one started for the session.

@@ -81,7 +81,7 @@ def test_empty_data_without_intent_attribute_is_invalid():
     (base64.b64encode(b'{"intent": "summary",').decode(), 'InvalidMessage', 'not JSON'),
     (b64json(['summary']), 'InvalidMessage', 'must be a JSON object, got list'),
     (b64json({'params': {}}), 'InvalidRequest', 'intent: Field required'),
-    (b64json({'intent': 'summary', 'dryrun': True}), 'InvalidRequest', 'dryrun: Extra inputs are not permitted'),
+    (b64json({'intent': 'summary', 'dryrun': True}), 'InvalidRequest', 'dryrun: unknown key; accepted keys: dryRun, idempotencyKey'),
     (b64json({'intent': 'summary', 'dryRun': 'yes'}), 'InvalidRequest', 'dryRun: Input should be a valid boolean'),
     (b64json({'intent': 'summary', 'params': [1]}), 'InvalidRequest', 'params: Input should be a valid dictionary'),
     (b64json({'intent': 'Summary; rm -rf'}), 'InvalidRequest', 'intent: String should match pattern'),
