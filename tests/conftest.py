@@ -101,8 +101,10 @@ def module_gateway() -> Iterator[object]:
 
 @pytest.fixture
 def gateway(module_gateway) -> object:
-    """The module's gateway with every fault switched off."""
+    """The module's gateway with every fault switched off and a real gateway's limits, with no request history
+    (earlier tests' historical requests do not count toward this one's pacing)."""
     module_gateway.faults.clear()
+    module_gateway.limits.reset()
     return module_gateway
 
 
