@@ -106,6 +106,19 @@ def test_error_162_is_split_by_its_text(rig, params, fault, status, retryable):
         assert result.error.retryable is retryable
 
 
+@pytest.mark.parametrize(('fault', 'status', 'retryable'), [
+    ('permissions', 'rejected', False), ('bar-size', 'rejected', False), ('duration', 'rejected', False),
+    ('no-data', 'ok', None), ('outage', 'error', True), ('pacing', 'error', True),
+])
+def test_every_162_text_the_simulator_sends_is_decided_by_the_table(rig, fault, status, retryable):
+    """simulator.faults.HIST_ERRORS, IB's wording of each 162, against lib.market_data.HMDS_162_TEXTS."""
+    rig.sim.faults.hist_error = fault
+    result = rig.send('collect-market-data', {'instruments': [{'symbol': 'SPY'}]})
+    assert result.status == status, result.error
+    if retryable is not None:
+        assert result.error.retryable is retryable
+
+
 @pytest.mark.parametrize(('request_doc', 'published', 'fragment'), [
     ({'intent': 'allocation', 'params': {'strategies': []}}, None, 'empty list'),
     ({'intent': 'close-all', 'params': {'strategies': []}}, None, 'empty list'),
