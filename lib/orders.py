@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Awaitable, Callable, NamedTuple
 
+from lib.crash import crash_point
 from lib.idempotency import is_ours, order_ref, parse_order_ref, reference_of
 from lib.ibapi import IB, ExecutionFilter, Order, Trade
 from lib.market_data import REQUEST_TIMEOUT_SECONDS, AccountSnapshot, ContractInfo, Quote, gateway_time
@@ -213,6 +214,7 @@ async def _place_one_by_one(ib: IB, items: list[_Planned], settings: ExecutionSe
             continue
         trade = ib.placeOrder(item.leg.info.contract, item.order)
         report.placing.append((item, trade))
+        crash_point('after-place-order', len(report.placing))
         if index < len(items) - 1:
             until = min(settings.deadline - CONFIRM_MARGIN_SECONDS, loop.time() + ACK_WAIT_SECONDS)
             await _wait_until(ib, lambda: acknowledged(trade) or not ib.isConnected(), until)
