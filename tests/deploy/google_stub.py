@@ -8,7 +8,7 @@ host for half a minute.
 
 The stub keeps a map of resources by path. In mode `create` a GET of a resource nobody created
 answers 404, so every command takes its create path; in mode `exists` such a GET answers a resource
-built from the path, so the update path runs. Whatever gcloud creates or patches is kept and read
+built from the path (and a listing answers what `listings` holds for it), so the update path runs. Whatever gcloud creates or patches is kept and read
 back, long-running operations are answered done, `functions generateUploadUrl` hands out an upload
 URL on this server, and the uploaded archive is kept in `uploads`.
 
@@ -54,6 +54,24 @@ class Request:
 
 
 @dataclass
+class Recorded:
+    """Requests gcloud sent during one run, and the archives it uploaded."""
+
+    requests: list[Request]
+    uploads: dict[str, bytes]
+
+    def sent(self, api: str, method: str, pattern: str) -> list[Request]:
+        """Recorded requests to `api` with `method` whose path matches the regular expression `pattern`."""
+        return [r for r in self.requests if r.api == api and r.method == method and re.search(pattern, r.path)]
+
+    def body_of(self, api: str, method: str, pattern: str) -> Any:
+        """The body of the one request that matches."""
+        found = self.sent(api, method, pattern)
+        assert len(found) == 1, f'{len(found)} {api} {method} requests match {pattern!r}: {[str(r) for r in found]}'
+        return found[0].body
+
+
+@dataclass
 class GoogleStub:
     """The server's state: mode, resources, recorded requests, uploads, refused hosts."""
 
@@ -63,6 +81,9 @@ class GoogleStub:
     uploads: dict[str, bytes] = field(default_factory=dict)
     unserved: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # answers for listings in mode `exists`: {(api, path suffix): items}
+    listings: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    # the first request whose "API METHOD PATH" starts with a key gets that (status, error body)
     fail_once: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
@@ -100,15 +121,10 @@ class GoogleStub:
                 'https_proxy': self.url, 'http_proxy': self.url, 'NO_PROXY': '127.0.0.1', 'no_proxy': '127.0.0.1',
                 'CLOUDSDK_CORE_DISABLE_PROMPTS': '1'}
 
-    def sent(self, api: str, method: str, pattern: str) -> list[Request]:
-        """Recorded requests to `api` with `method` whose path matches the regular expression `pattern`."""
-        return [r for r in self.requests if r.api == api and r.method == method and re.search(pattern, r.path)]
-
-    def body_of(self, api: str, method: str, pattern: str) -> Any:
-        """The body of the one request that matches."""
-        found = self.sent(api, method, pattern)
-        assert len(found) == 1, f'{len(found)} {api} {method} requests match {pattern!r}: {[str(r) for r in found]}'
-        return found[0].body
+    def recorded(self, since: int = 0) -> Recorded:
+        """What gcloud sent from request number `since` on (take `len(stub.requests)` between runs)."""
+        with self.lock:
+            return Recorded(self.requests[since:], dict(self.uploads))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -184,6 +200,8 @@ class _Handler(BaseHTTPRequestHandler):
         for prefix, (status, error) in list(self.stub.fail_once.items()):
             if f'{request.api} {request.method} {request.path}'.startswith(prefix):
                 del self.stub.fail_once[prefix]
+                if status == 200 and error.get('done'):   # a failed operation: polling it fails too
+                    self.stub.resources['operation:' + error['name']] = error
                 return status, error
         special = self._special(request)
         if special is not None:
@@ -213,18 +231,21 @@ class _Handler(BaseHTTPRequestHandler):
             if stub.mode == 'create' and not any(k.startswith(p.split('/versions/')[0] + '/versions/')
                                                  for k in stub.resources):
                 return _not_found(p)
-            return 200, {'name': p.rsplit(':', 1)[0].lstrip('/'),
+            return 200, {'name': p.rsplit(':', 1)[0].split('/', 2)[2],
                          'payload': {'data': base64.b64encode(b'an older value').decode()}}
         if r.api == 'secretmanager' and p.endswith(':addVersion'):
-            name = p.rsplit(':', 1)[0] + '/versions/1'
-            stub.resources[name] = {'name': name.lstrip('/')}
-            return 200, stub.resources[name]
+            key = p.rsplit(':', 1)[0] + '/versions/1'
+            stub.resources[key] = {'name': key.split('/', 2)[2], 'state': 'ENABLED',
+                                   'clientSpecifiedPayloadChecksum': True}
+            return 200, stub.resources[key]
         if r.api == 'eventarc' and r.method == 'GET' and '/triggers/' in p:   # made with the function
             return 200, _existing(stub.url, r)
         if r.api == 'serviceusage' and r.method == 'GET' and '/services/' in p:
             return 200, {'name': p.lstrip('/').split('/', 1)[1], 'state': 'ENABLED'}
         if r.api == 'serviceusage' and p.endswith(':batchEnable'):
             return 200, _operation('operations/enable-1', {})
+        if '/operations/' in p and r.method == 'GET' and 'operation:' + p.split('/', 2)[2] in stub.resources:
+            return 200, stub.resources['operation:' + p.split('/', 2)[2]]
         if '/operations/' in p and r.method == 'GET':
             if r.api == 'compute':
                 return 200, _compute_operation(stub.url, p.split('/operations/')[0] + '/x')
@@ -239,7 +260,8 @@ class _Handler(BaseHTTPRequestHandler):
             if _is_collection(p):
                 items = [v for k, v in stub.resources.items() if k.rsplit('/', 1)[0] == p]
                 if stub.mode == 'exists' and not items:
-                    items = _existing_listing(r)
+                    items = next((listed for (api, suffix), listed in stub.listings.items()
+                                  if api == r.api and p.endswith(suffix)), [])
                 return 200, {_list_field(r): items} if items else {}
             if stub.mode == 'exists':
                 return 200, _existing(stub.url, r)
@@ -380,16 +402,3 @@ def _existing(url: str, r: Request) -> dict[str, Any]:
     if r.api == 'pubsub' and '/subscriptions/' in p:
         base.update({'topic': name.rsplit('/', 2)[0] + '/topics/x', 'ackDeadlineSeconds': 10})
     return base
-
-
-def _existing_listing(r: Request) -> list[dict[str, Any]]:
-    """Listings in a deployed project: one alert policy per wanted display name, a stale scheduler job."""
-    p = r.path
-    if r.api == 'monitoring' and p.endswith('/alertPolicies'):
-        wanted = re.search(r'displayName\s*=\s*"([^"]+)"', r.query.get('filter', ''))
-        if wanted:
-            return [{'name': f'{p.lstrip("/").split("/", 1)[1]}/policy-{abs(hash(wanted[1])) % 1000}',
-                     'displayName': wanted[1]}]
-    if r.api == 'cloudscheduler' and p.endswith('/jobs'):
-        return [{'name': f'{p.lstrip("/").split("/", 1)[1]}/ib-jobs-retired-job'}]
-    return []

@@ -257,6 +257,19 @@ def test_a_failing_command_stops_the_deploy_and_names_it(fake_cloud, config):
     assert result.returncode == 1
     assert 'gcloud functions deploy ib-jobs-intents' in result.stderr and 'PERMISSION_DENIED' in result.stderr
     assert fake_cloud.commands('scheduler', 'jobs', 'create', 'http') == []
+    assert len(fake_cloud.commands('functions', 'deploy')) == 1, 'an ordinary error is not retried'
+
+
+def test_a_propagation_error_that_never_clears_is_retried_a_bounded_number_of_times(fake_cloud, config):
+    eventarc = ('FAILED_PRECONDITION: Permission denied while using the Eventarc Service Agent. If you recently '
+                'started to use Eventarc, it may take a few minutes before all necessary permissions are propagated')
+    result = fake_cloud.deploy('apply', '--config', str(config), env={
+        'FAKE_GCLOUD_FAIL': 'functions deploy', 'FAKE_GCLOUD_FAIL_MESSAGE': eventarc, 'DEPLOY_RETRY_DELAYS': '0,0'})
+    assert result.returncode == 1
+    assert len(fake_cloud.commands('functions', 'deploy')) == 3
+    assert result.stdout.count('not ready yet: waiting 0 s for the Eventarc service agent') == 2
+    assert 'still failed after 3 attempts waiting for the Eventarc service agent' in result.stderr
+    assert 'run apply again later' in result.stderr
 
 
 def test_bigquery_subscription_writes_results_to_a_table_matching_the_contract(fake_cloud, tmp_path):
@@ -271,3 +284,26 @@ def test_bigquery_subscription_writes_results_to_a_table_matching_the_contract(f
     result_fields = json.loads((REPO / 'schemas' / 'intent-result.schema.json').read_text())['properties']
     assert set(result_fields) <= columns
     assert 'bigquery.googleapis.com' in fake_cloud.state()['services']
+
+
+def test_a_short_user_name_found_inside_other_words_does_not_stop_the_deploy(fake_cloud, config):
+    # 'u' occurs in cloudfunctions.googleapis.com and in most flags, but is no argument's value
+    dry = fake_cloud.deploy('apply', '--config', str(config), '--dry-run', env={'IB_USERNAME': 'u'})
+    assert dry.returncode == 0, dry.stderr
+    assert 'gcloud secrets versions add ib-jobs-ib-username --data-file=- --project=demo-proj-123 --quiet <<< ' \
+           '"$IB_USERNAME"' in dry.stdout
+    real = fake_cloud.deploy('apply', '--config', str(config), env={'IB_USERNAME': 'u'})
+    assert real.returncode == 0, real.stderr
+    assert fake_cloud.state()['secret_versions']['ib-jobs-ib-username'] == ['u']
+
+
+@pytest.mark.parametrize('dry_run', [True, False])
+def test_a_secret_value_in_an_argument_is_refused(fake_cloud, tmp_path, dry_run):
+    # The account id doubles as the password: it would land in the function's --set-env-vars.
+    leaky = write_config(tmp_path / 'leaky.env', IB_ACCOUNT='DU7654321x')
+    args = ('apply', '--config', str(leaky)) + (('--dry-run',) if dry_run else ())
+    result = fake_cloud.deploy(*args, env={'IB_PASSWORD': 'DU7654321x'})
+    assert result.returncode == 1
+    assert 'refusing to put the value of IB_PASSWORD on a command line' in result.stderr
+    assert 'DU7654321x' not in result.stdout + result.stderr
+    assert not any('DU7654321x' in arg for call in fake_cloud.calls() for arg in call['argv'])
