@@ -7,7 +7,7 @@
 | scheduler (Cloud Scheduler) | publish to the intents topic |
 | gateway (the VM) | read the two IB credential secrets; write logs and metrics |
 | build (Cloud Build, building the function) | write build logs; push the image; read the uploaded source |
-| Pub/Sub service agent | move undeliverable messages to the dead-letter topic; write to the BigQuery table; sign the push tokens of the trigger account |
+| Pub/Sub service agent | forward dead letters; write the BigQuery table; sign the trigger's push tokens |
 
 Grants are on the resource itself wherever IAM allows it; the only project-level grants are the
 gateway's log and metric writers, the build account's three roles (the ones Google's "Custom Service

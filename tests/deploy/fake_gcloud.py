@@ -28,7 +28,8 @@ def main(program: str, argv: list[str]) -> int:
         calls.write(json.dumps({'program': program, 'argv': argv, 'stdin': stdin}) + '\n')
     failing = os.environ.get('FAKE_GCLOUD_FAIL')
     if failing and failing in ' '.join([program, *argv]):
-        return _fail(os.environ.get('FAKE_GCLOUD_FAIL_MESSAGE', 'PERMISSION_DENIED: the caller does not have permission'))
+        return _fail(os.environ.get('FAKE_GCLOUD_FAIL_MESSAGE',
+                                    'PERMISSION_DENIED: the caller does not have permission'))
     state_path = root / 'state.json'
     state = json.loads(state_path.read_text()) if state_path.exists() else {
         'resources': {}, 'bindings': [], 'secret_versions': {}, 'services': []}

@@ -8,7 +8,8 @@ host for half a minute.
 
 The stub keeps a map of resources by path. In mode `create` a GET of a resource nobody created
 answers 404, so every command takes its create path; in mode `exists` such a GET answers a resource
-built from the path (and a listing answers what `listings` holds for it), so the update path runs. Whatever gcloud creates or patches is kept and read
+built from the path (and a listing answers what `listings` holds for it), so the update path runs.
+Whatever gcloud creates or patches is kept and read
 back, long-running operations are answered done, `functions generateUploadUrl` hands out an upload
 URL on this server, and the uploaded archive is kept in `uploads`.
 
@@ -83,7 +84,8 @@ class GoogleStub:
     errors: list[str] = field(default_factory=list)
     # answers for listings in mode `exists`: {(api, path suffix): items}
     listings: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
-    # the first request whose "API METHOD PATH" starts with a key gets that (status, error body)
+    # the first request whose "API METHOD PATH" is a key gets that (status, error body); a status of
+    # 200 with a failed operation as the body makes that operation fail
     fail_once: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
@@ -197,9 +199,9 @@ class _Handler(BaseHTTPRequestHandler):
     # --- answers ------------------------------------------------------------------------------
 
     def _answer(self, request: Request) -> tuple[int, Any]:
-        for prefix, (status, error) in list(self.stub.fail_once.items()):
-            if f'{request.api} {request.method} {request.path}'.startswith(prefix):
-                del self.stub.fail_once[prefix]
+        for key, (status, error) in list(self.stub.fail_once.items()):
+            if f'{request.api} {request.method} {request.path}' == key:
+                del self.stub.fail_once[key]
                 if status == 200 and error.get('done'):   # a failed operation: polling it fails too
                     self.stub.resources['operation:' + error['name']] = error
                 return status, error
@@ -248,7 +250,7 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, stub.resources['operation:' + p.split('/', 2)[2]]
         if '/operations/' in p and r.method == 'GET':
             if r.api == 'compute':
-                return 200, _compute_operation(stub.url, p.split('/operations/')[0] + '/x')
+                return 200, stub.resources[p]
             return 200, _operation(p.lstrip('/').split('/', 1)[1] if p.startswith('/v') else p.lstrip('/'), {})
         return None
 
@@ -257,7 +259,7 @@ class _Handler(BaseHTTPRequestHandler):
         if r.method == 'GET':
             if p in stub.resources:
                 return 200, stub.resources[p]
-            if _is_collection(p):
+            if is_collection(p):
                 items = [v for k, v in stub.resources.items() if k.rsplit('/', 1)[0] == p]
                 if stub.mode == 'exists' and not items:
                     items = next((listed for (api, suffix), listed in stub.listings.items()
@@ -268,9 +270,9 @@ class _Handler(BaseHTTPRequestHandler):
             return _not_found(p)
         if r.method == 'DELETE':
             stub.resources.pop(p, None)
-            return 200, _done(stub.url, r, p, {})
+            return 200, _done(stub, r, p, {})
         body = r.body if isinstance(r.body, dict) else {}
-        if r.method == 'POST' and _is_collection(p):       # insert into a collection
+        if r.method == 'POST' and is_collection(p):       # insert into a collection
             name = (_resource_id(r) or body.get('name', '').rsplit('/', 1)[-1] or body.get('accountId')
                     or f'item-{len(stub.resources)}')
             if r.api == 'iam' and p.endswith('/serviceAccounts'):
@@ -279,13 +281,13 @@ class _Handler(BaseHTTPRequestHandler):
             resource = {**_merge(_existing(stub.url, Request(r.api, 'GET', key, {}, None)), _resource_body(r, body)),
                         'name': _resource_name(r, key, body)}
             stub.resources[key] = resource
-            return 200, _done(stub.url, r, key, resource)
+            return 200, _done(stub, r, key, resource)
         # PUT (create by name), PATCH (update), POST to a custom method
         key = p.rsplit(':', 1)[0] if ':' in p.rsplit('/', 1)[-1] else p
         current = stub.resources.get(key) or _existing(stub.url, Request(r.api, 'GET', key, {}, None))
         resource = _merge(current, _resource_body(r, body))
         stub.resources[key] = resource
-        return 200, _done(stub.url, r, key, resource)
+        return 200, _done(stub, r, key, resource)
 
 
 # --- shapes of answers ------------------------------------------------------------------------
@@ -295,7 +297,8 @@ _COLLECTIONS = {'topics', 'subscriptions', 'secrets', 'versions', 'serviceAccoun
                 'triggers', 'datasets', 'tables', 'locations'}
 
 
-def _is_collection(path: str) -> bool:
+def is_collection(path: str) -> bool:
+    """Whether `path` names a collection (a POST to it creates a resource)."""
     return path.rsplit('/', 1)[-1] in _COLLECTIONS
 
 
@@ -341,13 +344,14 @@ def _operation(name: str, response: dict[str, Any]) -> dict[str, Any]:
     return {'name': name, 'done': True, 'response': response, 'metadata': {}}
 
 
-def _compute_operation(url: str, target: str) -> dict[str, Any]:
+def _compute_operation(url: str, target: str, kind: str, number: int) -> dict[str, Any]:
     """A finished compute operation on `target` (a path such as /projects/P/regions/R/addresses/A)."""
     parts = target.strip('/').split('/')
     scope = '/'.join(parts[:4]) if parts[2] in ('regions', 'zones') else '/'.join(parts[:3])
-    operation = {'kind': 'compute#operation', 'name': 'operation-1', 'status': 'DONE', 'progress': 100,
-                 'targetLink': f'{url}/compute{target}', 'selfLink': f'{url}/compute/{scope}/operations/operation-1',
-                 'operationType': 'insert'}
+    operation = {'kind': 'compute#operation', 'name': f'operation-{number}', 'status': 'DONE', 'progress': 100,
+                 'targetLink': f'{url}/compute{target}',
+                 'selfLink': f'{url}/compute/{scope}/operations/operation-{number}',
+                 'operationType': kind}
     if parts[2] in ('regions', 'zones'):
         operation[parts[2][:-1]] = f'{url}/compute/{scope}'
     return operation
@@ -356,13 +360,18 @@ def _compute_operation(url: str, target: str) -> dict[str, Any]:
 _LRO_APIS = {'cloudfunctions', 'firestore', 'vpcaccess', 'serviceusage', 'eventarc', 'run'}
 
 
-def _done(url: str, r: Request, key: str, resource: dict[str, Any]) -> dict[str, Any]:
+def _done(stub: GoogleStub, r: Request, key: str, resource: dict[str, Any]) -> dict[str, Any]:
     """The answer to a change: the resource, or a finished operation for APIs that answer with one."""
     if r.api == 'compute':
-        return _compute_operation(url, key)
+        operation = _compute_operation(stub.url, key, {'POST': 'insert', 'DELETE': 'delete'}.get(r.method, 'patch'),
+                                       number=len(stub.requests))
+        stub.resources[operation['selfLink'].removeprefix(f'{stub.url}/compute')] = operation   # polled later
+        return operation
     if r.api in _LRO_APIS:
         parts = key.strip('/').split('/')
-        prefix = '/'.join(parts[1:5]) if len(parts) > 4 and parts[3] == 'locations' else '/'.join(parts[1:3])
+        # operations live under projects/P/locations/L (projects/P/databases/D for Firestore) or projects/P
+        prefix = '/'.join(parts[1:5]) if len(parts) > 4 and parts[3] in ('locations', 'databases') \
+            else '/'.join(parts[1:3])
         return _operation(f'{prefix}/operations/op-1', resource)
     return resource
 
@@ -398,7 +407,8 @@ def _existing(url: str, r: Request) -> dict[str, Any]:
         email = p.rsplit('/', 1)[1]
         base.update({'email': email, 'uniqueId': '1234567890'})
     if r.api == 'firestore' and '/databases/' in p:
-        base.update({'type': 'FIRESTORE_NATIVE', 'locationId': 'nam5', 'deleteProtectionState': 'DELETE_PROTECTION_ENABLED'})
+        base.update({'type': 'FIRESTORE_NATIVE', 'locationId': 'nam5',
+                     'deleteProtectionState': 'DELETE_PROTECTION_ENABLED'})
     if r.api == 'pubsub' and '/subscriptions/' in p:
         base.update({'topic': name.rsplit('/', 2)[0] + '/topics/x', 'ackDeadlineSeconds': 10})
     return base

@@ -17,7 +17,7 @@ import pytest
 from deploy.alerts import POLICY_FILES, render_policy
 from deploy.config import config_from_values
 from tests.deploy.conftest import CONTRACT_PROJECT as P, REPO
-from tests.deploy.google_stub import PROJECT_NUMBER, Recorded
+from tests.deploy.google_stub import PROJECT_NUMBER, Recorded, is_collection
 
 REGION = 'us-central1'
 LOCATION = f'projects/{P}/locations/{REGION}'
@@ -82,7 +82,8 @@ def test_first_deploy_propagation_errors_are_waited_out(gcloud_contract):
 
 
 def test_firewall_rules_admit_the_connector_and_deny_everyone_else(gcloud_contract):
-    rules = {r.body['name']: r.body for r in gcloud_contract.created.stub.sent('compute', 'POST', r'/global/firewalls$')}
+    sent = gcloud_contract.created.stub.sent('compute', 'POST', r'/global/firewalls$')
+    rules = {r.body['name']: r.body for r in sent}
     allow, deny = rules['ib-jobs-gateway-api'], rules['ib-jobs-gateway-api-deny']
     assert allow['allowed'] == [{'IPProtocol': 'tcp', 'ports': ['4004']}]
     assert allow['sourceRanges'] == ['10.8.0.0/28'] and allow['targetTags'] == ['ib-jobs-gateway']
@@ -178,8 +179,8 @@ def test_gateway_vm_body(gcloud_contract):
 
 def test_the_update_branch_changes_what_exists_and_creates_nothing(gcloud_contract):
     stub = gcloud_contract.updated.stub
-    created = [str(r) for r in stub.requests if r.method in ('POST', 'PUT') and not r.path.split('/')[-1].count(':')
-               and r.api not in ('upload',) and not r.path.endswith('/functions')]
+    created = [str(r) for r in stub.requests
+               if (r.method == 'POST' and is_collection(r.path)) or (r.api == 'pubsub' and r.method == 'PUT')]
     assert created == [], 'the update pass created resources'
     function = stub.body_of('cloudfunctions', 'PATCH', r'/functions/ib-jobs-intents$')
     assert function['buildConfig']['serviceAccount'] == f'projects/{P}/serviceAccounts/{sa("build")}'
@@ -202,8 +203,9 @@ def test_teardown_deletes_everything_apply_created(gcloud_contract):
     expected = {
         f'{LOCATION}/functions/ib-jobs-intents', f'projects/{P}/zones/us-central1-a/instances/ib-jobs-gateway',
         f'projects/{P}/global/firewalls/ib-jobs-gateway-api', f'projects/{P}/global/firewalls/ib-jobs-gateway-api-deny',
-        f'projects/{P}/regions/{REGION}/addresses/ib-jobs-gateway-ip', f'projects/{P}/regions/{REGION}/routers/ib-jobs-router',
-        f'{LOCATION}/connectors/ib-jobs-conn', f'projects/{P}/databases/ib-jobs', f'projects/{P}/metrics/ib_jobs_health_ok',
+        f'projects/{P}/regions/{REGION}/addresses/ib-jobs-gateway-ip',
+        f'projects/{P}/regions/{REGION}/routers/ib-jobs-router', f'{LOCATION}/connectors/ib-jobs-conn',
+        f'projects/{P}/databases/ib-jobs', f'projects/{P}/metrics/ib_jobs_health_ok',
         *(f'projects/{P}/topics/{t}' for t in ('intents', 'results', 'intents-dead-letter')),
         *(f'projects/{P}/subscriptions/{s}' for s in ('results-pull', 'intents-dead-letter-pull')),
         *(f'projects/{P}/secrets/ib-jobs-{s}' for s in ('ib-username', 'ib-password')),
