@@ -16,6 +16,7 @@ import pytest
 
 from deploy.alerts import POLICY_FILES, render_policy
 from deploy.config import config_from_values
+from deploy.schedules import job_id, load_jobs
 from tests.deploy.conftest import CONTRACT_PROJECT as P, REPO
 from tests.deploy.google_stub import PROJECT_NUMBER, Recorded, is_collection
 
@@ -23,6 +24,12 @@ REGION = 'us-central1'
 LOCATION = f'projects/{P}/locations/{REGION}'
 REQUEST_SCHEMA = json.loads((REPO / 'schemas' / 'intent-request.schema.json').read_text())
 PUBSUB_AGENT = f'serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com'
+
+
+def job_names() -> list[str]:
+    """The scheduler jobs deploy/schedules.yaml asks for."""
+    cfg = config_from_values({'PROJECT': P}, environ={})
+    return sorted(job_id(cfg, job) for job in load_jobs(cfg.schedules_file))
 
 
 def sa(role: str) -> str:
@@ -130,9 +137,7 @@ def test_trigger_subscription_patch(gcloud_contract):
 
 def test_scheduler_jobs_publish_valid_requests_as_the_scheduler_account(gcloud_contract):
     jobs = [r.body for r in gcloud_contract.created.stub.sent('cloudscheduler', 'POST', r'/jobs$')]
-    assert sorted(job['name'].rsplit('/', 1)[1] for job in jobs) == sorted(
-        f'ib-jobs-{name}' for name in ('health', 'allocation', 'summary', 'trade-reconciliation', 'cash-balancer',
-                                       'collect-market-data'))
+    assert sorted(job['name'].rsplit('/', 1)[1] for job in jobs) == job_names()
     for job in jobs:
         target = job['httpTarget']
         assert job['timeZone'] == 'America/New_York'
@@ -185,7 +190,7 @@ def test_the_update_branch_changes_what_exists_and_creates_nothing(gcloud_contra
     function = stub.body_of('cloudfunctions', 'PATCH', r'/functions/ib-jobs-intents$')
     assert function['buildConfig']['serviceAccount'] == f'projects/{P}/serviceAccounts/{sa("build")}'
     assert function['serviceConfig']['ingressSettings'] == 'ALLOW_INTERNAL_ONLY'
-    assert len(stub.sent('cloudscheduler', 'PATCH', r'/jobs/ib-jobs-')) == 6
+    assert len(stub.sent('cloudscheduler', 'PATCH', r'/jobs/ib-jobs-')) == len(job_names())
     assert [r.path.rsplit('/', 1)[1] for r in stub.sent('cloudscheduler', 'DELETE', '')] == ['ib-jobs-retired-job']
     patched = {r.path.rsplit('/', 1)[1]: r.body for r in stub.sent('compute', 'PATCH', r'/firewalls/')}
     assert patched['ib-jobs-gateway-api']['sourceRanges'] == ['10.8.0.0/28']
@@ -210,8 +215,7 @@ def test_teardown_deletes_everything_apply_created(gcloud_contract):
         *(f'projects/{P}/subscriptions/{s}' for s in ('results-pull', 'intents-dead-letter-pull')),
         *(f'projects/{P}/secrets/ib-jobs-{s}' for s in ('ib-username', 'ib-password')),
         *(f'projects/-/serviceAccounts/{sa(role)}' for role in ('runtime', 'trigger', 'scheduler', 'gateway', 'build')),
-        *(f'{LOCATION}/jobs/ib-jobs-{j}' for j in ('health', 'allocation', 'summary', 'trade-reconciliation',
-                                                  'cash-balancer', 'collect-market-data')),
+        *(f'{LOCATION}/jobs/{name}' for name in job_names()),
     }
     assert expected - deleted == set()
     assert len([r for r in stub.requests if r.method == 'DELETE' and '/alertPolicies/' in r.path]) == 2
