@@ -189,7 +189,7 @@ def gcloud_contract(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gcloud
         for name, stub in (('empty', empty), ('deployed', deployed)):
             assert not stub.unserved, f'gcloud called hosts the stub does not serve ({name} project): {stub.unserved}'
             assert not stub.errors, f'the stub failed ({name} project):\n' + '\n'.join(stub.errors)
-        yield GcloudContract(GcloudRun(empty.recorded(0), first / 'work', created_output),
+        yield GcloudContract(GcloudRun(empty.recorded(0, applied), first / 'work', created_output),
                              GcloudRun(empty.recorded(applied), first / 'work', torn_down_output),
                              GcloudRun(deployed.recorded(0), second / 'work', updated_output), config)
     finally:

@@ -123,10 +123,10 @@ class GoogleStub:
                 'https_proxy': self.url, 'http_proxy': self.url, 'NO_PROXY': '127.0.0.1', 'no_proxy': '127.0.0.1',
                 'CLOUDSDK_CORE_DISABLE_PROMPTS': '1'}
 
-    def recorded(self, since: int = 0) -> Recorded:
-        """What gcloud sent from request number `since` on (take `len(stub.requests)` between runs)."""
+    def recorded(self, since: int = 0, until: int | None = None) -> Recorded:
+        """What gcloud sent from request number `since` up to `until` (take `len(stub.requests)` between runs)."""
         with self.lock:
-            return Recorded(self.requests[since:], dict(self.uploads))
+            return Recorded(self.requests[since:until], dict(self.uploads))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -261,9 +261,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return 200, stub.resources[p]
             if is_collection(p):
                 items = [v for k, v in stub.resources.items() if k.rsplit('/', 1)[0] == p]
-                if stub.mode == 'exists' and not items:
-                    items = next((listed for (api, suffix), listed in stub.listings.items()
-                                  if api == r.api and p.endswith(suffix)), [])
+                if stub.mode == 'exists':
+                    listed = next((listed for (api, suffix), listed in stub.listings.items()
+                                   if api == r.api and p.endswith(suffix)), [])
+                    known = {item.get('name') for item in items}
+                    items += [item for item in listed if item['name'] not in known]
                 return 200, {_list_field(r): items} if items else {}
             if stub.mode == 'exists':
                 return 200, _existing(stub.url, r)

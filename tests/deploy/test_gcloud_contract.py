@@ -214,10 +214,12 @@ def test_teardown_deletes_everything_apply_created(gcloud_contract):
         *(f'projects/{P}/topics/{t}' for t in ('intents', 'results', 'intents-dead-letter')),
         *(f'projects/{P}/subscriptions/{s}' for s in ('results-pull', 'intents-dead-letter-pull')),
         *(f'projects/{P}/secrets/ib-jobs-{s}' for s in ('ib-username', 'ib-password')),
-        *(f'projects/-/serviceAccounts/{sa(role)}' for role in ('runtime', 'trigger', 'scheduler', 'gateway', 'build')),
+
         *(f'{LOCATION}/jobs/{name}' for name in job_names()),
     }
     assert expected - deleted == set()
+    accounts = {path.rsplit('/', 1)[1] for path in deleted if '/serviceAccounts/' in path}
+    assert accounts == {sa(role) for role in ('runtime', 'trigger', 'scheduler', 'gateway', 'build')}
     assert len([r for r in stub.requests if r.method == 'DELETE' and '/alertPolicies/' in r.path]) == 2
     project_policy = [r.body['policy'] for r in stub.requests if r.path == f'/v1/projects/{P}:setIamPolicy'][-1]
     assert project_policy.get('bindings', []) == [], 'project-level grants left behind'
