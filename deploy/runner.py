@@ -36,6 +36,8 @@ PROPAGATION: tuple[tuple[re.Pattern[str], str], ...] = (
 # Pauses between attempts of a command that failed with a PROPAGATION error: about 8 minutes in all.
 RETRY_DELAYS = (15.0, 30.0, 60.0, 90.0, 120.0, 180.0)
 _STAGE_IGNORED = shutil.ignore_patterns('__pycache__', '*.pyc', '.*')
+# Secret values at least this long are hidden in error output wherever they occur.
+_SCRUB_ANYWHERE = 6
 
 
 class DeployError(RuntimeError):
@@ -261,8 +263,10 @@ class Runner:
 
     def _scrub(self, text: str) -> str:
         for name, value in self.secrets.items():
-            if value:
+            if len(value) >= _SCRUB_ANYWHERE:
                 text = text.replace(value, f'<{name}>')
+            elif value:   # a short value is hidden where it stands alone, not inside every word holding it
+                text = re.sub(rf'(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])', f'<{name}>', text)
         return text
 
     def _say(self, line: str) -> None:

@@ -297,6 +297,14 @@ def test_a_short_user_name_found_inside_other_words_does_not_stop_the_deploy(fak
     assert fake_cloud.state()['secret_versions']['ib-jobs-ib-username'] == ['u']
 
 
+def test_an_error_stays_readable_and_hides_a_short_user_name(fake_cloud, config):
+    result = fake_cloud.deploy('apply', '--config', str(config), env={
+        'IB_USERNAME': 'u', 'FAKE_GCLOUD_FAIL': 'functions deploy',
+        'FAKE_GCLOUD_FAIL_MESSAGE': 'PERMISSION_DENIED: quota exceeded for user u'})
+    assert result.returncode == 1
+    assert 'PERMISSION_DENIED: quota exceeded for user <IB_USERNAME>' in result.stderr
+
+
 @pytest.mark.parametrize('dry_run', [True, False])
 def test_a_secret_value_in_an_argument_is_refused(fake_cloud, tmp_path, dry_run):
     # The account id doubles as the password: it would land in the function's --set-env-vars.
