@@ -172,6 +172,8 @@ class _Handler(BaseHTTPRequestHandler):
                 body = json.loads(raw)
             except ValueError:
                 pass
+        if api == 'iam':   # gcloud names an account as projects/-/serviceAccounts/EMAIL: one resource, one key
+            path = re.sub(r'^(v1/projects/)-(/serviceAccounts/[^/:@]+@([^.]+)\.)', r'\g<1>\3\2', path)
         request = Request(api, self.command, '/' + path, query, body)
         with self.stub.lock:
             self.stub.requests.append(request)
