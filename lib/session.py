@@ -25,13 +25,9 @@ BACKOFF_SECONDS = (0.25, 0.5, 1.0, 2.0)
 class SessionError(Exception):
     """A session could not be opened."""
 
-    retryable = False
-
 
 class GatewayUnavailable(SessionError):
     """The gateway refused, timed out or dropped the connection on every attempt."""
-
-    retryable = True
 
 
 class SessionRejected(SessionError):
