@@ -195,7 +195,7 @@ def test_the_update_branch_changes_what_exists_and_creates_nothing(gcloud_contra
     patched = {r.path.rsplit('/', 1)[1]: r.body for r in stub.sent('compute', 'PATCH', r'/firewalls/')}
     assert patched['ib-jobs-gateway-api']['sourceRanges'] == ['10.8.0.0/28']
     assert patched['ib-jobs-gateway-api-deny']['priority'] == 2000
-    assert len(stub.sent('monitoring', 'PATCH', r'/alertPolicies/')) == 2
+    assert len(stub.sent('monitoring', 'PATCH', r'/alertPolicies/')) == len(POLICY_FILES)
     assert stub.sent('compute', 'POST', r'/instances/ib-jobs-gateway/setMetadata$')
 
 
@@ -220,7 +220,8 @@ def test_teardown_deletes_everything_apply_created(gcloud_contract):
     assert expected - deleted == set()
     accounts = {path.rsplit('/', 1)[1] for path in deleted if '/serviceAccounts/' in path}
     assert accounts == {sa(role) for role in ('runtime', 'trigger', 'scheduler', 'gateway', 'build')}
-    assert len([r for r in stub.requests if r.method == 'DELETE' and '/alertPolicies/' in r.path]) == 2
+    policies_deleted = [r for r in stub.requests if r.method == 'DELETE' and '/alertPolicies/' in r.path]
+    assert len(policies_deleted) == len(POLICY_FILES)
     project_policy = [r.body['policy'] for r in stub.requests if r.path == f'/v1/projects/{P}:setIamPolicy'][-1]
     assert project_policy.get('bindings', []) == [], 'project-level grants left behind'
 
