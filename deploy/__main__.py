@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 from deploy.config import REPO, ConfigError, DeployConfig, load_config
 from deploy.plan import apply_plan, teardown_plan
-from deploy.runner import DeployError, Runner
+from deploy.runner import RETRY_DELAYS, DeployError, Runner
 from deploy.schedules import ScheduleError, load_jobs
 
 DEFAULT_CONFIG = REPO / 'deploy' / 'config.env'
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(f'# dry run for project {cfg.project}: nothing is executed; probes decide between the create and '
               'update commands shown')
-    runner = Runner(secrets=cfg.secret_values, dry_run=args.dry_run, out=sys.stdout, cwd=REPO)
+    runner = Runner(secrets=cfg.secret_values, dry_run=args.dry_run, out=sys.stdout, cwd=REPO,
+                    retry_delays=_retry_delays())
     try:
         runner.run(steps)
     except DeployError as exc:
@@ -78,6 +80,14 @@ def main(argv: list[str] | None = None) -> int:
               f"--message='{{\"intent\":\"health\"}}'\n"
               f'#   gcloud pubsub subscriptions pull {cfg.results_subscription} --project={cfg.project} --auto-ack')
     return 0
+
+
+def _retry_delays() -> tuple[float, ...]:
+    """The pauses before retrying a first-deploy propagation error; DEPLOY_RETRY_DELAYS (seconds, comma
+    separated) replaces them, for tests.
+    """
+    given = os.environ.get('DEPLOY_RETRY_DELAYS')
+    return RETRY_DELAYS if given is None else tuple(float(item) for item in given.split(',') if item.strip())
 
 
 def check(cfg: DeployConfig, jobs: list, trading_config: Path) -> int:

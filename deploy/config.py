@@ -126,6 +126,10 @@ class DeployConfig:
         return f'{self.name_prefix}-gateway-api'
 
     @property
+    def firewall_deny_rule(self) -> str:
+        return f'{self.name_prefix}-gateway-api-deny'
+
+    @property
     def router(self) -> str:
         return f'{self.name_prefix}-router'
 
@@ -146,7 +150,7 @@ class DeployConfig:
         return f'{self.results_topic}-bigquery'
 
     def service_account(self, role: str) -> str:
-        """Email of the deploy's service account for `role` (runtime, trigger, scheduler, gateway)."""
+        """Email of the deploy's service account for `role` (runtime, trigger, scheduler, gateway, build)."""
         return f'{self.name_prefix}-{role}@{self.project}.iam.gserviceaccount.com'
 
     def topic_path(self, topic: str) -> str:

@@ -1,16 +1,25 @@
 """The Cloud Function (2nd gen): Pub/Sub-triggered, private, sized for the gateway's client limit.
 
-`gcloud functions deploy` creates or updates, so it runs on every deploy. The uploaded source is
-the repository root filtered by deploy/function.gcloudignore (the function's packages only).
+`gcloud functions deploy` creates or updates, so it runs on every deploy. Its source is a fresh copy
+of exactly the function's files (SOURCE_FILES), staged in the work directory: gcloud uploads a
+directory as it is, so nothing else (tests, the simulator, local settings) can ride along.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from deploy.config import REPO, DeployConfig
-from deploy.steps import Always, Ref, Remove, Step, gcloud
+from deploy.steps import Always, Ref, Remove, StageFiles, Step, gcloud
 
 RUNTIME = 'python312'
 ENTRY_POINT = 'run_intent'
-IGNORE_FILE = 'deploy/function.gcloudignore'   # relative to --source
+# What the function needs at run time: its entry point, requirements, packages, trading config, schemas.
+SOURCE_FILES = ('main.py', 'requirements.txt', 'functions', 'intents', 'lib', 'strategies', 'config', 'schemas')
+
+
+def source_dir(work_dir: Path) -> Path:
+    """Where the function's source is staged for the upload."""
+    return work_dir / 'function-source'
 
 
 def environment(cfg: DeployConfig) -> dict[str, str]:
@@ -42,13 +51,18 @@ def _env_flag(cfg: DeployConfig) -> Ref:
     return Ref('GATEWAY_IP', prefix=f'--set-env-vars={escape}IB_GATEWAY_HOST=', suffix=f'{delimiter}{rest}')
 
 
-def deploy_function(cfg: DeployConfig) -> list[Step]:
-    """`gcloud functions deploy` with every setting explicit, so a re-run resets anything changed by hand."""
+def deploy_function(cfg: DeployConfig, work_dir: Path) -> list[Step]:
+    """Stage the source, then `gcloud functions deploy` with every setting explicit, so a re-run resets
+    anything changed by hand.
+    """
     secrets = ('--set-secrets=' + ','.join(f'{s.env}={s.secret}:{s.version}' for s in cfg.function_secrets)
                     if cfg.function_secrets else '--clear-secrets')
-    return [Always(f'function {cfg.function_name}', (gcloud(
+    source = source_dir(work_dir)
+    build_account = f'projects/{cfg.project}/serviceAccounts/{cfg.service_account("build")}'
+    return [StageFiles('function source', REPO, SOURCE_FILES, source),
+            Always(f'function {cfg.function_name}', (gcloud(
         cfg.project, 'functions', 'deploy', cfg.function_name, '--gen2',
-        f'--region={cfg.region}', f'--runtime={RUNTIME}', f'--source={REPO}', f'--ignore-file={IGNORE_FILE}',
+        f'--region={cfg.region}', f'--runtime={RUNTIME}', f'--source={source}',
         f'--entry-point={ENTRY_POINT}', f'--trigger-topic={cfg.intents_topic}', '--retry',
         f'--timeout={cfg.function_timeout_seconds}s', f'--memory={cfg.function_memory}',
         f'--cpu={cfg.function_cpu:g}', f'--concurrency={cfg.function_concurrency}',
@@ -57,6 +71,7 @@ def deploy_function(cfg: DeployConfig) -> list[Step]:
         f'--vpc-connector={cfg.connector_path}', '--egress-settings=private-ranges-only',
         f'--service-account={cfg.service_account("runtime")}',
         f'--trigger-service-account={cfg.service_account("trigger")}',
+        f'--build-service-account={build_account}',
         _env_flag(cfg), secrets),))]
 
 

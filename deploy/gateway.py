@@ -39,6 +39,7 @@ def metadata(cfg: DeployConfig) -> dict[str, str]:
         'enable-oslogin': 'TRUE',
         'ib-gateway-image': cfg.gateway_image,
         'ib-gateway-api-port': str(cfg.gateway_port),
+        'ib-gateway-api-source-range': cfg.connector_range,
         'ib-username-secret': cfg.ib_username_secret,
         'ib-password-secret': cfg.ib_password_secret,
         'ib-trading-mode': cfg.trading_mode,

@@ -6,25 +6,31 @@
 | trigger (Eventarc) | invoke this one function |
 | scheduler (Cloud Scheduler) | publish to the intents topic |
 | gateway (the VM) | read the two IB credential secrets; write logs and metrics |
-| Pub/Sub service agent | move undeliverable messages to the dead-letter topic; write to the BigQuery table |
+| build (Cloud Build, building the function) | write build logs; push the image; read the uploaded source |
+| Pub/Sub service agent | forward dead letters; write the BigQuery table; sign the trigger's push tokens |
 
 Grants are on the resource itself wherever IAM allows it; the only project-level grants are the
-gateway's log and metric writers and the runtime's datastore.user, which a condition limits to the
-store's database.
+gateway's log and metric writers, the build account's three roles (the ones Google's "Custom Service
+Account for Cloud Build" page lists), and the runtime's datastore.user, which a condition limits to
+the store's database.
 """
 from __future__ import annotations
 
 from deploy.config import DeployConfig
 from deploy.steps import Always, Command, Ensure, Ref, Remove, Step, gcloud
 
-ROLES = ('runtime', 'trigger', 'scheduler', 'gateway')
+ROLES = ('runtime', 'trigger', 'scheduler', 'gateway', 'build')
 _DESCRIPTIONS = {
     'runtime': 'runs the intent function',
     'trigger': 'invokes the intent function for Pub/Sub messages',
     'scheduler': 'publishes scheduled intents',
     'gateway': 'runs the IB Gateway VM',
+    'build': 'builds the intent function (Cloud Build)',
 }
 GATEWAY_PROJECT_ROLES = ('roles/logging.logWriter', 'roles/monitoring.metricWriter')
+# https://cloud.google.com/functions/docs/securing/build-custom-sa: build logs, the function's image,
+# the uploaded source archive.
+BUILD_PROJECT_ROLES = ('roles/logging.logWriter', 'roles/artifactregistry.writer', 'roles/storage.objectViewer')
 
 
 def member(email: str) -> str:
@@ -70,6 +76,7 @@ def project_grants(cfg: DeployConfig) -> list[tuple[str, str, str | None]]:
     """(member, role, condition) of every project-level grant."""
     grants: list[tuple[str, str, str | None]] = [
         (member(cfg.service_account('gateway')), role, None) for role in GATEWAY_PROJECT_ROLES]
+    grants += [(member(cfg.service_account('build')), role, None) for role in BUILD_PROJECT_ROLES]
     grants.append((member(cfg.service_account('runtime')), 'roles/datastore.user', store_condition(cfg)))
     return grants
 
@@ -94,6 +101,12 @@ def grants(cfg: DeployConfig) -> list[Step]:
                                f'--member={who}', f'--role={role}', f'--condition={condition or "None"}'))
     commands.append(gcloud(cfg.project, 'pubsub', 'topics', 'add-iam-policy-binding', cfg.dead_letter_topic,
                            pubsub_agent_member(), '--role=roles/pubsub.publisher'))
+    # Pub/Sub pushes to the function with an OIDC token of the trigger account; projects that enabled
+    # Pub/Sub on or before 2021-04-08 need this grant for that, newer ones have it built in. On the one
+    # account only, so it is harmless where it is not needed.
+    commands.append(gcloud(cfg.project, 'iam', 'service-accounts', 'add-iam-policy-binding',
+                           cfg.service_account('trigger'), pubsub_agent_member(),
+                           '--role=roles/iam.serviceAccountTokenCreator'))
     return [Always('grants to the service accounts', tuple(commands))]
 
 

@@ -28,7 +28,7 @@ def apply_plan(cfg: DeployConfig, jobs: list[schedules.Job], work_dir: Path) -> 
         *network.network_steps(cfg),
         *identity.grants(cfg),
         *gateway.vm_steps(cfg, work_dir),
-        *function.deploy_function(cfg),
+        *function.deploy_function(cfg, work_dir),
         *messaging.find_trigger_subscription(cfg),
         *messaging.configure_trigger_subscription(cfg),
         *identity.trigger_grants(cfg),

@@ -1,7 +1,12 @@
 """Runs a plan with the real command-line tools, or prints it (`dry_run`) without running anything.
 
 Secret values reach a command only on its standard input. As a last guard, the runner refuses any
-command line that contains a secret value, and never prints standard input.
+command line with an argument that is, or holds as a `=`/`,`-separated part, a secret value, and
+never prints standard input.
+
+On a project's first deploy, Google's service agents and new service accounts become usable some
+time after the APIs are enabled or the accounts created. A command failing with one of those known
+messages (PROPAGATION) is run again after a pause, a bounded number of times, saying what it waits for.
 """
 from __future__ import annotations
 
@@ -9,12 +14,30 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 from pathlib import Path
-from typing import Mapping, TextIO
+from typing import Callable, Mapping, Sequence, TextIO
 
-from deploy.steps import Always, Arg, Command, Ensure, Prune, Query, Ref, Remove, SetSecret, Step, WriteFile
+from deploy.steps import (Always, Arg, Command, Ensure, Prune, Query, Ref, Remove, SetSecret, StageFiles, Step,
+                          WriteFile)
 
 _NOT_FOUND = re.compile(r'NOT_FOUND|not found|was not found|does not exist|404', re.IGNORECASE)
+# Errors a fresh project gives until Google has finished setting something up, and what that is.
+PROPAGATION: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r'Permission denied while using the Eventarc Service Agent', re.IGNORECASE),
+     'the Eventarc service agent to receive its permissions (minutes after the API is enabled)'),
+    (re.compile(r'Service account \S+@gcp-sa-[a-z-]+\.iam\.gserviceaccount\.com does not exist', re.IGNORECASE),
+     "a Google service agent to be created (minutes after its API is enabled)"),
+    (re.compile(r'Service account \S+\.iam\.gserviceaccount\.com does not exist', re.IGNORECASE),
+     'a new service account to become known to IAM'),
+    (re.compile(r'wait a few minutes for the action to propagate', re.IGNORECASE),
+     'a newly enabled API to become usable'),
+)
+# Pauses between attempts of a command that failed with a PROPAGATION error: about 8 minutes in all.
+RETRY_DELAYS = (15.0, 30.0, 60.0, 90.0, 120.0, 180.0)
+_STAGE_IGNORED = shutil.ignore_patterns('__pycache__', '*.pyc', '.*')
+# Secret values at least this long are hidden in error output wherever they occur.
+_SCRUB_ANYWHERE = 6
 
 
 class DeployError(RuntimeError):
@@ -24,11 +47,14 @@ class DeployError(RuntimeError):
 class Runner:
     """Executes steps in order, printing each command it runs."""
 
-    def __init__(self, *, secrets: Mapping[str, str], dry_run: bool, out: TextIO, cwd: Path) -> None:
+    def __init__(self, *, secrets: Mapping[str, str], dry_run: bool, out: TextIO, cwd: Path,
+                 retry_delays: Sequence[float] = RETRY_DELAYS, sleep: Callable[[float], None] = time.sleep) -> None:
         self.secrets = dict(secrets)
         self.dry_run = dry_run
         self.out = out
         self.cwd = cwd
+        self.retry_delays = tuple(retry_delays)
+        self.sleep = sleep
         self.values: dict[str, str] = {}
 
     def run(self, steps: list[Step]) -> None:
@@ -48,6 +74,8 @@ class Runner:
                 self._set_secret(step)
             elif isinstance(step, WriteFile):
                 self._write_file(step)
+            elif isinstance(step, StageFiles):
+                self._stage_files(step)
             else:
                 raise TypeError(f'not a step: {step!r}')
 
@@ -144,6 +172,20 @@ class Runner:
             step.path.parent.mkdir(parents=True, exist_ok=True)
             step.path.write_text(step.content)
 
+    def _stage_files(self, step: StageFiles) -> None:
+        self._say(f'# {step.what}: copy {", ".join(step.names)} from {step.root} into a fresh {step.dest}')
+        if self.dry_run:
+            return
+        if step.dest.exists():
+            shutil.rmtree(step.dest)
+        step.dest.mkdir(parents=True)
+        for name in step.names:
+            source = step.root / name
+            if source.is_dir():
+                shutil.copytree(source, step.dest / name, ignore=_STAGE_IGNORED)
+            else:
+                shutil.copy2(source, step.dest / name)
+
     def _exists(self, probe: Command, found_as: str | None) -> bool:
         result = self._call(probe)
         if result.returncode == 0 and found_as:
@@ -164,7 +206,19 @@ class Runner:
         if self.dry_run:
             return
         result = self._call(command)
+        for attempt, delay in enumerate(self.retry_delays, start=2):
+            waiting_for = _propagation(result)
+            if waiting_for is None:
+                break
+            self._say(f'  (not ready yet: waiting {delay:g} s for {waiting_for}, then attempt {attempt} '
+                      f'of {len(self.retry_delays) + 1})')
+            self.sleep(delay)
+            result = self._call(command)
         if result.returncode != 0:
+            if _propagation(result):
+                raise DeployError(f'{self._show(command)} still failed after {len(self.retry_delays) + 1} attempts '
+                                  f'waiting for {_propagation(result)}; run apply again later:\n'
+                                  f'{self._scrub(result.stderr.strip()[-3000:])}')
             if command.tolerate_failure:
                 self._say(f'  (ignored: exit {result.returncode})')
                 return
@@ -191,28 +245,48 @@ class Runner:
 
     def _show(self, command: Command) -> str:
         words = [command.program]
+        shown_args = []
         for arg in command.args:
             if isinstance(arg, Ref) and arg.name not in self.values:
                 words.append(_quote(arg.prefix) + f'"${{{arg.name}}}"' + _quote(arg.suffix))
+                shown_args += [arg.prefix, arg.suffix]
             else:
-                words.append(shlex.quote(self._resolve(arg)))
-        shown = ' '.join(words)
-        self._refuse_secrets([shown])
-        return shown
+                shown_args.append(self._resolve(arg))
+                words.append(shlex.quote(shown_args[-1]))
+        self._refuse_secrets(shown_args)
+        return ' '.join(words)
 
     def _refuse_secrets(self, argv: list[str]) -> None:
         for name, value in self.secrets.items():
-            if value and any(value in arg for arg in argv):
+            if value and any(value in _parts(arg) for arg in argv):
                 raise DeployError(f'refusing to put the value of {name} on a command line')
 
     def _scrub(self, text: str) -> str:
         for name, value in self.secrets.items():
-            if value:
+            if len(value) >= _SCRUB_ANYWHERE:
                 text = text.replace(value, f'<{name}>')
+            elif value:   # a short value is hidden where it stands alone, not inside every word holding it
+                text = re.sub(rf'(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])', f'<{name}>', text)
         return text
 
     def _say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
+
+
+def _parts(arg: str) -> set[str]:
+    """The argument, what follows each `=` in it, and its pieces between `=` and `,`: where a value
+    can sit in `--flag=VALUE`, `--flag=KEY=VALUE` or `--flag=K=V,K=V`.
+    """
+    parts = {arg, *re.split(r'[=,]', arg)}
+    parts.update(arg[index + 1:] for index, char in enumerate(arg) if char == '=')
+    return parts
+
+
+def _propagation(result: subprocess.CompletedProcess[str]) -> str | None:
+    """What a failed command waits for, when its error is a known first-deploy propagation delay."""
+    if result.returncode == 0:
+        return None
+    return next((what for pattern, what in PROPAGATION if pattern.search(result.stderr)), None)
 
 
 def _quote(text: str) -> str:

@@ -4,8 +4,8 @@ A plan is a list of steps. `Ensure` makes something exist (create it when its pr
 missing, else update it), `Remove` deletes it when its probe finds it, `Prune` deletes what a
 listing shows beyond what should be kept, `Always` runs idempotent
 commands as they are, `Query` captures a value later commands refer to with `Ref`, `SetSecret`
-adds a secret version when the value differs from the latest one, and `WriteFile` writes a local file
-a later command reads.
+adds a secret version when the value differs from the latest one, `WriteFile` writes a local file
+a later command reads, and `StageFiles` copies chosen files into a fresh local directory.
 """
 from __future__ import annotations
 
@@ -104,7 +104,20 @@ class WriteFile:
     content: str
 
 
-Step = Union[Always, Ensure, Remove, Prune, Query, SetSecret, WriteFile]
+@dataclass(frozen=True)
+class StageFiles:
+    """Replace directory `dest` with copies of `names` (files or directories) from `root`.
+
+    Caches and dot files are left out, so `dest` holds exactly what a later command should see.
+    """
+
+    what: str
+    root: Path
+    names: tuple[str, ...]
+    dest: Path
+
+
+Step = Union[Always, Ensure, Remove, Prune, Query, SetSecret, WriteFile, StageFiles]
 
 
 def gcloud(project: str, *args: Arg, stdin_secret: str | None = None, tolerate_failure: bool = False) -> Command:

@@ -38,6 +38,7 @@ read_secret() {
 project=$(metadata project/project-id)
 image=$(metadata instance/attributes/ib-gateway-image)
 api_port=$(metadata instance/attributes/ib-gateway-api-port)
+api_source_range=$(metadata instance/attributes/ib-gateway-api-source-range)
 username_secret=$(metadata instance/attributes/ib-username-secret)
 password_secret=$(metadata instance/attributes/ib-password-secret)
 token=$(metadata instance/service-accounts/default/token | json_field access_token)
@@ -75,9 +76,17 @@ if ! [ -s "$password_file" ] || grep -qx 'TWS_USERID=' "$env_file"; then
   exit 1
 fi
 
-# Container-Optimized OS drops inbound traffic by default; the VPC firewall rule decides who gets here.
-"$iptables" -w -C INPUT -p tcp --dport "$api_port" -j ACCEPT 2>/dev/null ||
-  "$iptables" -w -A INPUT -p tcp --dport "$api_port" -j ACCEPT
+# Container-Optimized OS drops inbound traffic by default. Admit the API port from the function's
+# connector range only (the VPC firewall does the same), so no other VM in the network reaches the
+# unauthenticated API even where a network rule admits it; drop the any-source rule an older version
+# of this script added (it added at most one).
+case "$api_source_range" in
+  */*) ;;
+  *) log "metadata ib-gateway-api-source-range is not a CIDR range: '$api_source_range'"; exit 1 ;;
+esac
+"$iptables" -w -D INPUT -p tcp --dport "$api_port" -j ACCEPT 2>/dev/null || true
+"$iptables" -w -C INPUT -p tcp -s "$api_source_range" --dport "$api_port" -j ACCEPT 2>/dev/null ||
+  "$iptables" -w -A INPUT -p tcp -s "$api_source_range" --dport "$api_port" -j ACCEPT
 
 "$docker" rm -f ib-gateway >/dev/null 2>&1 || true
 log "starting $image, API on port $api_port"

@@ -5,7 +5,7 @@ call is appended to calls.jsonl (argv and standard input) in $FAKE_CLOUD_DIR. Re
 created: `create` on an existing one fails with ALREADY_EXISTS and `describe`, `update` and `delete`
 on a missing one fail with NOT_FOUND, as the real tools do, so a plan that is not idempotent fails
 here too. IAM bindings are recorded per resource and vanish with it. A command line containing
-$FAKE_GCLOUD_FAIL fails with PERMISSION_DENIED.
+$FAKE_GCLOUD_FAIL fails with PERMISSION_DENIED (or $FAKE_GCLOUD_FAIL_MESSAGE).
 """
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def main(program: str, argv: list[str]) -> int:
         calls.write(json.dumps({'program': program, 'argv': argv, 'stdin': stdin}) + '\n')
     failing = os.environ.get('FAKE_GCLOUD_FAIL')
     if failing and failing in ' '.join([program, *argv]):
-        return _fail('PERMISSION_DENIED: the caller does not have permission')
+        return _fail(os.environ.get('FAKE_GCLOUD_FAIL_MESSAGE',
+                                    'PERMISSION_DENIED: the caller does not have permission'))
     state_path = root / 'state.json'
     state = json.loads(state_path.read_text()) if state_path.exists() else {
         'resources': {}, 'bindings': [], 'secret_versions': {}, 'services': []}

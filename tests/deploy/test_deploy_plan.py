@@ -80,6 +80,10 @@ def test_function_is_gen2_pubsub_triggered_private_and_sized_for_the_gateway(dep
     assert flag(deploy, 'egress-settings') == 'private-ranges-only'
     assert 'serviceAccount:' + flag(deploy, 'service-account') == sa('runtime')
     assert 'serviceAccount:' + flag(deploy, 'trigger-service-account') == sa('trigger')
+    build = flag(deploy, 'build-service-account')
+    assert build == f'projects/{PROJECT}/serviceAccounts/' + sa('build').split(':')[1]
+    assert '--ignore-file' not in ' '.join(deploy)
+    assert Path(flag(deploy, 'source')) == deployed.work_dir / 'function-source'
 
 
 def test_trigger_subscription_outlasts_the_function_and_dead_letters(deployed):
@@ -95,7 +99,10 @@ def test_trigger_subscription_outlasts_the_function_and_dead_letters(deployed):
     agent = 'serviceAccount:service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com'
     agent_roles = {(b['resource'], b['role']) for b in state['bindings'] if b['member'] == agent}
     assert agent_roles == {('pubsub topics/intents-dead-letter', 'roles/pubsub.publisher'),
-                           ('pubsub subscriptions/' + update[3], 'roles/pubsub.subscriber')}
+                           ('pubsub subscriptions/' + update[3], 'roles/pubsub.subscriber'),
+                           # signs the push tokens of the trigger account (projects from before 2021-04-08)
+                           (f'iam service-accounts/{sa("trigger").split(":")[1]}',
+                            'roles/iam.serviceAccountTokenCreator')}
 
 
 def test_service_accounts_get_only_what_they_need(deployed):
@@ -113,6 +120,8 @@ def test_service_accounts_get_only_what_they_need(deployed):
         ('secrets/ib-jobs-ib-password', 'roles/secretmanager.secretAccessor', None),
         (f'projects/{PROJECT}', 'roles/logging.logWriter', None),
         (f'projects/{PROJECT}', 'roles/monitoring.metricWriter', None)}
+    assert by_member[sa('build')] == {(f'projects/{PROJECT}', role, None) for role in (
+        'roles/logging.logWriter', 'roles/artifactregistry.writer', 'roles/storage.objectViewer')}
     roles = {binding['role'] for binding in bindings}
     assert not roles & {'roles/owner', 'roles/editor', 'roles/iam.serviceAccountUser'}
     for call in deployed.calls():
@@ -135,11 +144,14 @@ def test_gateway_is_private_and_only_the_connector_reaches_its_api_port(deployed
     assert metadata['ib-existing-session-action'] == 'primary'
     user_data = Path(flag(create, 'metadata-from-file').split('=', 1)[1]).read_text()
     assert user_data.startswith('#cloud-config') and 'start-gateway.sh' in user_data
-    [rule] = deployed.commands('compute', 'firewall-rules', 'create')
+    rule, deny = deployed.commands('compute', 'firewall-rules', 'create')
     assert flag(rule, 'source-ranges') == '10.8.0.0/28'
     assert flag(rule, 'rules') == 'tcp:4004'
     assert flag(rule, 'target-tags') == 'ib-jobs-gateway'
     assert flag(rule, 'direction') == 'INGRESS' and flag(rule, 'action') == 'ALLOW'
+    assert flag(deny, 'action') == 'DENY' and flag(deny, 'source-ranges') == '0.0.0.0/0'
+    assert int(flag(rule, 'priority')) < int(flag(deny, 'priority')) < 65534
+    assert metadata['ib-gateway-api-source-range'] == '10.8.0.0/28'
     [connector] = deployed.commands('compute', 'networks', 'vpc-access', 'connectors', 'create')
     assert flag(connector, 'range') == '10.8.0.0/28'
     assert deployed.commands('compute', 'routers', 'nats', 'create'), 'no NAT: the private VM could not reach IB'
@@ -169,8 +181,8 @@ def test_no_secret_value_appears_in_any_argument_or_output(first_apply):
             assert not any(secret in arg for arg in call['argv']), call['argv']
     for secret in (USERNAME, PASSWORD):
         assert secret not in output
-        for rendered in fake_cloud.work_dir.iterdir():
-            assert secret not in rendered.read_text()
+        for rendered in fake_cloud.work_dir.rglob('*'):    # rendered files and the staged function source
+            assert rendered.is_dir() or secret.encode() not in rendered.read_bytes()
     added = {call['argv'][3]: call['stdin'] for call in calls if call['argv'][:3] == ['secrets', 'versions', 'add']}
     assert added == {'ib-jobs-ib-username': USERNAME, 'ib-jobs-ib-password': PASSWORD}
     assert fake_cloud.state()['secret_versions'] == {'ib-jobs-ib-username': [USERNAME],
@@ -245,6 +257,19 @@ def test_a_failing_command_stops_the_deploy_and_names_it(fake_cloud, config):
     assert result.returncode == 1
     assert 'gcloud functions deploy ib-jobs-intents' in result.stderr and 'PERMISSION_DENIED' in result.stderr
     assert fake_cloud.commands('scheduler', 'jobs', 'create', 'http') == []
+    assert len(fake_cloud.commands('functions', 'deploy')) == 1, 'an ordinary error is not retried'
+
+
+def test_a_propagation_error_that_never_clears_is_retried_a_bounded_number_of_times(fake_cloud, config):
+    eventarc = ('FAILED_PRECONDITION: Permission denied while using the Eventarc Service Agent. If you recently '
+                'started to use Eventarc, it may take a few minutes before all necessary permissions are propagated')
+    result = fake_cloud.deploy('apply', '--config', str(config), env={
+        'FAKE_GCLOUD_FAIL': 'functions deploy', 'FAKE_GCLOUD_FAIL_MESSAGE': eventarc, 'DEPLOY_RETRY_DELAYS': '0,0'})
+    assert result.returncode == 1
+    assert len(fake_cloud.commands('functions', 'deploy')) == 3
+    assert result.stdout.count('not ready yet: waiting 0 s for the Eventarc service agent') == 2
+    assert 'still failed after 3 attempts waiting for the Eventarc service agent' in result.stderr
+    assert 'run apply again later' in result.stderr
 
 
 def test_bigquery_subscription_writes_results_to_a_table_matching_the_contract(fake_cloud, tmp_path):
@@ -259,3 +284,34 @@ def test_bigquery_subscription_writes_results_to_a_table_matching_the_contract(f
     result_fields = json.loads((REPO / 'schemas' / 'intent-result.schema.json').read_text())['properties']
     assert set(result_fields) <= columns
     assert 'bigquery.googleapis.com' in fake_cloud.state()['services']
+
+
+def test_a_short_user_name_found_inside_other_words_does_not_stop_the_deploy(fake_cloud, config):
+    # 'u' occurs in cloudfunctions.googleapis.com and in most flags, but is no argument's value
+    dry = fake_cloud.deploy('apply', '--config', str(config), '--dry-run', env={'IB_USERNAME': 'u'})
+    assert dry.returncode == 0, dry.stderr
+    assert 'gcloud secrets versions add ib-jobs-ib-username --data-file=- --project=demo-proj-123 --quiet <<< ' \
+           '"$IB_USERNAME"' in dry.stdout
+    real = fake_cloud.deploy('apply', '--config', str(config), env={'IB_USERNAME': 'u'})
+    assert real.returncode == 0, real.stderr
+    assert fake_cloud.state()['secret_versions']['ib-jobs-ib-username'] == ['u']
+
+
+def test_an_error_stays_readable_and_hides_a_short_user_name(fake_cloud, config):
+    result = fake_cloud.deploy('apply', '--config', str(config), env={
+        'IB_USERNAME': 'u', 'FAKE_GCLOUD_FAIL': 'functions deploy',
+        'FAKE_GCLOUD_FAIL_MESSAGE': 'PERMISSION_DENIED: quota exceeded for user u'})
+    assert result.returncode == 1
+    assert 'PERMISSION_DENIED: quota exceeded for user <IB_USERNAME>' in result.stderr
+
+
+@pytest.mark.parametrize('dry_run', [True, False])
+def test_a_secret_value_in_an_argument_is_refused(fake_cloud, tmp_path, dry_run):
+    # The account id doubles as the password: it would land in the function's --set-env-vars.
+    leaky = write_config(tmp_path / 'leaky.env', IB_ACCOUNT='DU7654321x')
+    args = ('apply', '--config', str(leaky)) + (('--dry-run',) if dry_run else ())
+    result = fake_cloud.deploy(*args, env={'IB_PASSWORD': 'DU7654321x'})
+    assert result.returncode == 1
+    assert 'refusing to put the value of IB_PASSWORD on a command line' in result.stderr
+    assert 'DU7654321x' not in result.stdout + result.stderr
+    assert not any('DU7654321x' in arg for call in fake_cloud.calls() for arg in call['argv'])

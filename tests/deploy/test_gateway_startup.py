@@ -124,7 +124,7 @@ def test_credentials_reach_the_container_through_files_only(google, tmp_path):
     assert f'--env-file {run_dir}/gateway.env' in docker_run
     assert f'--volume {run_dir}/tws_password:/run/secrets/tws_password:ro' in docker_run
     assert '--network host' in docker_run
-    assert 'iptables -w -A INPUT -p tcp --dport 4004 -j ACCEPT' in tool_calls
+    assert 'iptables -w -A INPUT -p tcp -s 10.8.0.0/28 --dport 4004 -j ACCEPT' in tool_calls
     env = dict(line.split('=', 1) for line in (run_dir / 'seen.env').read_text().splitlines())
     assert env['TWS_USERID'] == USERNAME
     assert env['TWS_PASSWORD_FILE'] == '/run/secrets/tws_password'
