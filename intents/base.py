@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from lib.session import AccountState
+
 if TYPE_CHECKING:
     from lib.config import Settings
     from lib.session import Session
@@ -68,10 +70,13 @@ class Intent:
 
     `places_orders` intents are admitted only with the kill switch on, a readable store and a held
     idempotency claim (dry runs need no claim); `uses_store` intents get context.store.
+    `account_state` is what the connect downloads into self.ib's caches before run(); nothing by default,
+    so an invocation's cost does not grow with the account's activity.
     """
 
     name: ClassVar[str]
     readonly: ClassVar[bool]
+    account_state: ClassVar[frozenset[AccountState]] = frozenset()
     places_orders: ClassVar[bool] = False
     uses_store: ClassVar[bool] = False
     Params: ClassVar[type[IntentParams]] = NoParams

@@ -14,6 +14,7 @@ from lib.ibapi import Position, Trade
 from lib.ibapi import Contract
 from lib.market_data import AccountSnapshot, ContractInfo, account_snapshot, contract_infos, gateway_time
 from lib.orders import ExecutionReport, ExecutionSettings, cancel_orders
+from lib.session import AccountState
 from lib.trading_config import OrderPolicy, TradingConfig
 from strategies.base import Bar, InstrumentSpec, Strategy
 from strategies.registry import get_strategy, strategy_names
@@ -101,6 +102,8 @@ class OrderIntent(Intent):
 
     readonly = False
     places_orders = True
+    # NLV and exchange rates (account_snapshot), and what the account holds and has working
+    account_state = frozenset({AccountState.ACCOUNT_UPDATES, AccountState.POSITIONS, AccountState.OPEN_ORDERS})
 
     @property
     def trading(self) -> TradingConfig:
