@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -63,6 +64,7 @@ class RunContext:
     takeover: bool = False
     attempt: int = 1
     claimed: bool = False                 # the idempotency key is held, so a redelivery is safe
+    claimed_at: datetime | None = None    # when the key was first claimed; a takeover looks for fills since then
 
 
 class Intent:

@@ -118,7 +118,8 @@ class OrderIntent(Intent):
         policy = overrides.apply(self.trading.order_policy) if overrides else self.trading.order_policy
         return ExecutionSettings(account=self.session.account, reference=self.context.reference, policy=policy,
                                  limits=self.trading.limits, snapshot=snapshot, dry_run=self.dry_run,
-                                 takeover=self.context.takeover, deadline=self.deadline)
+                                 takeover=self.context.takeover, deadline=self.deadline,
+                                 claimed_at=self.context.claimed_at)
 
     async def cancel(self, trades: list[Trade]) -> list[dict]:
         """Cancel orders of any client id (see lib.orders.cancel_orders)."""

@@ -16,6 +16,7 @@ import asyncio
 import copy
 import math
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Callable, NamedTuple
 
@@ -24,7 +25,7 @@ from lib.ibapi import IB, ExecutionFilter, Order, Trade
 from lib.market_data import REQUEST_TIMEOUT_SECONDS, AccountSnapshot, ContractInfo, Quote, gateway_time
 from lib.market_hours import HoursUnreadable, market_state
 from lib.risk import CheckedOrder, check_limits
-from lib.session import disconnect
+from lib.session import connect_client, disconnect
 from lib.store.common import iso
 from lib.trading_config import OrderPolicy, RiskLimits
 
@@ -33,6 +34,8 @@ SETTLE_SECONDS = 0.25             # after acknowledgement, for fills already on 
 UNACKNOWLEDGED = ('', 'PendingSubmit', 'ApiPending')
 FINAL = ('Filled', 'Cancelled', 'ApiCancelled', 'Inactive')
 UNSET_DOUBLE = 1.7976931348623157e308
+# how far the instances' and the gateway's clocks may disagree when looking for fills since a claim
+CLAIM_CLOCK_MARGIN = timedelta(minutes=5)
 
 
 class AlgoParam(NamedTuple):
@@ -64,6 +67,7 @@ class ExecutionSettings:
     dry_run: bool
     takeover: bool                 # an earlier attempt under this key may have placed orders
     deadline: float                # loop.time() by which the run must be over
+    claimed_at: datetime | None = None   # the key's first claim (wall clock): a takeover's fills are younger
 
 
 @dataclass
@@ -131,7 +135,8 @@ async def execute(ib: IB, legs: list[Leg], settings: ExecutionSettings) -> Execu
         else:
             report.skipped.append({**_describe_plan(item), **closed})
     if settings.takeover and tradable:
-        found = await orders_at_broker(ib, {p.ref for p in tradable}.__contains__)
+        found = await orders_at_broker(ib, {p.ref for p in tradable}.__contains__,
+                                       executions=executions_since_claim(settings.account, settings.claimed_at, now))
         report.already_placed = [{**_describe_plan(p), 'atBroker': found[p.ref]} for p in tradable if p.ref in found]
         tradable = [p for p in tradable if p.ref not in found]
     if settings.dry_run:
@@ -236,15 +241,29 @@ async def our_open_orders(ib: IB) -> list[Trade]:
     return [t for t in trades if is_ours(t.order.orderRef) and t.orderStatus.status not in FINAL]
 
 
-async def orders_at_broker(ib: IB, wanted: Callable[[str], bool]) -> dict[str, dict]:
+def executions_since_claim(account: str, claimed_at: datetime | None, gateway_now: datetime) -> ExecutionFilter:
+    """The account's executions since the key was first claimed, in the gateway's clock, less a margin.
+
+    The claim time is our wall clock; the gateway filters by its own, so the time elapsed since the
+    claim is taken back from the gateway's `gateway_now`. The filter's time is yyyymmdd-hh:mm:ss in UTC.
+    """
+    if claimed_at is None:
+        return ExecutionFilter(acctCode=account)
+    since = gateway_now - (datetime.now(timezone.utc) - claimed_at) - CLAIM_CLOCK_MARGIN
+    return ExecutionFilter(acctCode=account, time=since.astimezone(timezone.utc).strftime('%Y%m%d-%H:%M:%S'))
+
+
+async def orders_at_broker(ib: IB, wanted: Callable[[str], bool],
+                           executions: ExecutionFilter | None = None) -> dict[str, dict]:
     """orderRef -> what the broker knows of it, for every orderRef `wanted(ref)` accepts.
 
-    Looks at all open orders (any client id), completed orders and today's executions: an order that
-    was placed, filled, cancelled or rejected after reaching the book is found in one of them.
+    Looks at all open orders (any client id), completed orders and the executions `executions`
+    selects (default: all of today's): an order that was placed, filled, cancelled or rejected after
+    reaching the book is found in one of them.
     """
     open_trades, completed, fills = await asyncio.wait_for(asyncio.gather(
-        ib.reqAllOpenOrdersAsync(), ib.reqCompletedOrdersAsync(False), ib.reqExecutionsAsync(ExecutionFilter())),
-        REQUEST_TIMEOUT_SECONDS)
+        ib.reqAllOpenOrdersAsync(), ib.reqCompletedOrdersAsync(False),
+        ib.reqExecutionsAsync(executions or ExecutionFilter())), REQUEST_TIMEOUT_SECONDS)
     found: dict[str, dict] = {}
     for source, trades in (('completed', completed), ('open', open_trades)):
         for t in trades:
@@ -281,7 +300,8 @@ async def cancel_orders(ib: IB, trades: list[Trade], *, own_client_id: int, host
         loop = asyncio.get_running_loop()
         try:
             timeout = max(0.1, min(connect_timeout, until - loop.time()))
-            await asyncio.wait_for(owner.connectAsync(host, port, client_id, timeout), timeout)
+            await asyncio.wait_for(connect_client(owner, host, port, client_id, timeout), timeout)
+            await asyncio.wait_for(owner.reqOpenOrdersAsync(), timeout)   # that client id's orders, to cancel
         except Exception as exc:
             disconnect(owner)
             reason = f'could not connect as client id {client_id} to cancel: {type(exc).__name__}: {exc}'

@@ -4,9 +4,11 @@ Counted where they land: the simulated gateway's per-connection counters of the 
 """
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
-from bench.activity import ACTIVITY_CLIENT_ID, fill_activity
+from bench.activity import fill_activity
 from functions.runner import run_isolated
 from intents.base import NoParams
 from intents.health import Health
@@ -80,6 +82,25 @@ def test_an_allocation_on_a_busy_account_sees_its_own_open_orders_and_positions(
     counters = requests_of(rig.sim, result.gateway.client_id)
     # no executions or completed orders downloaded: not a takeover, and the account's history is not needed
     assert counters['in'].get(7, 0) == 0 and counters['in'].get(99, 0) == 0
+
+
+def test_a_takeover_on_a_busy_account_looks_only_at_the_executions_since_its_claim(make_rig):  # noqa: F811
+    rig = make_rig(deadline=2)
+    rig.sim.clock.set(OPEN_TIME - timedelta(minutes=20))   # the account's activity, earlier in the session
+    fill_activity(rig.sim, BUSY_EXECUTIONS)
+    rig.sim.clock.set(OPEN_TIME)
+    rig.sim.faults.stall = {3}                    # placeOrder never answered: the first attempt ends retryable
+    event = rig.event('allocation')
+    first = rig.deliver(event)
+    assert first.status == 'error' and first.error.retryable
+    rig.sim.faults.stall = set()
+    redelivered = rig.deliver(event)
+    assert redelivered.status == 'ok' and redelivered.result['takeover'] is True
+    assert len([o for o in rig.order_log() if o.orderRef.startswith('ibj:')]) == 1
+    counters = requests_of(rig.sim, redelivered.gateway.client_id)
+    assert counters['in'].get(7) == 1 and counters['in'].get(99) == 1   # it did look: executions, completed orders
+    # execDetails sent to it: at most the live fill of the order it placed, none of the earlier activity
+    assert counters['out'].get(11, 0) <= 1
 
 
 def wait_for_open_order(sim: Simulator, client_id: int) -> bool:
