@@ -262,7 +262,8 @@ async def _connect_once(ib: IB, settings: Settings, client_id: int, account_stat
         until = loop.time() + timeout
         await connect_client(ib, settings.gateway_host, settings.gateway_port, client_id, timeout)
         account = check_account(ib.managedAccounts(), settings)
-        await asyncio.wait_for(fetch_account_state(ib, account, account_state), until - loop.time())
+        if account_state:
+            await asyncio.wait_for(fetch_account_state(ib, account, account_state), until - loop.time())
         return account
 
     ib.errorEvent += on_error

@@ -1,0 +1,213 @@
+"""What an invocation costs as the account gets busier: the lean connect against the full one, in one run.
+
+    .venv/bin/python -m bench.connect_cost [--levels 0,200,1000,3000] [-n 8] [--intents health,summary,...]
+
+The simulated gateway (its own process) is filled step by step with another client id's activity
+(bench/activity.py: 1-share market orders over the universe's stocks, so N executions are also N
+completed orders, and the account holds positions across the universe). At each level every intent
+runs through `functions.handler.handle` in this process (LOG_LEVEL=WARNING, as measured in issue 11),
+alternately with the lean connect (lib/session.py) and with the full `IB.connectAsync` the runtime
+used before (`full_connect` below), n times each. Reported per intent, level and connect: p50 and p95
+wall time, and the CPU time of this process per run (all threads: what Cloud Functions bills; the
+gateway's CPU is not in it). Round trips per connect are read from the simulator's counters at
+20 ms reply latency, where they cannot split.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from unittest import mock
+
+import lib.ibapi  # noqa: F401  (main thread import, see lib/ibapi.py)
+from bench.common import RunStart, median, percentile, table, write_report
+from bench.gateway import GatewayProcess
+from functions.__main__ import pubsub_push_event
+from functions.handler import TransientFailure, handle
+from intents.registry import get_intent
+from lib import log, session
+from lib.config import Settings
+
+ACCOUNT = 'DU1234567'
+# Tuesday 2026-11-24, 10:30 in New York: the market is open, so the activity's orders fill.
+MARKET_OPEN = datetime(2026, 11, 24, 15, 30, tzinfo=timezone.utc)
+INTENTS = ('health', 'summary', 'allocation', 'cash-balancer', 'trade-reconciliation', 'collect-market-data')
+PARAMS = {'allocation': {'strategies': ['dummy']},
+          'collect-market-data': {'instruments': [{'symbol': 'SPY'}], 'duration': '5 D'}}
+CONNECTS = ('full', 'lean')
+ROUND_TRIP_LATENCY_MS = 20
+TRADING_CONFIG = """
+[exposure]
+overall = 1.0
+[exposure.strategies]
+dummy = 0.5
+[strategies.dummy]
+symbol = "SPY"
+sec_type = "STK"
+exchange = "SMART"
+[orderPolicy]
+orderType = "market"
+tif = "DAY"
+[limits]
+maxOrderNotional = 2000000.0
+maxOrderNlvShare = 1.0
+maxRunNlvShare = 2.0
+maxOrdersPerRun = 10
+allowlist = ["*"]
+priceBand = 0.2
+"""
+
+
+@dataclass
+class Cell:
+    """One intent, one activity level, one connect."""
+
+    intent: str
+    executions: int
+    connect: str
+    wall_ms: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def full_connect(readonly: bool):
+    """Connect as the runtime did before the lean connect: IB.connectAsync, which downloads positions,
+    open and completed orders (unless readonly), account updates (single and multi) and all of today's
+    executions, whatever the intent needs."""
+    async def connect_client(ib, host, port, client_id, timeout):
+        await ib.connectAsync(host, port, client_id, timeout, readonly)
+
+    async def nothing_more(ib, account, parts):
+        return None
+
+    with mock.patch.object(session, 'connect_client', connect_client), \
+            mock.patch.object(session, 'fetch_account_state', nothing_more):
+        yield
+
+
+def run_once(intent: str, settings: Settings, connect: str) -> tuple[float, float, str]:
+    """(wall ms, CPU ms of this process, status) of one invocation through the handler."""
+    request = {'intent': intent, 'params': PARAMS.get(intent, {}), 'idempotencyKey': uuid.uuid4().hex}
+    event = pubsub_push_event(request, project='bench')
+    context = full_connect(get_intent(intent).readonly) if connect == 'full' else contextlib.nullcontext()
+    with context:
+        cpu, wall = time.process_time(), time.perf_counter()
+        try:
+            status = handle(event, settings, publish=lambda result, run_settings: None).status
+        except TransientFailure as exc:
+            status = f'{exc.result.status}: {exc.result.error.type}'
+        return (time.perf_counter() - wall) * 1000, (time.process_time() - cpu) * 1000, status
+
+
+def round_trips(gateway: GatewayProcess, settings: Settings, intent: str, connect: str) -> int:
+    """Round trips of one invocation's connection, at a latency where replies cannot overtake requests."""
+    gateway.set_latency(ROUND_TRIP_LATENCY_MS)
+    try:
+        gateway.reset_counters()
+        run_once(intent, settings, connect)
+        return next(c['roundTrips'] for c in reversed(gateway.counters()) if not c['open'])
+    finally:
+        gateway.set_latency(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    start = RunStart.now()
+    levels = [int(x) for x in args.levels.split(',')]
+    intents = args.intents.split(',')
+    os.environ['LOG_LEVEL'] = 'WARNING'
+    log.configure(stream=open(os.devnull, 'w'), level='WARNING', json=True)
+    cells: dict[tuple[str, int, str], Cell] = {}
+    trips: dict[tuple[str, str], int] = {}
+    with tempfile.TemporaryDirectory() as scratch, _environment(Path(scratch)), \
+            GatewayProcess(accounts=[ACCOUNT], time=MARKET_OPEN) as gateway:
+        settings = Settings(gateway_host=gateway.host, gateway_port=gateway.port, connect_timeout=30,
+                            deadline_seconds=120)
+        for intent in intents:     # warm up, and let allocation reach its targets before anything is timed
+            for connect in CONNECTS:
+                _check(intent, run_once(intent, settings, connect))
+        for intent in ('health', 'summary'):
+            for connect in CONNECTS:
+                trips[intent, connect] = round_trips(gateway, settings, intent, connect)
+        held = 0
+        for level in levels:
+            held = gateway.fill(level - held) if level > held else held
+            print(f'{held} executions', file=sys.stderr, flush=True)
+            for _ in range(args.n):
+                for intent in intents:
+                    for connect in CONNECTS:
+                        wall, cpu, status = _check(intent, run_once(intent, settings, connect))
+                        cell = cells.setdefault((intent, level, connect), Cell(intent, level, connect))
+                        cell.wall_ms.append(wall)
+                        cell.cpu_ms.append(cpu)
+    rows = [_row(cells, intent, level) for intent in intents for level in levels]
+    print(table(HEADERS, rows))
+    path = write_report(args.report, 'Connect cost against account activity: lean vs full connect',
+                        _report(rows, cells, trips, intents, levels, args), start=start)
+    print(f'\nwrote {path}')
+    return 0
+
+
+@contextlib.contextmanager
+def _environment(scratch: Path):
+    """A trading config and a SQLite store of the bench's own, for the order-placing intents."""
+    config = scratch / 'trading.toml'
+    config.write_text(TRADING_CONFIG)
+    values = {'TRADING_CONFIG_PATH': str(config), 'STORE_BACKEND': 'sqlite', 'SQLITE_PATH': str(scratch / 'state.db'),
+              'TRADING_ENABLED': 'true'}
+    with mock.patch.dict(os.environ, values):
+        yield
+
+
+def _check(intent: str, measured: tuple[float, float, str]) -> tuple[float, float, str]:
+    if measured[2] not in ('ok', 'skipped'):
+        raise RuntimeError(f'{intent} ended {measured[2]}')
+    return measured
+
+
+HEADERS = ['intent', 'executions', 'full p50 ms', 'full p95 ms', 'full CPU ms', 'lean p50 ms', 'lean p95 ms',
+           'lean CPU ms', 'lean p50 / empty']
+
+
+def _row(cells: dict, intent: str, level: int) -> list:
+    full, lean = cells[intent, level, 'full'], cells[intent, level, 'lean']
+    empty = median(cells[intent, min(lvl for (i, lvl, c) in cells if i == intent), 'lean'].wall_ms)
+    return [intent, f'{level:,}', median(full.wall_ms), percentile(full.wall_ms, 0.95), median(full.cpu_ms),
+            median(lean.wall_ms), percentile(lean.wall_ms, 0.95), median(lean.cpu_ms),
+            f'{median(lean.wall_ms) / empty:.2f}×']
+
+
+def _report(rows: list, cells: dict, trips: dict, intents: list[str], levels: list[int],
+            args: argparse.Namespace) -> list[str]:
+    trip_rows = [[intent, trips[intent, 'full'], trips[intent, 'lean']] for intent in ('health', 'summary')]
+    return [
+        '## Results\n\n' + table(HEADERS, rows),
+        f'{args.n} timed runs per cell, full and lean alternating per intent; one warm-up run of each intent and '
+        'connect first (the first allocation buys its target, later ones find nothing to trade). '
+        '"executions" are today\'s executions on the account, each from a 1-share market order of client id 7, '
+        'so there are as many completed orders; the account holds positions in all 7 stocks of the universe. '
+        '"lean p50 / empty" is the lean p50 over the lean p50 at the lowest level.',
+        '## Round trips per invocation\n\n' + table(['intent', 'full connect', 'lean connect'], trip_rows) +
+        f'\n\nFrom the simulator\'s counters at {ROUND_TRIP_LATENCY_MS} ms reply latency, on the empty account, '
+        'the intent\'s own requests included (health: one reqCurrentTime; summary: one concurrent batch).',
+    ]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='python -m bench.connect_cost', description=__doc__.split('\n')[0])
+    parser.add_argument('--levels', default='0,200,1000,3000', help="today's executions, ascending, comma-separated")
+    parser.add_argument('-n', type=int, default=8, help='timed runs per intent, level and connect')
+    parser.add_argument('--intents', default=','.join(INTENTS), help='intents to run, comma-separated')
+    parser.add_argument('--report', default='connect_cost', help='name of the report under docs/bench/')
+    return parser
+
+
+if __name__ == '__main__':
+    sys.exit(main())
