@@ -2,15 +2,15 @@
 
     .venv/bin/python -m bench.connect_cost [--levels 0,200,1000,3000] [-n 8] [--intents health,summary,...]
 
-The simulated gateway (its own process) is filled step by step with another client id's activity
+One simulated gateway per level (each its own process) is filled with another client id's activity
 (bench/activity.py: 1-share market orders over the universe's stocks, so N executions are also N
 completed orders, and the account holds positions across the universe). At each level every intent
 runs through `functions.handler.handle` in this process (LOG_LEVEL=WARNING, as measured in issue 11),
 alternately with the lean connect (lib/session.py) and with the full `IB.connectAsync` the runtime
 used before (`full_connect` below), n times each. Reported per intent, level and connect: p50 and p95
-wall time, and the CPU time of this process per run (all threads: what Cloud Functions bills; the
-gateway's CPU is not in it). Round trips per connect are read from the simulator's counters at
-20 ms reply latency, where they cannot split.
+wall time, the CPU time of this process per run (all threads: what Cloud Functions bills; the
+gateway's CPU is not in it) and the simulator's CPU per run. Round trips per connect are read from the
+simulator's counters at 20 ms reply latency, where they cannot split.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from unittest import mock
 
 import lib.ibapi  # noqa: F401  (main thread import, see lib/ibapi.py)
 from bench.common import RunStart, median, percentile, table, write_report
+from bench.concurrency import _cpu_seconds
 from bench.gateway import GatewayProcess
 from functions.__main__ import pubsub_push_event
 from functions.handler import TransientFailure, handle
@@ -74,6 +75,7 @@ class Cell:
     connect: str
     wall_ms: list[float] = field(default_factory=list)
     cpu_ms: list[float] = field(default_factory=list)
+    gateway_cpu_ms: float = 0.0          # the simulator's, summed over the runs
 
 
 @contextlib.contextmanager
@@ -126,31 +128,35 @@ def main(argv: list[str] | None = None) -> int:
     log.configure(stream=open(os.devnull, 'w'), level='WARNING', json=True)
     cells: dict[tuple[str, int, str], Cell] = {}
     trips: dict[tuple[str, str], int] = {}
-    with tempfile.TemporaryDirectory() as scratch, _environment(Path(scratch)), \
-            GatewayProcess(accounts=[ACCOUNT], time=MARKET_OPEN) as gateway:
-        settings = Settings(gateway_host=gateway.host, gateway_port=gateway.port, connect_timeout=30,
-                            deadline_seconds=120)
-        for intent in intents:     # warm up, and let allocation reach its targets before anything is timed
-            for connect in CONNECTS:
-                _check(intent, run_once(intent, settings, connect))
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_environment(Path(stack.enter_context(tempfile.TemporaryDirectory()))))
+        # one gateway per level, so the levels can be measured in turn and drift on the machine hits all alike
+        gateways = {level: stack.enter_context(GatewayProcess(accounts=[ACCOUNT], time=MARKET_OPEN))
+                    for level in levels}
+        settings = {level: Settings(gateway_host=gateway.host, gateway_port=gateway.port, connect_timeout=30,
+                                    deadline_seconds=120) for level, gateway in gateways.items()}
+        for level, gateway in gateways.items():
+            for intent in intents:   # warm up, and let allocation reach its targets before anything is timed
+                for connect in CONNECTS:
+                    _check(intent, run_once(intent, settings[level], connect))
+            print(f'{gateway.fill(level) if level else 0} executions', file=sys.stderr, flush=True)
         for intent in ('health', 'summary'):
             for connect in CONNECTS:
-                trips[intent, connect] = round_trips(gateway, settings, intent, connect)
-        held = 0
-        for level in levels:
-            held = gateway.fill(level - held) if level > held else held
-            print(f'{held} executions', file=sys.stderr, flush=True)
-            for _ in range(args.n):
+                trips[intent, connect] = round_trips(gateways[levels[0]], settings[levels[0]], intent, connect)
+        for _ in range(args.n):
+            for level in levels:
                 for intent in intents:
                     for connect in CONNECTS:
-                        wall, cpu, status = _check(intent, run_once(intent, settings, connect))
+                        gateway_cpu = _cpu_seconds(gateways[level].pid)
+                        wall, cpu, status = _check(intent, run_once(intent, settings[level], connect))
                         cell = cells.setdefault((intent, level, connect), Cell(intent, level, connect))
                         cell.wall_ms.append(wall)
                         cell.cpu_ms.append(cpu)
+                        cell.gateway_cpu_ms += (_cpu_seconds(gateways[level].pid) - gateway_cpu) * 1000
     rows = [_row(cells, intent, level) for intent in intents for level in levels]
     print(table(HEADERS, rows))
     path = write_report(args.report, 'Connect cost against account activity: lean vs full connect',
-                        _report(rows, cells, trips, intents, levels, args), start=start)
+                        _report(rows, trips, args), start=start)
     print(f'\nwrote {path}')
     return 0
 
@@ -173,7 +179,7 @@ def _check(intent: str, measured: tuple[float, float, str]) -> tuple[float, floa
 
 
 HEADERS = ['intent', 'executions', 'full p50 ms', 'full p95 ms', 'full CPU ms', 'lean p50 ms', 'lean p95 ms',
-           'lean CPU ms', 'lean p50 / empty']
+           'lean CPU ms', 'lean gateway CPU ms', 'lean p50 / empty']
 
 
 def _row(cells: dict, intent: str, level: int) -> list:
@@ -181,18 +187,21 @@ def _row(cells: dict, intent: str, level: int) -> list:
     empty = median(cells[intent, min(lvl for (i, lvl, c) in cells if i == intent), 'lean'].wall_ms)
     return [intent, f'{level:,}', median(full.wall_ms), percentile(full.wall_ms, 0.95), median(full.cpu_ms),
             median(lean.wall_ms), percentile(lean.wall_ms, 0.95), median(lean.cpu_ms),
-            f'{median(lean.wall_ms) / empty:.2f}×']
+            lean.gateway_cpu_ms / len(lean.wall_ms), f'{median(lean.wall_ms) / empty:.2f}×']
 
 
-def _report(rows: list, cells: dict, trips: dict, intents: list[str], levels: list[int],
-            args: argparse.Namespace) -> list[str]:
+def _report(rows: list, trips: dict, args: argparse.Namespace) -> list[str]:
     trip_rows = [[intent, trips[intent, 'full'], trips[intent, 'lean']] for intent in ('health', 'summary')]
     return [
         '## Results\n\n' + table(HEADERS, rows),
-        f'{args.n} timed runs per cell, full and lean alternating per intent; one warm-up run of each intent and '
-        'connect first (the first allocation buys its target, later ones find nothing to trade). '
+        f'{args.n} timed runs per cell. Each level has its own simulated gateway (a process each), and the runs go '
+        'round the levels, intents and connects in turn, so load drift on the machine hits every cell alike. '
+        'Before timing, each intent ran once per connect on each gateway (the first allocation buys its target: '
+        'one more execution than the level says; later allocations find nothing to trade). '
         '"executions" are today\'s executions on the account, each from a 1-share market order of client id 7, '
-        'so there are as many completed orders; the account holds positions in all 7 stocks of the universe. '
+        'so there are as many completed orders, and the account holds positions in all 7 stocks of the universe. '
+        '"CPU" is this process\'s CPU time per run, all threads (median); "lean gateway CPU" is the simulator '
+        'process\'s, per run (mean; /proc resolution 10 ms, summed over the runs). '
         '"lean p50 / empty" is the lean p50 over the lean p50 at the lowest level.',
         '## Round trips per invocation\n\n' + table(['intent', 'full connect', 'lean connect'], trip_rows) +
         f'\n\nFrom the simulator\'s counters at {ROUND_TRIP_LATENCY_MS} ms reply latency, on the empty account, '
