@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.connect_cost [--levels 0,200,1000,3000] [-n 8] [--intents health,summary,...]
 
-One simulated gateway per level (each its own process) is filled with another client id's activity
+One simulated gateway per level and connect (each its own process) is filled with another client id's activity
 (bench/activity.py: 1-share market orders over the universe's stocks, so N executions are also N
 completed orders, and the account holds positions across the universe). At each level every intent
 runs through `functions.handler.handle` in this process (LOG_LEVEL=WARNING, as measured in issue 11),
@@ -131,30 +131,33 @@ def main(argv: list[str] | None = None) -> int:
     trips: dict[tuple[str, str], int] = {}
     with contextlib.ExitStack() as stack:
         stack.enter_context(_environment(Path(stack.enter_context(tempfile.TemporaryDirectory()))))
-        # one gateway per level, so the levels can be measured in turn and drift on the machine hits all alike
-        gateways = {level: stack.enter_context(GatewayProcess(accounts=[ACCOUNT], time=MARKET_OPEN))
-                    for level in levels}
-        settings = {level: Settings(gateway_host=gateway.host, gateway_port=gateway.port, connect_timeout=30,
-                                    deadline_seconds=120) for level, gateway in gateways.items()}
-        for level, gateway in gateways.items():
+        # a gateway per level and connect: the levels are measured in turn, so drift on the machine hits all
+        # alike, and a lean run never follows a full one on the same gateway (which then lags for a while)
+        connects = args.connects.split(',')
+        gateways = {(level, connect): stack.enter_context(GatewayProcess(accounts=[ACCOUNT], time=MARKET_OPEN))
+                    for level in levels for connect in connects}
+        settings = {key: Settings(gateway_host=gateway.host, gateway_port=gateway.port, connect_timeout=30,
+                                  deadline_seconds=120) for key, gateway in gateways.items()}
+        for (level, connect), gateway in gateways.items():
             for intent in intents:   # warm up, and let allocation reach its targets before anything is timed
-                for connect in CONNECTS:
-                    _check(intent, run_once(intent, settings[level], connect))
-            print(f'{gateway.fill(level) if level else 0} executions', file=sys.stderr, flush=True)
+                _check(intent, run_once(intent, settings[level, connect], connect))
+            print(f'{connect}: {gateway.fill(level) if level else 0} executions', file=sys.stderr, flush=True)
         for intent in ('health', 'summary'):
-            for connect in CONNECTS:
-                trips[intent, connect] = round_trips(gateways[levels[0]], settings[levels[0]], intent, connect)
+            for connect in connects:
+                trips[intent, connect] = round_trips(gateways[levels[0], connect], settings[levels[0], connect],
+                                                     intent, connect)
         for _ in range(args.n):
             for level in levels:
                 for intent in intents:
-                    for connect in args.connects.split(','):
+                    for connect in connects:
                         gc.collect()   # a full connect's garbage is not collected on a lean run's time, nor the reverse
-                        gateway_cpu = _cpu_seconds(gateways[level].pid)
-                        wall, cpu, status = _check(intent, run_once(intent, settings[level], connect))
+                        gateway = gateways[level, connect]
+                        gateway_cpu = _cpu_seconds(gateway.pid)
+                        wall, cpu, status = _check(intent, run_once(intent, settings[level, connect], connect))
                         cell = cells.setdefault((intent, level, connect), Cell(intent, level, connect))
                         cell.wall_ms.append(wall)
                         cell.cpu_ms.append(cpu)
-                        cell.gateway_cpu_ms += (_cpu_seconds(gateways[level].pid) - gateway_cpu) * 1000
+                        cell.gateway_cpu_ms += (_cpu_seconds(gateway.pid) - gateway_cpu) * 1000
     rows = [_row(cells, intent, level) for intent in intents for level in levels]
     print(table(HEADERS, rows))
     path = write_report(args.report, 'Connect cost against account activity: lean vs full connect',
@@ -198,9 +201,11 @@ def _report(rows: list, trips: dict, args: argparse.Namespace) -> list[str]:
                  for intent in ('health', 'summary')]
     return [
         '## Results\n\n' + table(HEADERS, rows),
-        f'{args.n} timed runs per cell. Each level has its own simulated gateway (a process each), and the runs go '
-        'round the levels, intents and connects in turn, so load drift on the machine hits every cell alike. '
-        'Before timing, each intent ran once per connect on each gateway (the first allocation buys its target: '
+        f'{args.n} timed runs per cell. Each level and connect has its own simulated gateway (a process each), '
+        'and the runs go round the levels, intents and connects in turn, so load drift on the machine hits every '
+        'cell alike; a gateway that has just sent a full connect thousands of executions lags for a while, which '
+        'would otherwise land on the next lean run. Before timing, each intent ran once on each gateway '
+        '(the first allocation buys its target: '
         'one more execution than the level says; later allocations find nothing to trade). '
         '"executions" are today\'s executions on the account, each from a 1-share market order of client id 7, '
         'so there are as many completed orders, and the account holds positions in all 7 stocks of the universe. '
