@@ -97,6 +97,8 @@ def full_connect(readonly: bool):
 
 def run_once(intent: str, settings: Settings, connect: str) -> tuple[float, float, str]:
     """(wall ms, CPU ms of this process, status) of one invocation through the handler."""
+    # each gateway's account has its own store: the fills ledger trade-reconciliation reads is per account
+    os.environ['SQLITE_PATH'] = str(Path(os.environ['SQLITE_PATH']).with_name(f'state-{settings.gateway_port}.db'))
     request = {'intent': intent, 'params': PARAMS.get(intent, {}), 'idempotencyKey': uuid.uuid4().hex}
     event = pubsub_push_event(request, project='bench')
     context = full_connect(get_intent(intent).readonly) if connect == 'full' else contextlib.nullcontext()
