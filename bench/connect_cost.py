@@ -6,8 +6,8 @@ One simulated gateway per level and connect (each its own process) is filled wit
 (bench/activity.py: 1-share market orders over the universe's stocks, so N executions are also N
 completed orders, and the account holds positions across the universe). At each level every intent
 runs through `functions.handler.handle` in this process (LOG_LEVEL=WARNING, as measured in issue 11),
-alternately with the lean connect (lib/session.py) and with the full `IB.connectAsync` the runtime
-used before (`full_connect` below), n times each. Reported per intent, level and connect: p50 and p95
+n times with the lean connect (lib/session.py), then n times with the full `IB.connectAsync` the
+runtime used before (`full_connect` below). Reported per intent, level and connect: p50 and p95
 wall time, the CPU time of this process per run (all threads: what Cloud Functions bills; the
 gateway's CPU is not in it) and the simulator's CPU per run. Round trips per connect are read from the
 simulator's counters at 20 ms reply latency, where they cannot split.
@@ -43,7 +43,7 @@ MARKET_OPEN = datetime(2026, 11, 24, 15, 30, tzinfo=timezone.utc)
 INTENTS = ('health', 'summary', 'allocation', 'cash-balancer', 'trade-reconciliation', 'collect-market-data')
 PARAMS = {'allocation': {'strategies': ['dummy']},
           'collect-market-data': {'instruments': [{'symbol': 'SPY'}], 'duration': '5 D'}}
-CONNECTS = ('full', 'lean')
+CONNECTS = ('lean', 'full')
 ROUND_TRIP_LATENCY_MS = 20
 TRADING_CONFIG = """
 [exposure]
@@ -148,10 +148,12 @@ def main(argv: list[str] | None = None) -> int:
             for connect in connects:
                 trips[intent, connect] = round_trips(gateways[levels[0], connect], settings[levels[0], connect],
                                                      intent, connect)
-        for _ in range(args.n):
-            for level in levels:
-                for intent in intents:
-                    for connect in connects:
+        # each connect in its own phase: right after a full connect's download its gateway goes on using the
+        # CPU for a while, which would land on whatever runs next
+        for connect in connects:
+            for _ in range(args.n):
+                for level in levels:
+                    for intent in intents:
                         gc.collect()   # a full connect's garbage is not collected on a lean run's time, nor the reverse
                         gateway = gateways[level, connect]
                         gateway_cpu = _cpu_seconds(gateway.pid)
@@ -204,9 +206,10 @@ def _report(rows: list, trips: dict, args: argparse.Namespace) -> list[str]:
     return [
         '## Results\n\n' + table(HEADERS, rows),
         f'{args.n} timed runs per cell. Each level and connect has its own simulated gateway (a process each), '
-        'and the runs go round the levels, intents and connects in turn, so load drift on the machine hits every '
-        'cell alike; a gateway that has just sent a full connect thousands of executions lags for a while, which '
-        'would otherwise land on the next lean run. Before timing, each intent ran once on each gateway '
+        'and the runs go round the levels and intents in turn, so load drift on the machine hits every level alike; '
+        'all lean runs come first, then all full ones (a gateway that has just sent a full connect thousands of '
+        'executions goes on using the CPU for a while, which would land on the next run). '
+        'Before timing, each intent ran once on each gateway '
         '(the first allocation buys its target: '
         'one more execution than the level says; later allocations find nothing to trade). '
         '"executions" are today\'s executions on the account, each from a 1-share market order of client id 7, '
