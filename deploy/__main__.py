@@ -2,12 +2,13 @@
 
     python -m deploy apply    [--config deploy/config.env] [--dry-run]
     python -m deploy teardown [--config deploy/config.env] [--dry-run] [--delete-data] --yes
-    python -m deploy check    [--config deploy/config.env]
+    python -m deploy check    [--config deploy/config.env] [--schedules FILE] [--trading-config FILE]
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from deploy.config import REPO, ConfigError, DeployConfig, load_config
@@ -16,6 +17,7 @@ from deploy.runner import DeployError, Runner
 from deploy.schedules import ScheduleError, load_jobs
 
 DEFAULT_CONFIG = REPO / 'deploy' / 'config.env'
+TRADING_CONFIG = REPO / 'config' / 'trading.toml'
 WORK_DIR = REPO / '.local' / 'deploy'
 
 
@@ -28,7 +30,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         command = commands.add_parser(name, help=summary, description=summary)
         command.add_argument('--config', type=Path, default=DEFAULT_CONFIG,
                              help='env file with the settings (default: deploy/config.env)')
-        if name != 'check':
+        if name == 'check':
+            command.add_argument('--schedules', type=Path, help='check this schedules file instead of SCHEDULES_FILE')
+            command.add_argument('--trading-config', type=Path, default=TRADING_CONFIG,
+                                 help='check this trading config (default: config/trading.toml)')
+        else:
             command.add_argument('--dry-run', action='store_true', help='print every command, run none')
             command.add_argument('--work-dir', type=Path, default=WORK_DIR,
                                  help='where rendered files (cloud-init, alert policies) go (default: .local/deploy)')
@@ -43,13 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_config(args.config)
-        jobs = load_jobs(cfg.schedules_file)
+        jobs = load_jobs(getattr(args, 'schedules', None) or cfg.schedules_file)
     except (ConfigError, ScheduleError) as exc:
         print(f'deploy: {exc}', file=sys.stderr)
         return 2
     if args.command == 'check':
-        _describe(cfg, len(jobs))
-        return 0
+        return check(cfg, jobs, args.trading_config)
     if args.command == 'teardown':
         if not (args.yes or args.dry_run):
             print(f'deploy: teardown removes the deploy from project {cfg.project}; add --yes to confirm',
@@ -72,6 +77,26 @@ def main(argv: list[str] | None = None) -> int:
               f"#   gcloud pubsub topics publish {cfg.intents_topic} --project={cfg.project} "
               f"--message='{{\"intent\":\"health\"}}'\n"
               f'#   gcloud pubsub subscriptions pull {cfg.results_subscription} --project={cfg.project} --auto-ack')
+    return 0
+
+
+def check(cfg: DeployConfig, jobs: list, trading_config: Path) -> int:
+    """Validate what the deploy ships as the function will read it; 2 when anything would be refused."""
+    from deploy import checks   # imports the runtime (intents, strategies) to validate with its own models
+
+    now = datetime.now(timezone.utc)
+    problems = [*checks.trading_config_problems(trading_config, cfg.trading_mode, now.date()),
+                *checks.schedule_problems(jobs)]
+    _describe(cfg, len(jobs))
+    print('\nnext 7 days (New York, UTC):')
+    for line in checks.describe_firings(checks.next_firings(jobs, now)):
+        print(f'  {line}')
+    if problems:
+        print(f'\n{len(problems)} problem(s): each would make runs fail in the cloud', file=sys.stderr)
+        for problem in problems:
+            print(f'deploy: {problem}', file=sys.stderr)
+        return 2
+    print(f'\nok: {trading_config.name} and {len(jobs)} scheduled requests are valid')
     return 0
 
 

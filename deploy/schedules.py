@@ -11,6 +11,7 @@ import json
 import re
 import zoneinfo
 from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,13 @@ import yaml
 
 from deploy.config import REPO, DeployConfig
 from deploy.cron import CronError, CronSchedule, parse_cron
+from deploy.session_schedule import CALENDAR_ZONE, SessionScheduleError, expand, zone_ok
 from deploy.steps import Command, Ensure, Prune, Ref, Step, gcloud
 
 REQUEST_SCHEMA = REPO / 'schemas' / 'intent-request.schema.json'
 PUBSUB_SCOPE = 'https://www.googleapis.com/auth/pubsub'
 _JOB_NAME = re.compile(r'^[a-z][a-z0-9-]{0,40}[a-z0-9]$')
-_JOB_KEYS = {'name', 'description', 'schedule', 'timeZone', 'request', 'attributes'}
+_JOB_KEYS = {'name', 'description', 'schedule', 'session', 'timeZone', 'request', 'attributes'}
 
 
 class ScheduleError(ValueError):
@@ -53,8 +55,13 @@ class Job:
         return json.dumps({'messages': [{'data': data, 'attributes': attributes}]}, separators=(',', ':'))
 
 
-def load_jobs(path: Path) -> list[Job]:
-    """Read and validate every job: name, cron, time zone, and a request the request schema accepts."""
+def load_jobs(path: Path, today: date | None = None) -> list[Job]:
+    """Read and validate every job: name, cron, time zone, and a request the request schema accepts.
+
+    A job with `session` instead of `schedule` becomes `<name>-1`, `<name>-2`, ... (deploy/session_schedule.py),
+    expanded over the NYSE calendar of the year from `today` (default: today in New York).
+    """
+    today = today or datetime.now(timezone.utc).astimezone(zoneinfo.ZoneInfo(CALENDAR_ZONE)).date()
     try:
         document = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -63,12 +70,38 @@ def load_jobs(path: Path) -> list[Job]:
         raise ScheduleError(f'{path}: expected a mapping with a `jobs` list')
     default_zone = document.get('timeZone', 'America/New_York')
     validator = jsonschema.Draft202012Validator(json.loads(REQUEST_SCHEMA.read_text()))
-    jobs = [_job(entry, default_zone, validator, index) for index, entry in enumerate(document['jobs'])]
+    jobs = [job for index, entry in enumerate(document['jobs'])
+            for job in _jobs(entry, default_zone, validator, index, today)]
     names = [job.name for job in jobs]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ScheduleError(f'{path}: job names must be unique: {", ".join(duplicates)}')
     return jobs
+
+
+def _jobs(entry: Any, default_zone: str, validator: jsonschema.Draft202012Validator, index: int,
+          today: date) -> list[Job]:
+    """The job an entry describes, or the jobs a session-relative entry expands into."""
+    if not isinstance(entry, dict) or 'session' not in entry:
+        return [_job(entry, default_zone, validator, index)]
+    label = f'job {entry.get("name")!r}' if entry.get('name') else f'job #{index + 1}'
+    if 'schedule' in entry:
+        raise ScheduleError(f'{label}: give either schedule (cron) or session, not both')
+    request = entry.get('request')
+    if isinstance(request, dict) and 'window' in request:
+        raise ScheduleError(f'{label}: a session job sets its request\'s window itself; remove request.window')
+    zone = entry.get('timeZone', default_zone)
+    if not isinstance(zone, str) or not zone_ok(zone):
+        raise ScheduleError(f'{label}: session jobs follow the NYSE calendar, so timeZone must be {CALENDAR_ZONE}')
+    try:
+        entries = expand(entry['session'], today=today)
+    except SessionScheduleError as exc:
+        raise ScheduleError(f'{label}: session: {exc}') from None
+    base = {key: value for key, value in entry.items() if key != 'session'}
+    return [_job({**base, 'name': f'{entry.get("name")}-{number}', 'schedule': item.schedule,
+                  'request': {**request, 'window': item.window} if isinstance(request, dict) else request},
+                 default_zone, validator, index)
+            for number, item in enumerate(entries, start=1)]
 
 
 def _job(entry: Any, default_zone: str, validator: jsonschema.Draft202012Validator, index: int) -> Job:

@@ -19,7 +19,7 @@ from functions.runner import Outcome
 from intents.base import Intent, IntentParams, RunContext
 from lib import log
 from lib.config import ConfigError, Settings
-from lib.idempotency import IdempotencySettings, TooManyAttempts, claim_run, derive_key, run_reference
+from lib.idempotency import IdempotencySettings, TooManyAttempts, claim_run, derive_key, legacy_claim
 from lib.store import ClaimRecord, StoreUnavailable, open_store
 from lib.store.common import iso
 from lib.trading_config import load_trading_config
@@ -51,6 +51,9 @@ class Admission:
         """Claim the idempotency key: the context to act with, or a duplicate / rejected outcome."""
         now = datetime.now(timezone.utc)
         try:
+            earlier = legacy_claim(context.store, context.legacy_reference, now)
+            if earlier is not None:   # claimed by a deployment from before orderRefs named their account
+                return _duplicate(earlier, context.idempotency_key)
             claim = claim_run(context.store, context.reference, context.run_id, self.lease_seconds, now)
         except StoreUnavailable as exc:
             return _store_down(exc)
@@ -96,8 +99,8 @@ def admit(intent_cls: type[Intent], params: IntentParams, decoded: Decoded, *, r
                                                            'for order-placing intents; not executed'))
     key = request.idempotency_key or derive_key(intent_cls.name, params.model_dump(mode='json', by_alias=True),
                                                 decoded.publish_time or now, idempotency.window_seconds)
-    reference = run_reference(intent_cls.name, key)
-    context = replace(context, trading=trading, idempotency_key=key, reference=reference)
+    # the run reference (orderRef prefix, claim key) needs the account: RunContext.for_account, once connected
+    context = replace(context, trading=trading, idempotency_key=key)
     if dry_run:
         return Admission(context)
     if not trading.trading_enabled:
@@ -117,8 +120,9 @@ def settle(admission: Admission, outcome: Outcome, now: datetime | None = None) 
     context = admission.context
     retry = bool(outcome.error and outcome.error.get('retryable'))
     result = outcome.result or {}
-    # orders found at the broker (on takeover) are recorded with the state the broker reported
-    orders = [*result.get('orders', []), *({**o, **o['atBroker']} for o in result.get('alreadyPlaced', []))]
+    # orders found at the broker (on takeover) are recorded with the state the broker reported, so
+    # trade-reconciliation can attribute an earlier attempt's fills even when this run placed nothing
+    orders = [*result.get('orders', []), *result.get('alreadyPlaced', [])]
     record = {'runId': context.run_id, 'status': outcome.status, 'retry': retry,
               'idempotencyKey': context.idempotency_key, 'error': outcome.error,
               'orders': [{name: order.get(name) for name in RECORDED_ORDER_FIELDS} | {'conId': _con_id(order)}

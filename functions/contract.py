@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
+
+from lib.session_window import SessionWindow
 
 RESULT_SCHEMA = 'intent-result/v1'
 INTENT_NAME_PATTERN = r'^[a-z][a-z0-9_-]{0,63}$'
@@ -43,6 +45,27 @@ class WireModel(BaseModel):
         return self.model_dump_json(by_alias=True)
 
 
+class Window(WireModel):
+    """Run only within part of today's trading session of the contracts the run would trade."""
+
+    model_config = ConfigDict(title='Window')
+
+    before_close: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                       description="Run only within this many seconds before today's close.")
+    after_open: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                     description="Run only within this many seconds after today's open.")
+
+    @model_validator(mode='after')
+    def _exactly_one(self) -> Window:
+        if (self.before_close is None) == (self.after_open is None):
+            raise ValueError('give exactly one of beforeClose or afterOpen (seconds > 0)')
+        return self
+
+    def session_window(self) -> SessionWindow:
+        """The runtime's form of this window."""
+        return SessionWindow(before_close=self.before_close, after_open=self.after_open)
+
+
 class IntentRequest(WireModel):
     """The data of a message on the intents topic."""
 
@@ -57,6 +80,9 @@ class IntentRequest(WireModel):
                                         description='Business key: a second request with the same key does not act again.')
     max_age_seconds: float | None = Field(None, gt=0,
                                           description='Reject, never run, a message published longer ago than this.')
+    window: Window | None = Field(None, description='Run only within this part of the trading session, judged on '
+                                                    "the gateway's clock against the liquid hours it reports; "
+                                                    'outside it the result is skipped and nothing is placed.')
 
 
 class Timings(WireModel):
@@ -87,6 +113,22 @@ class ErrorInfo(WireModel):
     retryable: bool
 
 
+# One entry of result.problems (lib/problems.py builds them; README "Problems" says what each code means).
+PROBLEM_SCHEMA = {
+    'title': 'Problem',
+    'description': 'Something that went wrong in a run. Order codes (order-*) make the status error; any other '
+                   'code is a strategy or data problem and sets result.degraded.',
+    'type': 'object',
+    'properties': {
+        'code': {'type': 'string', 'description': 'Stable kebab-case code, e.g. order-not-cancelled, no-price.'},
+        'message': {'type': 'string'},
+        'contract': {'type': 'object', 'description': 'The contract it is about, when it is about one.'},
+        'orderRef': {'type': 'string', 'description': 'The order it is about, when it is about one.'},
+    },
+    'required': ['code', 'message'],
+}
+
+
 class IntentResult(WireModel):
     """The document published on the results topic for every message handled."""
 
@@ -106,7 +148,12 @@ class IntentResult(WireModel):
     duration_ms: float
     timings: Timings
     gateway: Gateway | None
-    result: dict[str, Any] | None = Field(description='Intent-specific output.')
+    result: dict[str, Any] | None = Field(
+        description='Intent-specific output. Every result the handler publishes has one, with `problems` and '
+                    '`degraded`; an order-placing run lists its orders, whatever its status.',
+        json_schema_extra={'properties': {'problems': {'type': 'array', 'items': PROBLEM_SCHEMA},
+                                          'degraded': {'type': 'boolean'}},
+                           'required': ['problems', 'degraded']})
     error: ErrorInfo | None
 
 
@@ -199,13 +246,44 @@ def decode_message(cloud_event: Any) -> Decoded:
     return Decoded(envelope, _validate(payload, envelope))
 
 
-def describe_validation_error(exc: ValidationError, prefix: str = '') -> str:
-    """A one-line summary: `field: problem; field: problem`."""
+def describe_validation_error(exc: ValidationError, prefix: str = '', model: type[BaseModel] | None = None) -> str:
+    """A one-line summary: `field: problem; field: problem`.
+
+    With the `model` that refused the input, an unknown key's problem lists the keys that model accepts there.
+    """
     parts = []
     for error in exc.errors():
         location = '.'.join(str(part) for part in (prefix, *error['loc']) if part != '') or '(root)'
-        parts.append(f'{location}: {error["msg"]}')
+        problem = error['msg']
+        if error['type'] == 'extra_forbidden' and model is not None:
+            accepted = accepted_keys(model, error['loc'][:-1])
+            problem = f'unknown key; accepted keys: {", ".join(accepted)}' if accepted else 'unknown key; none are accepted here'
+        parts.append(f'{location}: {problem}')
     return '; '.join(parts)
+
+
+def accepted_keys(model: type[BaseModel], path: tuple = ()) -> list[str]:
+    """The wire names `model` accepts at `path` (a location inside it, as pydantic reports locations)."""
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = next((f for name, f in model.model_fields.items() if part in (name, f.alias)), None)
+        nested = _model_in(field.annotation) if field is not None else None
+        if nested is None:
+            return []
+        model = nested
+    return sorted(field.alias or name for name, field in model.model_fields.items())
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation like `Model | None` or `list[Model]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in getattr(annotation, '__args__', ()):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
 
 
 def request_schema() -> dict[str, Any]:
@@ -223,6 +301,7 @@ def _schema(model: type[BaseModel], mode: Literal['validation', 'serialization']
     return {'$schema': 'https://json-schema.org/draft/2020-12/schema', **generated}
 
 
+
 def _validate(payload: dict[str, Any], envelope: Envelope) -> IntentRequest:
     try:
         return IntentRequest.model_validate(payload)
@@ -230,7 +309,7 @@ def _validate(payload: dict[str, Any], envelope: Envelope) -> IntentRequest:
         named = payload.get('intent')
         # Only a well-formed name goes into the result: a huge or unencodable one would make it unpublishable.
         well_formed = isinstance(named, str) and re.fullmatch(INTENT_NAME_PATTERN, named)
-        raise InvalidMessage('InvalidRequest', describe_validation_error(exc), envelope,
+        raise InvalidMessage('InvalidRequest', describe_validation_error(exc, model=IntentRequest), envelope,
                              intent=named if well_formed else None) from None
 
 

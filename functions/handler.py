@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from functions import publisher
+from functions import history, publisher
 from functions.admission import Admission, admit, effective_dry_run, settle
 from functions.contract import (
     Decoded, Envelope, ErrorInfo, Gateway, IntentResult, InvalidMessage, Timings, decode_message,
@@ -28,6 +28,7 @@ from intents.base import Intent, IntentParams
 from intents.registry import UnknownIntent, get_intent
 from lib import log
 from lib.config import ConfigError, Settings
+from lib.problems import with_problems
 
 logger = log.get_logger(__name__)
 
@@ -98,7 +99,7 @@ def _execute(decoded: Decoded, settings: Settings, run: _Run) -> Outcome:
     try:
         params = intent_cls.Params.model_validate(request.params)
     except ValidationError as exc:
-        return _rejected('InvalidParams', describe_validation_error(exc, prefix='params'))
+        return _rejected('InvalidParams', describe_validation_error(exc, prefix='params', model=intent_cls.Params))
     dry_run = effective_dry_run(request.dry_run, params)
     try:
         admission = admit(intent_cls, params, decoded, run_id=run.run_id, dry_run=dry_run, settings=settings,
@@ -106,6 +107,8 @@ def _execute(decoded: Decoded, settings: Settings, run: _Run) -> Outcome:
     except Exception as exc:   # admit turns store and config failures into outcomes; anything else is a bug
         logger.exception('admission failed')
         return _failed(type(exc).__name__, str(exc), retryable=False)
+    if request.window is not None:
+        admission.context = replace(admission.context, window=request.window.session_window())
     outcome = admission.outcome or _run_admitted(intent_cls, params, dry_run, settings, admission)
     outcome.dry_run, outcome.idempotency_key = dry_run, admission.context.idempotency_key
     return outcome
@@ -141,7 +144,7 @@ def _finish(run: _Run, outcome: Outcome, settings: Settings, publish: Publish) -
         duration_ms=_ms(time.monotonic() - run.started),
         timings=Timings(queue_ms=_queue_ms(run), connect_ms=outcome.connect_ms, intent_ms=outcome.intent_ms),
         gateway=Gateway(**outcome.gateway) if outcome.gateway else None,
-        result=outcome.result,
+        result=with_problems(outcome.result),
         error=ErrorInfo(**outcome.error) if outcome.error else None,
     )
     publish_started = time.monotonic()
@@ -151,6 +154,7 @@ def _finish(run: _Run, outcome: Outcome, settings: Settings, publish: Publish) -
         logger.exception('result of %s not published; raising so the message is delivered again', run.intent)
         raise
     publish_ms = _ms(time.monotonic() - publish_started)
+    history.record(result)
     _log_run(result, publish_ms)
     if result.error is not None and result.error.retryable:
         raise TransientFailure(f'{result.error.type}: {result.error.message}', result)

@@ -54,25 +54,26 @@ def result_attributes(result: IntentResult) -> dict[str, str]:
     """Message attributes subscribers can filter on: intent, status, runId, messageId."""
     attributes = {'intent': result.intent, 'status': result.status,
                   'runId': result.run_id, 'messageId': result.message_id}
-    return {key: value for key, value in attributes.items() if value}
+    return log.mask({key: value for key, value in attributes.items() if value})
 
 
 def publish_result(result: IntentResult, settings: Settings) -> None:
     """Publish on the results topic and wait for the ack, or print one JSON line without a topic.
 
-    Printed lines have secret values masked like log lines; published documents are sent as they are.
+    Secret values are masked in the document and its attributes, printed or published (lib.log.mask_json).
 
     Raises PublishFailed when the topic does not acknowledge within settings.publish_timeout.
     """
     if not settings.results_topic:
         # stdout is a log stream in the cloud, so it gets the same secret masking as log lines
-        sys.stdout.write(log.redact(result.to_json()) + '\n')
+        sys.stdout.write(log.mask_json(result.to_json()) + '\n')
         sys.stdout.flush()
         return
     topic = topic_path(settings)
     retry = Retry(timeout=settings.publish_timeout)
     try:
-        future = publisher_client().publish(topic, result.to_json().encode('utf-8'), retry=retry,
+        document = log.mask_json(result.to_json())
+        future = publisher_client().publish(topic, document.encode('utf-8'), retry=retry,
                                             timeout=settings.publish_timeout, **result_attributes(result))
         future.result(timeout=settings.publish_timeout)
     except Exception as exc:   # any failure to get the ack means the result may be lost

@@ -109,6 +109,7 @@ async def _execute(intent_cls: type[Intent], params: BaseModel, dry_run: bool, s
     outcome = Outcome(status='error', gateway={'host': settings.gateway_host, 'port': settings.gateway_port,
                                                'clientId': None, 'serverVersion': None})
     session = None
+    intent = None
     intent_started = None
     deadline = asyncio.timeout(settings.deadline_seconds)
     deadline_at = loop.time() + settings.deadline_seconds
@@ -120,6 +121,7 @@ async def _execute(intent_cls: type[Intent], params: BaseModel, dry_run: bool, s
                 labels.enter_context(bind(clientId=session.client_id))
                 outcome.account, outcome.gateway = session.account, session.gateway()
                 outcome.connect_ms = round(session.connect_ms, 1)
+                context = context.for_account(intent_cls.name, session.account)
                 admitted = context if before_intent is None else await asyncio.to_thread(before_intent, context)
                 if isinstance(admitted, Outcome):
                     outcome.status, outcome.result, outcome.error = admitted.status, admitted.result, admitted.error
@@ -127,7 +129,7 @@ async def _execute(intent_cls: type[Intent], params: BaseModel, dry_run: bool, s
                     context = admitted
                     intent = intent_cls(session, params, dry_run=dry_run, context=context, deadline=deadline_at)
                     intent_started = time.perf_counter()
-                    output = await _until_disconnected(ib, intent.run())
+                    output = await _until_disconnected(ib, intent.start())
                     outcome.intent_ms = _ms_since(intent_started)
                     _apply(outcome, output)
         except Exception as exc:
@@ -135,6 +137,8 @@ async def _execute(intent_cls: type[Intent], params: BaseModel, dry_run: bool, s
                 outcome.status = 'rejected'
             outcome.error = _describe_failure(exc, intent_cls, settings, deadline.expired(),
                                               intent_started is not None, context.claimed)
+            if intent is not None:   # an order-placing run lists what it placed before it failed
+                outcome.result = intent.interrupted_result()
         finally:
             if session is not None:
                 close_session(session)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import datetime
 
 from pydantic import field_validator
 
@@ -20,8 +21,9 @@ from intents.trading import (
 )
 from lib.idempotency import reference_of
 from lib.market_data import ContractInfo, Quote, fetch_bars, quotes
-from lib.ibapi import Position, Trade
-from lib.orders import ExecutionSettings, Leg, check_legs, execute, our_open_orders
+from lib.ibapi import Position
+from lib.orders import ExecutionSettings, Leg, check_legs
+from lib.problems import NO_PRICE, STRATEGY_FAILED, problem
 from lib.sizing import attribute, target_quantity
 from lib.store.common import iso
 from strategies.base import MarketData, check_targets
@@ -70,13 +72,17 @@ class Allocation(OrderIntent):
         infos = {info.con_id: info for e in evaluations if e.weights is not None
                  for info in e.universe.values() if info.con_id not in left_alone}
         prices = await quotes(self.ib, list(infos.values()))
-        problems = [f'{infos[c].name}: no price, so it is not traded' for c in infos if prices[c].price() is None]
+        self.report.problems += [problem(STRATEGY_FAILED, f'{e.name}: {e.error}; '
+                                         + ('its stored targets are kept' if e.source == 'stored'
+                                            else 'its contracts are left alone'))
+                                 for e in evaluations if e.error]
+        self.report.problems += [problem(NO_PRICE, f'{infos[c].name}: no price, so it is not traded',
+                                         contract=infos[c].describe()) for c in infos if prices[c].price() is None]
         infos = {c: info for c, info in infos.items() if prices[c].price() is not None}
         plan = _Plan(infos, prices, *self._quantities(evaluations, infos, prices, start.snapshot))
         settings = self.execution_settings(start.snapshot, self.params.order_policy)
         legs, contracts, cancelled = await self._legs_replacing_stale_orders(plan, settings)
-        report = await execute(self.ib, legs, settings)
-        report.problems[:0] = problems
+        report = await self.execute(legs, settings)
         if not self.dry_run:
             for e in evaluations:
                 if e.source == 'new':
@@ -87,6 +93,9 @@ class Allocation(OrderIntent):
             'marketDate': start.today.isoformat(), 'exposureOverall': self.trading.exposure_overall,
             'strategies': {e.name: e.describe() for e in evaluations}, 'contracts': contracts,
             'cancelledStaleOrders': cancelled})
+
+    async def session_contracts(self, now: datetime) -> list[ContractInfo]:
+        return await self.strategies_contracts(self.params.strategies or sorted(self.trading.exposures), now)
 
     async def _evaluate(self, name: str, today) -> Evaluation:
         """The strategy's targets, or its stored ones when it has no opinion or fails."""
@@ -122,10 +131,10 @@ class Allocation(OrderIntent):
         (an earlier attempt, on takeover) stay and count as pending, as do orders that could not be
         cancelled. A dry run cancels nothing and lists what it would cancel.
         """
-        ours = [t for t in await our_open_orders(self.ib) if t.contract.conId in plan.infos]
+        ours = await self.working_orders(set(plan.infos))
         stale = [t for t in ours if reference_of(t.order.orderRef) != self.context.reference]
         keep = [t for t in ours if t not in stale]
-        legs, contracts = plan.legs(await account_positions(self), keep)
+        legs, contracts = plan.legs(await account_positions(self), self.count_working(keep))
         check_legs(legs, settings)
         if self.dry_run:
             return legs, contracts, [{'orderRef': t.order.orderRef, 'permId': t.order.permId, 'wouldCancel': True}
@@ -133,9 +142,9 @@ class Allocation(OrderIntent):
         if not stale:
             return legs, contracts, []
         cancelled = await self.cancel(stale)
-        failed = {c['permId'] for c in cancelled if not c['cancelled']}
-        pending = keep + [t for t in stale if t.order.permId in failed]
-        return (*plan.legs(await account_positions(self), pending), cancelled)
+        working = {c['permId'] for c in cancelled if c['working']}
+        pending = keep + [t for t in stale if t.order.permId in working]
+        return (*plan.legs(await account_positions(self), self.count_working(pending)), cancelled)
 
     def _quantities(self, evaluations: list[Evaluation], infos: dict[int, ContractInfo], prices: dict[int, Quote],
                     snapshot) -> tuple[dict[int, dict[str, int]], dict[int, dict[str, int]]]:
@@ -164,12 +173,8 @@ class _Plan:
     targets: dict[int, dict[str, int]]       # conId -> strategy -> target quantity
     previous: dict[int, dict[str, int]]      # conId -> strategy -> what its previous targets meant
 
-    def legs(self, positions: dict[int, Position], pending_orders: list[Trade]) -> tuple[list[Leg], list[dict]]:
-        """trade = target - (position + our open orders' remaining), per contract; and the table of it."""
-        pending: dict[int, float] = {}
-        for t in pending_orders:
-            sign = 1 if t.order.action == 'BUY' else -1
-            pending[t.contract.conId] = pending.get(t.contract.conId, 0.0) + sign * t.orderStatus.remaining
+    def legs(self, positions: dict[int, Position], pending: dict[int, float]) -> tuple[list[Leg], list[dict]]:
+        """trade = target - (position + our working orders' remaining), per contract; and the table of it."""
         legs, contracts = [], []
         for con_id, by_strategy in self.targets.items():
             info, quote = self.infos[con_id], self.prices[con_id]

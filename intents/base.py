@@ -1,14 +1,18 @@
 """What every intent is: typed params, flags for read-only and order placing, and an async run on a session."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from lib.ibapi import Contract
+from lib.idempotency import legacy_reference, run_reference
+from lib.market_data import ContractInfo, contract_infos, gateway_time
 from lib.session import AccountState
+from lib.session_window import SessionWindow, judge
 
 if TYPE_CHECKING:
     from lib.config import Settings
@@ -17,10 +21,15 @@ if TYPE_CHECKING:
     from lib.trading_config import TradingConfig
 
 
+# What a `window` is judged by for intents that trade nothing.
+US_EQUITY_MARKET = Contract(secType='STK', symbol='SPY', exchange='SMART', currency='USD')
+
+
 class IntentParams(BaseModel):
     """Base for intent params: camelCase on the wire, unknown keys refused."""
 
-    model_config = ConfigDict(extra='forbid', alias_generator=to_camel, populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra='forbid', alias_generator=to_camel, populate_by_name=True, frozen=True,
+                              use_attribute_docstrings=True)
 
 
 class NoParams(IntentParams):
@@ -51,7 +60,8 @@ class RunContext:
     """What the runtime knows about a run besides its session: ids, settings, the store, the claim.
 
     `store` is set for intents that use it; `trading`, `idempotency_key` and `reference` for
-    order-placing ones. `takeover` means an earlier attempt under the same key may have placed
+    order-placing ones; `reference` once the session's `account` is known (an orderRef names its
+    account: see lib.idempotency). `takeover` means an earlier attempt under the same key may have placed
     orders, so the intent must look them up by orderRef before placing.
     """
 
@@ -65,6 +75,17 @@ class RunContext:
     attempt: int = 1
     claimed: bool = False                 # the idempotency key is held, so a redelivery is safe
     claimed_at: datetime | None = None    # when the key was first claimed; a takeover looks for fills since then
+    window: SessionWindow | None = None   # run only within this part of today's session (the request's window)
+    account: str | None = None            # the session's account, once connected
+    legacy_reference: str | None = None   # the key's claim as deployments before account-scoped orderRefs made it
+
+    def for_account(self, intent: str, account: str) -> RunContext:
+        """This context on `account`: with the run reference of (account, intent, key) when there is a key."""
+        key = self.idempotency_key
+        if key is None:
+            return replace(self, account=account, reference=None, legacy_reference=None)
+        return replace(self, account=account, reference=run_reference(account, intent, key),
+                       legacy_reference=legacy_reference(intent, key))
 
 
 class Intent:
@@ -92,6 +113,31 @@ class Intent:
         self.context = context or RunContext()
         self.deadline = deadline    # loop.time() by which run() must be done; set by the runner
 
+    async def start(self) -> IntentOutput:
+        """Run, unless the request's window says not now: then skipped, with today's session, nothing done."""
+        if self.context.window is None:
+            return await self.run()
+        now = await gateway_time(self.ib)
+        contracts = await self.session_contracts(now)
+        verdict = judge(self.context.window, [info.hours() for info in contracts], now)
+        if not verdict.inside:
+            return IntentOutput(status='skipped', result={'window': verdict.describe()},
+                                reason=f'outside the session window: {verdict.reason}')
+        output = await self.run()
+        output.result.setdefault('window', verdict.describe())
+        return output
+
     async def run(self) -> IntentOutput:
         """Do the work on self.ib and describe the outcome."""
         raise NotImplementedError
+
+    def interrupted_result(self) -> dict | None:
+        """The result of a run that raised part-way (None: nothing worth reporting)."""
+        return None
+
+    async def session_contracts(self, now: datetime) -> list[ContractInfo]:
+        """The contracts whose session a `window` is judged by: those the run would trade.
+
+        Intents that trade nothing are judged by the US equity market (SPY's session, NYSE hours).
+        """
+        return await contract_infos(self.ib, [US_EQUITY_MARKET])

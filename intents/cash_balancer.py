@@ -3,19 +3,22 @@
 Each currency whose balance is worth more than the threshold (in base currency; default the config's
 cashBalancerThreshold) is converted with one IDEALPRO order on the pair the gateway knows (EUR.USD, or
 USD.JPY the other way round). IDEALPRO takes orders of at least FX_MINIMUM_QUANTITY units of the pair's
-first currency; smaller conversions are reported as skipped rather than sent as odd lots.
+first currency; smaller conversions are reported as skipped rather than sent as odd lots. Our working
+orders on the pair (this account's, of any run) count as converting already: only the rest is sent.
 """
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
 from pydantic import Field
 
 from intents.base import IntentOutput, IntentParams
 from intents.trading import OrderIntent
 from lib.ibapi import Contract
-from lib.market_data import ContractInfo, UnknownContract, contract_info, quotes
-from lib.orders import Leg, execute
+from lib.market_data import ContractInfo, UnknownContract, account_snapshot, contract_info, quotes
+from lib.orders import Leg
+from lib.problems import problem
 
 FX_VENUE = 'IDEALPRO'
 FX_MINIMUM_QUANTITY = 25_000
@@ -51,19 +54,39 @@ class CashBalancer(OrderIntent):
                 conversions.append((entry, await self._pair(currency, snapshot.base_currency)))
             except UnknownContract as exc:
                 entry['action'] = f'kept: no {FX_VENUE} pair to convert it with ({exc})'
+                self.report.problems.append(problem('no-pair', f'{currency}: {entry["action"]}'))
         prices = await quotes(self.ib, [info for _, info in conversions])
+        pending = self.count_working(await self.working_orders({info.con_id for _, info in conversions}))
         legs = []
         for entry, info in conversions:
             quantity = _pair_quantity(entry['currency'], entry['balance'], entry['valueInBase'], info)
+            if pending.get(info.con_id):
+                entry['working'] = pending[info.con_id]
+                quantity -= pending[info.con_id]
+                if quantity == 0 or (quantity > 0) != (quantity + pending[info.con_id] > 0):
+                    entry['action'] = f'kept: our working orders on {info.name} already convert it'
+                    continue
             if abs(quantity) < FX_MINIMUM_QUANTITY:
                 entry['action'] = (f'kept: converting it needs {abs(quantity):,.0f} {info.contract.symbol}, below the '
                                    f'{FX_VENUE} minimum of {FX_MINIMUM_QUANTITY:,} {info.contract.symbol}')
                 continue
             entry['action'] = f'convert with {info.name}'
             legs.append(Leg(info, quantity, prices[info.con_id]))
-        report = await execute(self.ib, legs, self.execution_settings(snapshot, None))
+        report = await self.execute(legs, self.execution_settings(snapshot, None))
         return self.output(report, {'account': snapshot.describe(), 'threshold': threshold,
                                     'baseCurrency': snapshot.base_currency, 'balances': balances})
+
+    async def session_contracts(self, now: datetime) -> list[ContractInfo]:
+        """The pairs of the non-base currencies held."""
+        snapshot = account_snapshot(self.ib, self.session.account)
+        pairs = []
+        for currency, balance in sorted(snapshot.cash.items()):
+            if currency != snapshot.base_currency and balance:
+                try:
+                    pairs.append(await self._pair(currency, snapshot.base_currency))
+                except UnknownContract:
+                    continue
+        return pairs or await super().session_contracts(now)
 
     async def _pair(self, currency: str, base: str) -> ContractInfo:
         """The IDEALPRO pair of `currency` and the base currency, in whichever order the gateway lists it."""

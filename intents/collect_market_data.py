@@ -6,13 +6,14 @@ retryable HistoricalDataUnavailable error naming it.
 """
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
 
 from intents.base import Intent, IntentOutput, IntentParams, IntentRejected
 from lib.ibapi import Contract
-from lib.market_data import UnknownContract, contract_infos, fetch_bars
+from lib.market_data import ContractInfo, UnknownContract, contract_infos, fetch_bars
 
 MAX_INSTRUMENTS = 20
 MAX_BARS = 5000
@@ -46,13 +47,7 @@ class CollectMarketData(Intent):
 
     async def run(self) -> IntentOutput:
         p = self.params
-        contracts = [Contract(secType=i.sec_type, symbol=i.symbol.upper(), exchange=i.exchange.upper(),
-                              currency=i.currency.upper(), lastTradeDateOrContractMonth=i.last_trade_date)
-                     for i in p.instruments]
-        try:
-            infos = await contract_infos(self.ib, contracts)
-        except UnknownContract as exc:
-            raise IntentRejected(str(exc)) from None
+        infos = await self._infos()
         series = await fetch_bars(self.ib, [(info.contract, p.bar_size, p.duration, p.what_to_show) for info in infos],
                                   use_rth=p.use_rth)
         data = []
@@ -63,3 +58,16 @@ class CollectMarketData(Intent):
                                    'close': b.close, 'volume': b.volume} for b in kept]})
         return IntentOutput(result={'barSize': p.bar_size, 'duration': p.duration, 'whatToShow': p.what_to_show,
                                     'useRth': p.use_rth, 'instruments': data})
+
+    async def session_contracts(self, now: datetime) -> list[ContractInfo]:
+        return await self._infos()
+
+    async def _infos(self) -> list[ContractInfo]:
+        """The requested instruments as the gateway describes them; an unknown one rejects the run."""
+        contracts = [Contract(secType=i.sec_type, symbol=i.symbol.upper(), exchange=i.exchange.upper(),
+                              currency=i.currency.upper(), lastTradeDateOrContractMonth=i.last_trade_date)
+                     for i in self.params.instruments]
+        try:
+            return await contract_infos(self.ib, contracts)
+        except UnknownContract as exc:
+            raise IntentRejected(str(exc)) from None

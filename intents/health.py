@@ -5,6 +5,7 @@ import time
 from datetime import timezone
 
 from intents.base import Intent, IntentOutput
+from lib.problems import problem
 
 MAX_CLOCK_SKEW_SECONDS = 5.0
 # Notices the gateway sends when it has lost a farm or its link to IB's servers.
@@ -27,12 +28,13 @@ class Health(Intent):
         received = time.time()
         # reqCurrentTime has one-second resolution; compare against the middle of the round trip
         skew = gateway_time.timestamp() - (sent + received) / 2
-        problems = [f'{n["code"]}: {n["message"]}' for n in session.notices if n['code'] in BROKEN_NOTICES]
+        problems = [problem('gateway-notice', f'{n["code"]}: {n["message"]}')
+                    for n in session.notices if n['code'] in BROKEN_NOTICES]
         if abs(skew) > MAX_CLOCK_SKEW_SECONDS:
-            problems.append(f'gateway clock is {skew:+.1f}s off the wall clock')
+            problems.append(problem('clock-skew', f'gateway clock is {skew:+.1f}s off the wall clock'))
         api_ready = self.ib.client.isReady()
         if not api_ready:
-            problems.append('API connection is not ready')
+            problems.append(problem('api-not-ready', 'API connection is not ready'))
         return IntentOutput(result={
             'healthy': not problems,
             'problems': problems,

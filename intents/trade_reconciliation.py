@@ -3,9 +3,11 @@
 Every execution the gateway reports for the account (today's, as IB keeps them) goes into the ledger
 once, keyed by execId, with its commission and the strategies it served: an order's orderRef
 (`ibj:<hash10>:<leg>`) leads to the run that placed it, whose claim records each strategy's share of
-the order. Our fills whose run has not recorded the order yet wait for a later run rather than being
-booked without attribution. Expected holdings (the ledger's sum per contract and strategy) are then
-compared with the gateway's positions; drift is reported, never raised.
+the order (`...:<leg>.<n>` for a remainder a takeover re-sent; a takeover records every order it found, so
+an earlier attempt's fills are attributed too). Our fills whose run has not recorded the order yet wait for
+a later run rather than being booked without attribution. Expected holdings (the ledger's sum per contract
+and strategy) are then compared with the gateway's positions; drift is reported, never raised: each
+drifting contract and each fill awaiting attribution is a data problem (result.degraded).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import math
 from intents.base import Intent, IntentOutput
 from lib.ibapi import ExecutionFilter, Fill
 from lib.idempotency import is_ours, recorded_orders, reference_of
+from lib.problems import problem
 
 QUANTITY_DIGITS = 8
 
@@ -48,6 +51,12 @@ class TradeReconciliation(Intent):
         ledger = [f for f in await asyncio.to_thread(store.fills) if f.get('account') == account]
         positions = [p for p in await ib.reqPositionsAsync() if p.account == account]
         holdings = compare_holdings(ledger, {p.contract.conId: (p.contract, p.position) for p in positions})
+        drift = [row for row in holdings if row['drift']]
+        problems = [problem('position-drift', f'{row["contract"]["localSymbol"]}: the gateway holds {row["actual"]:g}, '
+                                              f'the fills ledger expects {row["expected"]:g}', contract=row['contract'])
+                    for row in drift]
+        problems += [problem('fill-unattributed', f'{w["execId"]}: {w["reason"]}', order_ref=w['orderRef'])
+                     for w in waiting]
         return IntentOutput(result={
             'account': account,
             'executions': len(fills),
@@ -55,8 +64,9 @@ class TradeReconciliation(Intent):
             'alreadyRecorded': already,
             'awaitingAttribution': waiting,
             'holdings': holdings,
-            'drift': [row for row in holdings if row['drift']],
+            'drift': drift,
             'strategies': strategy_holdings(ledger),
+            'problems': problems,
         })
 
 

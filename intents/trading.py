@@ -10,10 +10,15 @@ from zoneinfo import ZoneInfo
 from pydantic import Field
 
 from intents.base import Intent, IntentOutput, IntentParams
+from lib.idempotency import reference_of
 from lib.ibapi import Position, Trade
 from lib.ibapi import Contract
 from lib.market_data import AccountSnapshot, ContractInfo, account_snapshot, contract_infos, gateway_time
-from lib.orders import ExecutionReport, ExecutionSettings, cancel_orders
+from lib.orders import (
+    ExecutionReport, ExecutionSettings, Leg, cancel_orders, cancel_problems, describe_trade, execute,
+    our_open_orders, pending_by_contract, released_by,
+)
+from lib.problems import ORDER_CODES, order_problems
 from lib.session import AccountState
 from lib.trading_config import OrderPolicy, TradingConfig
 from strategies.base import Bar, InstrumentSpec, Strategy
@@ -21,6 +26,7 @@ from strategies.registry import get_strategy, strategy_names
 
 # Strategies decide for a calendar day; the instruments are US-listed, so it is New York's.
 MARKET_TIMEZONE = ZoneInfo('America/New_York')
+PLACING_RESERVE_SECONDS = 2.0     # of the deadline, kept for placing orders once cancels are done
 
 
 class PolicyOverrides(IntentParams):
@@ -98,12 +104,20 @@ class Prepared:
 
 
 class OrderIntent(Intent):
-    """Base of the intents that place orders: admitted with the kill switch on and a held claim."""
+    """Base of the intents that place orders: admitted with the kill switch on and a held claim.
+
+    `self.report` collects, as the run goes, every order it placed, found or counted and every problem,
+    so that whatever ends the run (an error after placing included) its result lists them.
+    """
 
     readonly = False
     places_orders = True
     # NLV and exchange rates (account_snapshot), and what the account holds and has working
     account_state = frozenset({AccountState.ACCOUNT_UPDATES, AccountState.POSITIONS, AccountState.OPEN_ORDERS})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.report = ExecutionReport()
 
     @property
     def trading(self) -> TradingConfig:
@@ -121,31 +135,82 @@ class OrderIntent(Intent):
                                  takeover=self.context.takeover, deadline=self.deadline,
                                  claimed_at=self.context.claimed_at)
 
+    async def execute(self, legs: list[Leg], settings: ExecutionSettings) -> ExecutionReport:
+        """lib.orders.execute into this run's report."""
+        return await execute(self.ib, legs, settings, self.report)
+
+    async def working_orders(self, con_ids: set[int] | None = None) -> list[Trade]:
+        """Our working orders on this account (every run's, this one's included), on `con_ids` if given."""
+        trades = await our_open_orders(self.ib, self.session.account)
+        return [t for t in trades if con_ids is None or t.contract.conId in con_ids]
+
+    def count_working(self, trades: list[Trade]) -> dict[int, float]:
+        """conId -> pending signed quantity of `trades`; other runs' orders among them are listed as counted."""
+        self.report.working = [describe_trade(t) for t in trades
+                               if reference_of(t.order.orderRef) != self.context.reference]
+        return pending_by_contract(trades)
+
     async def cancel(self, trades: list[Trade]) -> list[dict]:
-        """Cancel orders of any client id (see lib.orders.cancel_orders)."""
+        """Cancel orders of any client id (see lib.orders.cancel_orders); those left working are problems."""
         settings = self.context.settings
-        return await cancel_orders(self.ib, trades, own_client_id=self.session.client_id, host=self.session.host,
-                                   port=self.session.port, connect_timeout=settings.connect_timeout,
-                                   until=self.deadline - 2.0)
+        # leave time to place orders after the cancels: 2 s, or half of what is left in a short run
+        left = self.deadline - asyncio.get_running_loop().time()
+        outcomes = await cancel_orders(self.ib, trades, own_client_id=self.session.client_id,
+                                       host=self.session.host, port=self.session.port,
+                                       connect_timeout=settings.connect_timeout,
+                                       until=self.deadline - min(PLACING_RESERVE_SECONDS, left / 2))
+        self.account_cancels(outcomes)
+        return outcomes
+
+    def account_cancels(self, outcomes: list[dict]) -> None:
+        """Orders left working are problems; what the cancelled ones would have traded is released."""
+        self.report.problems += cancel_problems(outcomes)
+        for con_id, quantity in released_by(outcomes).items():
+            self.report.released[con_id] = self.report.released.get(con_id, 0.0) + quantity
+
+    async def strategies_contracts(self, names: list[str], now: datetime) -> list[ContractInfo]:
+        """The contracts of the named strategies' universes on the market day of `now` (a session window's
+        contracts); a strategy that cannot say is left out, and with none left, the US equity market counts."""
+        today = market_date(now)
+        found: dict[int, ContractInfo] = {}
+        for name in names:
+            try:
+                universe = await strategy_universe(self, build_strategy(name, self.trading), today)
+            except Exception:   # its own run reports the failure; the window goes by the others
+                continue
+            found.update((info.con_id, info) for info in universe.values())
+        return list(found.values()) or await super().session_contracts(now)
 
     async def in_store(self, call: Callable[..., Any], *args: Any) -> Any:
         """Run a (blocking) store call off the event loop."""
         return await asyncio.to_thread(call, *args)
 
-    def output(self, report: ExecutionReport, result: dict) -> IntentOutput:
-        """The intent's output: ok when something was placed or planned, else skipped with the reason.
-
-        An order the gateway never acknowledged makes it a retryable error (with every order's last
-        known state): the redelivery takes over, looks the order up at the broker and places it only
-        if it is not there.
-        """
+    def header(self) -> dict:
         context = self.context
-        header = {'idempotencyKey': context.idempotency_key, 'orderRefPrefix': context.reference,
-                  'attempt': context.attempt, 'takeover': context.takeover,
-                  'tradingEnabled': self.trading.trading_enabled}
-        full = {**header, **result, **report.to_result()}
-        if report.unacknowledged:
-            return IntentOutput(status='error', result=full, error_type='OrdersUnacknowledged', retryable=True,
-                                reason=f'not acknowledged by the gateway before the deadline: '
-                                       f'{", ".join(report.unacknowledged)}')
+        return {'idempotencyKey': context.idempotency_key, 'orderRefPrefix': context.reference,
+                'attempt': context.attempt, 'takeover': context.takeover,
+                'tradingEnabled': self.trading.trading_enabled}
+
+    def output(self, report: ExecutionReport, result: dict) -> IntentOutput:
+        """The intent's output: ok when something was placed, planned or found, else skipped with the reason.
+
+        An order problem (lib.problems: not acknowledged, rejected, a stale order left working) makes it
+        an error with every order's last known state; retryable, since the redelivery takes over, looks
+        the orders up at the broker, cancels again and sends only what is missing.
+        """
+        full = {**self.header(), **result, **report.to_result()}
+        failures = order_problems(report.problems)
+        if failures:
+            kinds = sorted({p['code'] for p in failures})
+            return IntentOutput(status='error', result=full, error_type=_ERROR_TYPES.get(kinds[0], 'OrderProblems'),
+                                retryable=all(ORDER_CODES[code] for code in kinds),
+                                reason='; '.join(p['message'] for p in failures))
         return IntentOutput(status=report.status, result=full, reason=report.reason)
+
+    def interrupted_result(self) -> dict:
+        """What a run that failed part-way reports: every order it placed, found or counted so far."""
+        return {**self.header(), **self.report.to_result()}
+
+
+_ERROR_TYPES = {'order-not-cancelled': 'OrdersNotCancelled', 'order-rejected': 'OrdersRejected',
+                'order-unacknowledged': 'OrdersUnacknowledged'}

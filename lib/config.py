@@ -72,24 +72,32 @@ class Settings:
 
 
 def _port(raw: str) -> int:
-    port = int(raw)
+    port = _number(raw, int, 'a TCP port 1-65535, e.g. 4002 (IB Gateway paper), 4001 (live), 7497 or 7496 (TWS)')
     if not 1 <= port <= 65535:
-        raise ValueError('expected a TCP port 1-65535')
+        raise ValueError('expected a TCP port 1-65535, e.g. 4002 (IB Gateway paper), 4001 (live), 7497 or 7496 (TWS)')
     return port
 
 
 def _positive_int(raw: str) -> int:
-    value = int(raw)
+    value = _number(raw, int, 'a whole number >= 1, e.g. 3')
     if value < 1:
-        raise ValueError('expected an integer >= 1')
+        raise ValueError('expected a whole number >= 1, e.g. 3')
     return value
 
 
 def _positive_float(raw: str) -> float:
-    value = float(raw)
+    value = _number(raw, float, 'a positive number of seconds, e.g. 30 or 2.5')
     if not value > 0 or value == float('inf'):
-        raise ValueError('expected a positive number of seconds')
+        raise ValueError('expected a positive number of seconds, e.g. 30 or 2.5')
     return value
+
+
+def _number(raw: str, convert: Callable[[str], T], expected: str) -> T:
+    """`convert(raw)`, with a message that says what was expected instead of Python's."""
+    try:
+        return convert(raw)
+    except ValueError:
+        raise ValueError(f'expected {expected}') from None
 
 
 def parse_boolean(raw: str) -> bool:
@@ -106,7 +114,7 @@ def _client_id_range(raw: str) -> tuple[int, int]:
     parts = raw.split('-')
     if len(parts) != 2:
         raise ValueError('expected LOW-HIGH, e.g. 100-999')
-    low, high = int(parts[0]), int(parts[1])
+    low, high = (_number(part, int, 'LOW-HIGH, e.g. 100-999') for part in parts)
     if not 1 <= low <= high <= 2**31 - 1:
         raise ValueError('expected 1 <= LOW <= HIGH')
     return low, high

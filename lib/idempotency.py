@@ -2,8 +2,11 @@
 
 A request's key is its `idempotencyKey`, else `auto:<window>:<hash>` of the intent, its canonical params
 and the time window its publishTime falls in (IDEMPOTENCY_WINDOW_SECONDS, floored), so two Cloud
-Scheduler messages for one slot share a key. From (intent, key) comes the run reference `ibj:<hash10>`;
-every order carries `ibj:<hash10>:<leg>` as orderRef, so the broker can tell what a key already did.
+Scheduler messages for one slot share a key. From (account, intent, key) comes the run reference
+`ibj:<hash10>`; every order carries `ibj:<hash10>:<leg>` as orderRef (`ibj:<hash10>:<leg>.<n>` for the
+n-th order of a leg, when a takeover re-sends what an earlier order left unfilled), so the broker can
+tell what a key already did on this account. Two accounts on one gateway that derive the same key for
+one schedule slot still never share an orderRef.
 
 The claim is one atomic store operation. A run that fails in a way a redelivery may fix finishes its
 claim with `retry: true`; the redelivery then claims the next generation (`ibj:<hash10>#2`, ...), which
@@ -29,6 +32,7 @@ ORDER_REF_TAG = 'ibj'
 MAX_GENERATIONS = 50
 LEASE_MARGIN_SECONDS = 10.0
 _RUN_REFERENCE = re.compile(rf'^({ORDER_REF_TAG}:[0-9a-f]{{10}}):')
+_ORDER_REF = re.compile(rf'^({ORDER_REF_TAG}:[0-9a-f]{{10}}):([^.:]+)(?:\.([1-9][0-9]*))?$')
 
 
 @dataclass(frozen=True)
@@ -74,15 +78,41 @@ def derive_key(intent: str, params: Mapping[str, Any], published: datetime, wind
     return f'auto:{window}:{hashlib.sha256(canonical.encode()).hexdigest()[:16]}'
 
 
-def run_reference(intent: str, key: str) -> str:
-    """`ibj:<hash10>`: the prefix of every orderRef of this (intent, key) and its claim's store key."""
+def run_reference(account: str, intent: str, key: str) -> str:
+    """`ibj:<hash10>`: the prefix of every orderRef of this (account, intent, key) and its claim's store key."""
+    digest = hashlib.sha256(f'{account}\n{intent}\n{key}'.encode()).hexdigest()
+    return f'{ORDER_REF_TAG}:{digest[:10]}'
+
+
+def legacy_reference(intent: str, key: str) -> str:
+    """The run reference of (intent, key) before orderRefs named their account; claims of an older deployment."""
     digest = hashlib.sha256(f'{intent}\n{key}'.encode()).hexdigest()
     return f'{ORDER_REF_TAG}:{digest[:10]}'
 
 
-def order_ref(reference: str, leg: str | int) -> str:
-    """The orderRef of one leg (e.g. the conId) of a run: `ibj:<hash10>:<leg>`."""
-    return f'{reference}:{leg}'
+def legacy_claim(store: Store, reference: str | None, now: datetime) -> ClaimRecord | None:
+    """The claim an older deployment made under `reference` (legacy_reference) if it still stands.
+
+    Across an upgrade a redelivered message must not run again because its key now hashes to another
+    claim: a first-generation claim that finished for good, or runs under a valid lease, still answers.
+    """
+    record = store.get_claim(reference) if reference else None
+    if record is None:
+        return None
+    if record.status == 'finished':
+        return None if (record.result or {}).get('retry') else record
+    return record if record.lease_until > now else None
+
+
+def order_ref(reference: str, leg: str | int, attempt: int = 1) -> str:
+    """The orderRef of one leg (e.g. the conId) of a run: `ibj:<hash10>:<leg>`, `...:<leg>.<n>` for its n-th order."""
+    return f'{reference}:{leg}' if attempt == 1 else f'{reference}:{leg}.{attempt}'
+
+
+def parse_order_ref(order_ref_text: str) -> tuple[str, str, int] | None:
+    """(run reference, leg, n) of one of our orderRefs, or None when it is not in our grammar."""
+    match = _ORDER_REF.match(order_ref_text or '')
+    return (match.group(1), match.group(2), int(match.group(3) or 1)) if match else None
 
 
 def reference_of(order_ref_text: str) -> str | None:

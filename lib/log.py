@@ -2,10 +2,13 @@
 
 One JSON object per line: ``severity``, ``message``, ``time`` and the labels bound with `bind`
 under ``logging.googleapis.com/labels``. On a terminal the same records read as plain text.
-Values of environment variables whose names look secret are masked in every line written.
+Values of environment variables whose names look secret are masked in every line written: in the
+record's text and fields before they are encoded, and again in the encoded line in every form an encoder
+may have turned them into (JSON escapes, Python repr escapes, percent- and base64-encoding).
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import contextvars
 import functools
@@ -15,8 +18,9 @@ import os
 import sys
 import threading
 import traceback
+import urllib.parse
 from datetime import datetime, timezone
-from typing import Iterator, Mapping, TextIO
+from typing import Any, Iterator, Mapping, TextIO
 
 LABELS_KEY = 'logging.googleapis.com/labels'
 # The IB client libraries log every connect, order update and fill at INFO; IB_CLIENT_LOG_LEVEL turns them up.
@@ -72,11 +76,81 @@ def _secret_names(names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def redact(text: str) -> str:
-    """Mask every secret value found in the environment (read now, so late-set secrets count too)."""
-    for value in secret_values():
-        if value in text:
-            text = text.replace(value, MASK)
+    """Mask every secret value found in the environment (read now, so late-set secrets count too).
+
+    Each value is masked as written and in its encoded forms (see `_text_forms`, `_encoded_forms`), so a
+    secret that a JSON or repr encoder escaped is still found.
+    """
+    for form in _encoded_forms(tuple(secret_values())):
+        if form in text:
+            text = text.replace(form, MASK)
     return text
+
+
+def mask(value: Any) -> Any:
+    """`value` with every secret masked in its strings, keys included, through dicts, lists and tuples.
+
+    Use it on a document before it is encoded; `redact` is the last line of defence on the encoded text.
+    """
+    secrets = secret_values()
+    if not secrets:
+        return value
+    return _mask(value, _text_forms(tuple(secrets)))
+
+
+def mask_json(text: str) -> str:
+    """A JSON document with every secret masked in its decoded strings, then in its encoded text."""
+    forms = _encoded_forms(tuple(secret_values()))
+    if not any(form in text for form in forms):
+        return text
+    masked = jsonlib.dumps(mask(jsonlib.loads(text)), ensure_ascii=False, separators=(',', ':'))
+    return redact(masked)
+
+
+def _mask(value: Any, forms: tuple[str, ...]) -> Any:
+    if isinstance(value, str):
+        for form in forms:
+            if form in value:
+                value = value.replace(form, MASK)
+        return value
+    if isinstance(value, Mapping):
+        return {_mask(k, forms): _mask(v, forms) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_mask(item, forms) for item in value)
+    return value
+
+
+@functools.lru_cache(maxsize=8)
+def _text_forms(secrets: tuple[str, ...]) -> tuple[str, ...]:
+    # A value and what code makes of it inside a message: the inside of a Python repr or ascii()
+    # (exception messages), percent-encoding (URLs) and base64 (basic auth). Longest first, so a form
+    # that contains another is masked whole.
+    forms: set[str] = set()
+    for secret in secrets:
+        raw = secret.encode('utf-8', 'surrogatepass')
+        forms.update({
+            secret,
+            repr(secret)[1:-1],
+            ascii(secret)[1:-1],
+            urllib.parse.quote(raw, safe=''),
+            urllib.parse.quote_plus(raw, safe=''),
+            base64.b64encode(raw).decode().rstrip('='),
+            base64.urlsafe_b64encode(raw).decode().rstrip('='),
+        })
+    return _longest_first(forms)
+
+
+@functools.lru_cache(maxsize=8)
+def _encoded_forms(secrets: tuple[str, ...]) -> tuple[str, ...]:
+    # The text forms, and each as a JSON encoder writes it, with and without ASCII escapes.
+    forms: set[str] = set()
+    for form in _text_forms(secrets):
+        forms.update({form, jsonlib.dumps(form)[1:-1], jsonlib.dumps(form, ensure_ascii=False)[1:-1]})
+    return _longest_first(forms)
+
+
+def _longest_first(forms: set[str]) -> tuple[str, ...]:
+    return tuple(sorted((f for f in forms if len(f) >= MIN_SECRET_LENGTH), key=len, reverse=True))
 
 
 class _LabelFilter(logging.Filter):
@@ -95,13 +169,13 @@ class JsonFormatter(logging.Formatter):
         message = record.getMessage()
         if record.exc_info:
             message = f'{message}\n{"".join(traceback.format_exception(*record.exc_info)).rstrip()}'
-        entry: dict[str, object] = dict(getattr(record, 'fields', None) or {})
+        entry: dict[str, object] = mask(dict(getattr(record, 'fields', None) or {}))
         entry.update({
             'severity': record.levelname,
-            'message': message,
+            'message': mask(message),
             'time': _iso(record.created),
             'logger': record.name,
-            LABELS_KEY: getattr(record, 'labels', {}),
+            LABELS_KEY: mask(getattr(record, 'labels', {})),
             'logging.googleapis.com/sourceLocation': {
                 'file': record.pathname, 'line': str(record.lineno), 'function': record.funcName},
         })
@@ -112,16 +186,16 @@ class TextFormatter(logging.Formatter):
     """A line a person reads: time, severity, message, labels, extra fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        parts = [_iso(record.created)[11:23], f'{record.levelname:<7}', record.getMessage()]
-        labels = getattr(record, 'labels', {})
+        parts = [_iso(record.created)[11:23], f'{record.levelname:<7}', mask(record.getMessage())]
+        labels = mask(getattr(record, 'labels', {}))
         if labels:
             parts.append(' '.join(f'{k}={v}' for k, v in labels.items()))
-        fields = getattr(record, 'fields', None)
+        fields = mask(getattr(record, 'fields', None))
         if fields:
             parts.append(jsonlib.dumps(fields, default=str, separators=(',', ':')))
         line = '  '.join(parts)
         if record.exc_info:
-            line = f'{line}\n{"".join(traceback.format_exception(*record.exc_info)).rstrip()}'
+            line = f'{line}\n{mask("".join(traceback.format_exception(*record.exc_info)).rstrip())}'
         return line
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from lib.ibapi import IB, Contract
+from lib.session_window import ContractHours
 
 UNSET_DOUBLE = 1.7976931348623157e308
 HMDS_ERROR = 162
@@ -53,6 +54,10 @@ class ContractInfo:
     def name(self) -> str:
         """What results call it: SPY, MNQZ6, EUR.USD."""
         return self.contract.localSymbol or self.contract.symbol
+
+    def hours(self) -> ContractHours:
+        """Its liquid hours, for session windows."""
+        return ContractHours(self.name, self.liquid_hours, self.time_zone)
 
     def describe(self) -> dict:
         """The contract in result documents."""

@@ -1,31 +1,35 @@
 """The order execution layer every order-placing intent uses.
 
-    legs (contract, signed quantity, strategies served)
+    legs (contract, signed quantity, strategies served), netted by the intent against the position
+    and our working orders on the account (pending_by_contract of our_open_orders)
+      → takeover: every order of this run's reference on the account is looked up at the broker and
+        listed; a leg that has orders already is completed, never redone (see _completing)
       → zero quantities dropped (never sent)
       → risk limits on the whole plan (a breach raises RiskLimitBreached: nothing is sent)
       → market hours at the gateway's clock (legs of closed markets are skipped, with the next open)
-      → takeover: orders already at the broker under this run's orderRefs are not sent again
-      → orders built from the OrderPolicy, each tagged `ibj:<hash10>:<conId>`
+      → orders built from the OrderPolicy, each tagged `ibj:<hash10>:<conId>` (`.<n>` for a re-sent remainder)
       → dry run: whatIf each (margin, commission), place nothing
       → else place, then flush and confirm: wait until each order has a permId and a status past
-        PendingSubmit (or was rejected), or the deadline; every order's last known state is reported.
+        PendingSubmit (or was rejected), or the deadline; every order's last known state is reported,
+        and what went wrong is a problem (lib.problems) of the run.
 """
 from __future__ import annotations
 
 import asyncio
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Callable, NamedTuple
 
-from lib.idempotency import is_ours, order_ref
+from lib.idempotency import is_ours, order_ref, parse_order_ref, reference_of
 from lib.ibapi import IB, ExecutionFilter, Order, Trade
 from lib.market_data import REQUEST_TIMEOUT_SECONDS, AccountSnapshot, ContractInfo, Quote, gateway_time
 from lib.market_hours import HoursUnreadable, market_state
+from lib.problems import problem
 from lib.risk import CheckedOrder, check_limits
-from lib.session import connect_client, disconnect
+from lib.session import CLIENT_ID_IN_USE, connect_client, disconnect
 from lib.store.common import iso
 from lib.trading_config import OrderPolicy, RiskLimits
 
@@ -34,6 +38,7 @@ SETTLE_SECONDS = 0.25             # after acknowledgement, for fills already on 
 UNACKNOWLEDGED = ('', 'PendingSubmit', 'ApiPending')
 FINAL = ('Filled', 'Cancelled', 'ApiCancelled', 'Inactive')
 UNSET_DOUBLE = 1.7976931348623157e308
+CANCEL_CONNECT_SECONDS = 3.0      # connecting as another client id to cancel its orders
 # how far the instances' and the gateway's clocks may disagree when looking for fills since a claim
 CLAIM_CLOCK_MARGIN = timedelta(minutes=5)
 
@@ -53,6 +58,7 @@ class Leg:
     quantity: float
     quote: Quote
     strategies: dict[str, float] = field(default_factory=dict)   # strategy -> its signed share of quantity
+    attempt: int = 1               # the n of its orderRef `...:<conId>.<n>` (a takeover's re-sent remainder)
 
 
 @dataclass(frozen=True)
@@ -84,17 +90,24 @@ class _Planned:
 
 @dataclass
 class ExecutionReport:
-    """What happened to each leg; `to_result()` is its part of the intent's result."""
+    """What happened to each leg; `to_result()` is its part of the intent's result.
 
-    orders: list[dict] = field(default_factory=list)            # placed now, or planned in a dry run
-    already_placed: list[dict] = field(default_factory=list)    # found at the broker under our orderRefs
+    Filled in as the run goes, so a run that fails half-way can still list every order it placed
+    or found (`to_result()` reads the live state of placed orders that were not confirmed yet).
+    """
+
+    orders: list[dict] = field(default_factory=list)            # placed now (confirmed), or planned in a dry run
+    already_placed: list[dict] = field(default_factory=list)    # found at the broker under this run's reference
+    working: list[dict] = field(default_factory=list)           # our working orders of other runs, counted
     skipped: list[dict] = field(default_factory=list)           # market closed
-    problems: list[str] = field(default_factory=list)
+    problems: list[dict] = field(default_factory=list)
+    placing: list[tuple[_Planned, Trade]] = field(default_factory=list)   # sent, not confirmed yet
+    released: dict[int, float] = field(default_factory=dict)   # conId -> signed quantity this run's cancels freed
 
     @property
     def status(self) -> str:
         """'ok' when something was placed, planned or found; else 'skipped'."""
-        return 'ok' if self.orders or self.already_placed else 'skipped'
+        return 'ok' if self.orders or self.placing or self.already_placed else 'skipped'
 
     @property
     def unacknowledged(self) -> list[str]:
@@ -108,11 +121,15 @@ class ExecutionReport:
             return None
         if self.skipped:
             return '; '.join(s['reason'] for s in self.skipped)
+        if self.working:
+            return ('no trades needed: our working orders cover it ('
+                    + ', '.join(o['orderRef'] for o in self.working) + ')')
         return 'no trades needed'
 
     def to_result(self) -> dict:
-        return {'orders': self.orders, 'alreadyPlaced': self.already_placed, 'skipped': self.skipped,
-                'problems': self.problems}
+        orders = self.orders + [{**_describe_plan(p), **trade_state(t)} for p, t in self.placing]
+        return {'orders': orders, 'alreadyPlaced': self.already_placed, 'workingOrders': self.working,
+                'skipped': self.skipped, 'problems': self.problems}
 
 
 def check_legs(legs: list[Leg], settings: ExecutionSettings) -> None:
@@ -120,10 +137,23 @@ def check_legs(legs: list[Leg], settings: ExecutionSettings) -> None:
     _checked_plan(legs, settings)
 
 
-async def execute(ib: IB, legs: list[Leg], settings: ExecutionSettings) -> ExecutionReport:
-    """Run the legs through the pipeline above; raises RiskLimitBreached before sending anything."""
+async def execute(ib: IB, legs: list[Leg], settings: ExecutionSettings,
+                  report: ExecutionReport | None = None) -> ExecutionReport:
+    """Run the legs through the pipeline above into `report`; raises RiskLimitBreached before sending anything.
+
+    The legs are netted by the caller against the position and our working orders (this run's own
+    included). On a takeover every order of this run's reference found at the broker is listed (and so
+    recorded), and a leg that already has orders is only completed (_completing): nothing while one of
+    them works, else at most what its cancelled or rejected orders left (and this run's cancels of stale
+    orders released), under the next orderRef suffix.
+    """
+    report = report if report is not None else ExecutionReport()
+    if settings.takeover:
+        executions = await executions_since_claim(ib, settings.account, settings.claimed_at)
+        found = await run_orders_at_broker(ib, settings.account, settings.reference, executions)
+        report.already_placed = [_found_entry(entry, legs) for entry in found]
+        legs = _completing(legs, found, report.released)
     planned = _checked_plan(legs, settings)
-    report = ExecutionReport()
     if not planned:
         return report
     now = await gateway_time(ib)
@@ -134,25 +164,30 @@ async def execute(ib: IB, legs: list[Leg], settings: ExecutionSettings) -> Execu
             tradable.append(item)
         else:
             report.skipped.append({**_describe_plan(item), **closed})
-    if settings.takeover and tradable:
-        found = await orders_at_broker(ib, {p.ref for p in tradable}.__contains__,
-                                       executions=executions_since_claim(settings.account, settings.claimed_at, now))
-        report.already_placed = [{**_describe_plan(p), 'atBroker': found[p.ref]} for p in tradable if p.ref in found]
-        tradable = [p for p in tradable if p.ref not in found]
     if settings.dry_run:
         report.orders = list(await asyncio.gather(*(_what_if(ib, p) for p in tradable)))
         return report
-    trades = [(p, ib.placeOrder(p.leg.info.contract, p.order)) for p in tradable]
-    await confirm(ib, [trade for _, trade in trades], settings.deadline - CONFIRM_MARGIN_SECONDS)
-    for item, trade in trades:
+    for p in tradable:
+        report.placing.append((p, ib.placeOrder(p.leg.info.contract, p.order)))
+    await confirm(ib, [trade for _, trade in report.placing], settings.deadline - CONFIRM_MARGIN_SECONDS)
+    for item, trade in report.placing:
         state = {**_describe_plan(item), **trade_state(trade)}
         report.orders.append(state)
+        contract = item.leg.info.describe()
         if not state['acknowledged']:
-            report.problems.append(f'{item.ref} ({item.leg.info.name}) not acknowledged by the gateway before the '
-                                   f'deadline; last status {state["status"] or "none"}')
-        elif state['status'] in ('Cancelled', 'ApiCancelled', 'Inactive') and state['messages']:
-            report.problems.append(f'{item.ref} ({item.leg.info.name}) rejected: {state["messages"][-1]}')
+            report.problems.append(problem(
+                'order-unacknowledged', f'{item.ref} ({item.leg.info.name}) not acknowledged by the gateway before '
+                f'the deadline; last status {state["status"] or "none"}', contract=contract, order_ref=item.ref))
+        elif _rejected(state):
+            report.problems.append(problem('order-rejected', f'{item.ref} ({item.leg.info.name}) rejected: '
+                                                             f'{state["messages"][-1]}',
+                                           contract=contract, order_ref=item.ref))
+    report.placing = []
     return report
+
+
+def _rejected(state: dict) -> bool:
+    return state.get('status') in ('Cancelled', 'ApiCancelled', 'Inactive') and bool(state.get('messages'))
 
 
 def build_order(info: ContractInfo, quantity: float, quote: Quote, policy: OrderPolicy, *, account: str,
@@ -235,49 +270,140 @@ def trade_state(trade: Trade) -> dict:
             'messages': [f'{e.errorCode}: {e.message}' for e in trade.log if e.errorCode]}
 
 
-async def our_open_orders(ib: IB) -> list[Trade]:
-    """Open orders this system placed (orderRef ibj:...), from every client id."""
+async def our_open_orders(ib: IB, account: str) -> list[Trade]:
+    """Working orders this system placed (orderRef ibj:...) for `account`, from every client id."""
     trades = await asyncio.wait_for(ib.reqAllOpenOrdersAsync(), REQUEST_TIMEOUT_SECONDS)
-    return [t for t in trades if is_ours(t.order.orderRef) and t.orderStatus.status not in FINAL]
+    return [t for t in trades if is_ours(t.order.orderRef) and t.order.account == account
+            and t.orderStatus.status not in FINAL]
 
 
-def executions_since_claim(account: str, claimed_at: datetime | None, gateway_now: datetime) -> ExecutionFilter:
+def pending_by_contract(trades: list[Trade]) -> dict[int, float]:
+    """conId -> the signed quantity (+ buy, - sell) the working `trades` still have to fill."""
+    pending: dict[int, float] = {}
+    for t in trades:
+        sign = 1 if t.order.action == 'BUY' else -1
+        pending[t.contract.conId] = pending.get(t.contract.conId, 0.0) + sign * t.orderStatus.remaining
+    return pending
+
+
+async def executions_since_claim(ib: IB, account: str, claimed_at: datetime | None) -> ExecutionFilter:
     """The account's executions since the key was first claimed, in the gateway's clock, less a margin.
 
     The claim time is our wall clock; the gateway filters by its own, so the time elapsed since the
-    claim is taken back from the gateway's `gateway_now`. The filter's time is yyyymmdd-hh:mm:ss in UTC.
+    claim is taken back from the gateway's current time. The filter's time is yyyymmdd-hh:mm:ss in UTC.
     """
     if claimed_at is None:
         return ExecutionFilter(acctCode=account)
-    since = gateway_now - (datetime.now(timezone.utc) - claimed_at) - CLAIM_CLOCK_MARGIN
+    since = await gateway_time(ib) - (datetime.now(timezone.utc) - claimed_at) - CLAIM_CLOCK_MARGIN
     return ExecutionFilter(acctCode=account, time=since.astimezone(timezone.utc).strftime('%Y%m%d-%H:%M:%S'))
 
 
-async def orders_at_broker(ib: IB, wanted: Callable[[str], bool],
-                           executions: ExecutionFilter | None = None) -> dict[str, dict]:
-    """orderRef -> what the broker knows of it, for every orderRef `wanted(ref)` accepts.
+async def run_orders_at_broker(ib: IB, account: str, reference: str,
+                               executions: ExecutionFilter | None = None) -> list[dict]:
+    """Every order of the run `reference` on `account` the broker knows of, whatever its state.
 
-    Looks at all open orders (any client id), completed orders and the executions `executions`
-    selects (default: all of today's): an order that was placed, filled, cancelled or rejected after
-    reaching the book is found in one of them.
+    Looks at all open orders (any client id), completed orders and the account's executions (those
+    `executions` selects; default all of today's): an order that was placed, filled, cancelled or
+    rejected after reaching the book is found in one of them.
     """
     open_trades, completed, fills = await asyncio.wait_for(asyncio.gather(
         ib.reqAllOpenOrdersAsync(), ib.reqCompletedOrdersAsync(False),
-        ib.reqExecutionsAsync(executions or ExecutionFilter())), REQUEST_TIMEOUT_SECONDS)
+        ib.reqExecutionsAsync(executions or ExecutionFilter(acctCode=account))), REQUEST_TIMEOUT_SECONDS)
     found: dict[str, dict] = {}
     for source, trades in (('completed', completed), ('open', open_trades)):
         for t in trades:
-            if wanted(t.order.orderRef):
-                found[t.order.orderRef] = {'source': source, 'permId': t.order.permId or None,
-                                           'clientId': t.order.clientId, 'status': t.orderStatus.status,
-                                           'filled': t.orderStatus.filled, 'remaining': t.orderStatus.remaining}
+            o, status = t.order, t.orderStatus
+            if reference_of(o.orderRef) != reference or o.account != account:
+                continue
+            # a completed order reports its fills as order.filledQuantity (unset: UNSET_DOUBLE), not in its status
+            done = o.filledQuantity if source == 'completed' and o.filledQuantity < UNSET_DOUBLE else 0.0
+            filled = max(status.filled, done)
+            remaining = status.remaining if source == 'open' else None   # completed: from fills, below
+            found[o.orderRef] = {'orderRef': o.orderRef, 'conId': t.contract.conId, 'contract': _contract(t.contract),
+                                 'action': o.action, 'quantity': o.totalQuantity, 'source': source,
+                                 'permId': o.permId or None, 'clientId': o.clientId, 'status': status.status,
+                                 'filled': filled, 'remaining': remaining}
+    executed: dict[str, float] = {}
     for fill in fills:
-        ref = fill.execution.orderRef
-        if wanted(ref):
-            entry = found.setdefault(ref, {'source': 'executions', 'permId': fill.execution.permId,
-                                           'clientId': fill.execution.clientId, 'status': None})
-            entry['executedShares'] = entry.get('executedShares', 0.0) + fill.execution.shares
-    return found
+        e = fill.execution
+        if reference_of(e.orderRef) == reference and e.acctNumber == account:
+            executed[e.orderRef] = executed.get(e.orderRef, 0.0) + e.shares
+            if e.orderRef not in found:   # seen only through its executions: its remainder is unknown
+                found[e.orderRef] = {'orderRef': e.orderRef, 'conId': fill.contract.conId,
+                                     'contract': _contract(fill.contract),
+                                     'action': 'BUY' if e.side == 'BOT' else 'SELL', 'quantity': None,
+                                     'source': 'executions', 'permId': e.permId, 'clientId': e.clientId,
+                                     'status': None, 'filled': 0.0, 'remaining': None}
+    for ref, shares in executed.items():
+        found[ref]['filled'] = max(found[ref]['filled'] or 0.0, shares)
+    for entry in found.values():
+        if entry['source'] == 'completed':
+            entry['remaining'] = max(0.0, entry['quantity'] - entry['filled'])
+    return sorted(found.values(), key=lambda entry: entry['orderRef'])
+
+
+def _completing(legs: list[Leg], found: list[dict], released: dict[int, float]) -> list[Leg]:
+    """The legs a takeover still sends: a leg with earlier orders of this run is completed, never redone.
+
+    The caller netted each leg against the position (an earlier order's fills) and our working orders
+    (this run's own included). While an earlier order of the leg still works it is kept: nothing more
+    is sent for that leg. Otherwise at most what is left to complete goes out, under the next orderRef
+    suffix `<conId>.<n>`: the quantity cancelled or rejected orders of the leg left unfilled, plus what
+    this run's cancels of stale orders released (orders the earlier attempt had counted). A filled leg
+    whose target merely moved with the price is done.
+    """
+    attempts: dict[int, int] = {}
+    working: set[int] = set()
+    unfilled: dict[int, float] = {}
+    for entry in found:
+        parsed = parse_order_ref(entry['orderRef'])
+        if parsed is None:
+            continue
+        con_id = entry['conId']
+        attempts[con_id] = max(attempts.get(con_id, 0), parsed[2])
+        if entry['source'] == 'open' and entry['status'] not in FINAL:
+            working.add(con_id)
+        elif entry['status'] in ('Cancelled', 'ApiCancelled', 'Inactive') and entry['remaining']:
+            sign = 1 if entry['action'] == 'BUY' else -1
+            unfilled[con_id] = unfilled.get(con_id, 0.0) + sign * entry['remaining']
+    result = []
+    for leg in legs:
+        con_id = leg.info.con_id
+        if con_id not in attempts:
+            result.append(leg)
+            continue
+        if con_id in working or leg.quantity == 0:
+            continue
+        left = sum(q for q in (unfilled.get(con_id, 0.0), released.get(con_id, 0.0)) if (q > 0) == (leg.quantity > 0))
+        quantity = math.copysign(min(abs(leg.quantity), abs(left)), leg.quantity)
+        if quantity:
+            share = quantity / leg.quantity
+            result.append(replace(leg, quantity=quantity, attempt=attempts[con_id] + 1,
+                                  strategies={name: part * share for name, part in leg.strategies.items()}))
+    return result
+
+
+def _found_entry(entry: dict, legs: list[Leg]) -> dict:
+    """A found order as results and the claim record list it: with the strategies it served, when known.
+
+    An earlier attempt's order served the same strategies as this run's leg in its contract; with
+    one strategy it is all that one's, with several they share it as they share the leg.
+    """
+    leg = next((leg for leg in legs if leg.info.con_id == entry['conId']), None)
+    shares = leg.strategies if leg is not None else {}
+    signed = (entry['quantity'] or entry['filled'] or 0.0) * (1 if entry['action'] == 'BUY' else -1)
+    total = sum(shares.values())
+    if len(shares) == 1:
+        strategies = {name: signed for name in shares}
+    elif total:
+        strategies = {name: signed * part / total for name, part in shares.items()}
+    else:
+        strategies = {}
+    return {**entry, 'strategies': strategies}
+
+
+def _contract(c) -> dict:
+    return {'conId': c.conId, 'symbol': c.symbol, 'secType': c.secType, 'localSymbol': c.localSymbol}
 
 
 async def cancel_orders(ib: IB, trades: list[Trade], *, own_client_id: int, host: str, port: int,
@@ -286,26 +412,28 @@ async def cancel_orders(ib: IB, trades: list[Trade], *, own_client_id: int, host
 
     IB lets only the placing client id cancel an order. Orders of our own session are cancelled on it;
     for each other client id a second IB() is connected in this loop, cancels, and disconnects. A client
-    id that is connected elsewhere (error 326) cannot be used: its orders are reported as not cancelled.
+    id that is connected elsewhere answers error 326 at once, and that is taken as the answer (within
+    CANCEL_CONNECT_SECONDS at most, never a whole connect timeout): its orders are reported as not
+    cancelled and still `working`, and `cancel_problems` turns them into problems of the run.
     """
     by_client: dict[int, list[Trade]] = {}
     for trade in trades:
         by_client.setdefault(trade.order.clientId, []).append(trade)
     outcomes: list[dict] = []
+    loop = asyncio.get_running_loop()
     for client_id, group in by_client.items():
         if client_id == own_client_id:
             outcomes += await _cancel_on(ib, group, until)
             continue
         owner = IB()
-        loop = asyncio.get_running_loop()
         try:
-            timeout = max(0.1, min(connect_timeout, until - loop.time()))
-            await asyncio.wait_for(connect_client(owner, host, port, client_id, timeout), timeout)
-            await asyncio.wait_for(owner.reqOpenOrdersAsync(), timeout)   # that client id's orders, to cancel
+            timeout = max(0.1, min(connect_timeout, CANCEL_CONNECT_SECONDS, until - loop.time()))
+            await _connect_as(owner, host, port, client_id, timeout)
         except Exception as exc:
             disconnect(owner)
             reason = f'could not connect as client id {client_id} to cancel: {type(exc).__name__}: {exc}'
-            outcomes += [{**_describe_trade(t), 'cancelled': False, 'reason': reason} for t in group]
+            outcomes += [{**describe_trade(t), 'cancelled': False, 'working': True, 'reason': reason}
+                         for t in group]
             continue
         try:
             known = {t.order.permId: t for t in owner.openTrades()}
@@ -314,9 +442,59 @@ async def cancel_orders(ib: IB, trades: list[Trade], *, own_client_id: int, host
         finally:
             disconnect(owner)
         gone = 'no longer open (filled or cancelled meanwhile)'
-        outcomes += [{**_describe_trade(t), 'cancelled': False, 'reason': gone}
+        outcomes += [{**describe_trade(t), 'cancelled': False, 'working': False, 'reason': gone}
                      for t in group if t.order.permId not in known]
     return outcomes
+
+
+def released_by(outcomes: list[dict]) -> dict[int, float]:
+    """conId -> how much more a netted leg may now trade: the signed remainder of the orders cancelled."""
+    released: dict[int, float] = {}
+    for o in outcomes:
+        if o.get('cancelled'):
+            sign = 1 if o['action'] == 'BUY' else -1
+            con_id = o['contract']['conId']
+            released[con_id] = released.get(con_id, 0.0) + sign * (o['quantity'] - (o['filled'] or 0.0))
+    return released
+
+
+def cancel_problems(outcomes: list[dict]) -> list[dict]:
+    """An `order-not-cancelled` problem for each order a cancel left working."""
+    return [problem('order-not-cancelled', f'{o["orderRef"]} ({o["action"]} {o["quantity"]:g} '
+                                           f'{o["contract"]["localSymbol"] or o["contract"]["symbol"]}) is still '
+                                           f'working: {o.get("reason") or "the cancel was not confirmed in time"}',
+                    contract=o['contract'], order_ref=o['orderRef'])
+            for o in outcomes if o.get('working')]
+
+
+async def _connect_as(ib: IB, host: str, port: int, client_id: int, timeout: float) -> None:
+    """Connect with `client_id`, failing at once on error 326 (that id is connected elsewhere)."""
+    loop = asyncio.get_running_loop()
+    in_use: asyncio.Future = loop.create_future()
+
+    def on_error(req_id, code, message, contract) -> None:
+        if code == CLIENT_ID_IN_USE and not in_use.done():
+            in_use.set_result(message)
+
+    ib.errorEvent += on_error
+    async def connect_lean() -> None:   # the API connection and that client id's open orders, nothing more
+        await connect_client(ib, host, port, client_id, timeout)
+        await ib.reqOpenOrdersAsync()
+
+    connect = asyncio.ensure_future(connect_lean())
+    try:
+        done, _ = await asyncio.wait({connect, in_use}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if connect in done:
+            connect.result()
+            return
+        if in_use in done:
+            raise ConnectionRefusedError(f'client id {client_id} is in use (error 326: {in_use.result()})')
+        raise TimeoutError(f'no connection within {timeout:g} s')
+    finally:
+        ib.errorEvent -= on_error
+        if not connect.done():
+            connect.cancel()
+            await asyncio.gather(connect, return_exceptions=True)
 
 
 async def _cancel_on(ib: IB, trades: list[Trade], until: float) -> list[dict]:
@@ -324,8 +502,8 @@ async def _cancel_on(ib: IB, trades: list[Trade], until: float) -> list[dict]:
         if trade.orderStatus.status not in FINAL:
             ib.cancelOrder(trade.order)
     await _wait_until(ib, lambda: all(t.orderStatus.status in FINAL for t in trades), until)
-    return [{**_describe_trade(t), 'cancelled': t.orderStatus.status in ('Cancelled', 'ApiCancelled'),
-             'status': t.orderStatus.status} for t in trades]
+    return [{**describe_trade(t), 'cancelled': t.orderStatus.status in ('Cancelled', 'ApiCancelled'),
+             'working': t.orderStatus.status not in FINAL} for t in trades]
 
 
 def _checked_plan(legs: list[Leg], settings: ExecutionSettings) -> list[_Planned]:
@@ -338,7 +516,7 @@ def _checked_plan(legs: list[Leg], settings: ExecutionSettings) -> list[_Planned
 def _plan(leg: Leg, settings: ExecutionSettings) -> _Planned:
     info = leg.info
     order = build_order(info, leg.quantity, leg.quote, settings.policy, account=settings.account,
-                        ref=order_ref(settings.reference, info.con_id))
+                        ref=order_ref(settings.reference, info.con_id, leg.attempt))
     expected = order.lmtPrice if order.orderType == 'LMT' else leg.quote.expected_fill(leg.quantity > 0)
     notional = (abs(leg.quantity) * expected * info.multiplier * settings.snapshot.rate(info.contract.currency)
                 if expected else math.inf)
@@ -372,11 +550,12 @@ def _describe_plan(item: _Planned) -> dict:
             'expectedPrice': item.expected_price, 'notional': round(item.notional, 2)}
 
 
-def _describe_trade(trade: Trade) -> dict:
+def describe_trade(trade: Trade) -> dict:
+    """An order at the broker as results list it (orderRef, action, quantity, status, filled, ...)."""
     o, c = trade.order, trade.contract
-    return {'orderRef': o.orderRef, 'permId': o.permId or None, 'clientId': o.clientId,
-            'contract': {'conId': c.conId, 'symbol': c.symbol, 'secType': c.secType, 'localSymbol': c.localSymbol},
-            'action': o.action, 'quantity': o.totalQuantity, 'remaining': trade.orderStatus.remaining}
+    return {'orderRef': o.orderRef, 'permId': o.permId or None, 'clientId': o.clientId, 'contract': _contract(c),
+            'action': o.action, 'quantity': o.totalQuantity, 'status': trade.orderStatus.status,
+            'filled': trade.orderStatus.filled, 'remaining': trade.orderStatus.remaining}
 
 
 async def _what_if(ib: IB, item: _Planned) -> dict:

@@ -282,10 +282,9 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
 
 def _build(config: Mapping[str, Any], *, default_enabled: bool) -> TradingConfig:
     exposures = dict(config['exposure']['strategies'])
-    strategies = {name: dict(settings) for name, settings in config['strategies'].items()}
-    for name in exposures:
-        if name not in strategies:
-            raise ConfigError(f'exposure.strategies.{name} is invalid: there is no [strategies.{name}] table')
+    # a strategy's own table is optional: without one it runs with its defaults
+    strategies = {**{name: {} for name in exposures},
+                  **{name: dict(settings) for name, settings in config['strategies'].items()}}
     total = sum(exposures.values())
     if total > 1 + SHARE_TOLERANCE:
         raise ConfigError(f'exposure.strategies is invalid: the shares add up to {total:g}, more than 1')

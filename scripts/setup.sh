@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Create .venv (Python 3.11+) and install the pinned requirements (runtime + dev); quiet when nothing changed.
 # With --ib-async: the same for .venv-ib-async from requirements-ib-async.txt (ib_async in place of ib_insync;
-# the two libraries cannot share a virtual environment).
+# the two libraries cannot share a virtual environment). With --ibapi: .venv-ibapi from requirements-ibapi.txt, IB's
+# official Python client for the conformance suite (tests/conformance runs it as a separate process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 case "${1:-}" in
   '') venv=.venv install=requirements-dev.txt requirements=(requirements.txt requirements-dev.txt) ;;
   --ib-async) venv=.venv-ib-async install=requirements-ib-async.txt requirements=(requirements-ib-async.txt) ;;
-  *) echo "usage: scripts/setup.sh [--ib-async]" >&2; exit 2 ;;
+  --ibapi) venv=.venv-ibapi install=requirements-ibapi.txt requirements=(requirements-ibapi.txt) ;;
+  *) echo "usage: scripts/setup.sh [--ib-async | --ibapi]" >&2; exit 2 ;;
 esac
 
 python=${PYTHON:-python3}

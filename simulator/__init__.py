@@ -1,4 +1,4 @@
-"""A paper IB Gateway that speaks the real TWS API socket protocol (server version 176)."""
+"""A paper IB Gateway that speaks the real TWS API socket protocol (server versions 157 to 176)."""
 from .faults import Faults
 from .server import Simulator
 

@@ -8,6 +8,8 @@ import signal
 import sys
 from datetime import datetime, timezone
 
+from .faults import HIST_ERRORS
+from .limits import Limits
 from .server import Simulator
 
 
@@ -31,6 +33,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--reject-orders', action='store_true', help='fault: reject every order (error 201)')
     p.add_argument('--partial-fill', type=float, help='fault: fraction of each order filled at once')
     p.add_argument('--hist-outage', action='store_true', help='fault: historical data errors (162)')
+    p.add_argument('--hist-error', choices=sorted(HIST_ERRORS),
+                   help="fault: every historical data request gets error 162 with this kind's text")
+    p.add_argument('--connectivity-lost', action='store_true',
+                   help='fault: the gateway has lost IB (1100/2110 to every client; the API socket stays up)')
+    limits = p.add_argument_group("a real gateway's limits (on by default, with IB's numbers)")
+    limits.add_argument('--message-rate', type=int, default=50, metavar='N',
+                        help='client messages per second before error 100 and, sustained, a close; 0: no limit')
+    limits.add_argument('--no-hist-pacing', action='store_true',
+                        help='serve small bars (30 secs or less) without the pacing rules (error 162)')
+    limits.add_argument('--hist-open-requests', type=int, default=50, metavar='N',
+                        help='simultaneous open historical data requests; 0: no limit')
+    limits.add_argument('--market-data-lines', type=int, default=100, metavar='N',
+                        help='streaming market-data subscriptions before error 101; 0: no limit')
+    limits.add_argument('--all-executions', action='store_true',
+                        help="reqExecutions returns every past execution, not only the current day's")
     p.add_argument('--log-level', default='WARNING')
     args = p.parse_args(argv)
     args.accounts = [a for a in args.accounts.split(',') if a]
@@ -41,6 +58,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     except ValueError:
         p.error('--stall takes comma-separated message ids, e.g. 49,20')
     return args
+
+
+def limits_of(args: argparse.Namespace) -> Limits:
+    """The gateway limits the command line asks for (0 switches a numeric limit off)."""
+    return Limits(message_rate=args.message_rate or None, hist_pacing=not args.no_hist_pacing,
+                  hist_open_requests=args.hist_open_requests or None,
+                  market_data_lines=args.market_data_lines or None, executions_current_day=not args.all_executions)
 
 
 def _instant(text: str) -> datetime:
@@ -55,11 +79,12 @@ async def serve(args: argparse.Namespace) -> None:
     sim = Simulator(accounts=args.accounts, base_currency=args.base_currency, cash=args.cash,
                     seed=args.seed, latency_ms=args.latency_ms, time=args.time,
                     master_client_id=args.master_client_id, state_file=args.state,
-                    contracts_file=args.contracts, host=args.host, port=args.port)
+                    contracts_file=args.contracts, host=args.host, port=args.port, limits=limits_of(args))
     f = sim.faults
     f.jitter_ms, f.drop_after, f.stall = args.jitter_ms, args.drop_after, args.stall
     f.reject_orders, f.partial_fill, f.hist_outage = args.reject_orders, args.partial_fill, args.hist_outage
     f.refuse_connections = args.refuse_connections
+    f.hist_error, f.connectivity_lost = args.hist_error or '', args.connectivity_lost
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, sim.stop)

@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo
 
 from . import messages as msg
 from .broker import OrderError
+from .faults import CONNECTIVITY_LOST, FARM_OK
+from .limits import PACING_VIOLATION, MessageRate
 from .model import Order
 from .wire import HANDSHAKE_PREFIX, FrameBuffer, frame, parse_version_range
 
@@ -20,8 +22,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger('simulator')
 
-MIN_CLIENT_VERSION = 157
-MAX_SERVER_VERSION = 176
+MIN_CLIENT_VERSION = msg.MIN_VERSION   # the oldest layout the simulator speaks
+MAX_SERVER_VERSION = msg.MAX_VERSION
 
 # Requests the real gateway never answers and the client never waits for.
 FIRE_AND_FORGET = {12, 13, 14, 15, 65, 66, 72, 73}
@@ -33,10 +35,7 @@ UNSUPPORTED_REQ_ID_AT = {10: 2, 21: 2, 22: 1, 50: 2, 52: 2, 54: 2, 55: 2, 67: 2,
 CANCELS = {2: 2, 11: 2, 23: 2, 25: 2, 51: 2, 53: 2, 56: 2, 57: 2, 63: 2, 70: 2, 75: 2, 77: 2,
            89: 1, 90: 1, 93: 1, 95: 1, 98: 1, 101: 1, 103: 1}
 NOT_IMPLEMENTED = 10300  # not a TWS code: the simulator's "unsupported request"
-
-FARM_NOTICES = [(2104, 'Market data farm connection is OK:usfarm'),
-                (2106, 'HMDS data farm connection is OK:ushmds'),
-                (2158, 'Sec-def data farm connection is OK:secdefnj')]
+CLIENT_TOO_OLD = 10301   # not a TWS code: the client's newest version is below MIN_CLIENT_VERSION
 
 TICKS_LIVE = {'bid': 1, 'ask': 2, 'last': 4, 'high': 6, 'low': 7, 'close': 9, 'open': 14,
               'bidSize': 0, 'askSize': 3, 'lastSize': 5, 'volume': 8}
@@ -79,7 +78,9 @@ class Connection(asyncio.Protocol):
         self.summary_subs: dict[int, list[str]] = {}
         self.mkt_subs: dict[int, tuple] = {}      # reqId -> (instrument, last quote tuple)
         self.live_req_ids: set[int] = set()       # requests that can still be cancelled
-        self._pending: deque = deque()            # (send_at, bytes) when latency is on
+        self.pace_api = False                     # the client asked the gateway to pace it (+PACEAPI)
+        self.rate = MessageRate()
+        self._pending: deque = deque()            # (send_at, bytes or a callable) when latency is on
         self._flush_handle: asyncio.TimerHandle | None = None
         self._close_when_flushed = False
 
@@ -93,6 +94,10 @@ class Connection(asyncio.Protocol):
         self.stats.closed_at = time.time()
         if self._flush_handle:
             self._flush_handle.cancel()
+        for _, data in self._pending:   # requests still held open (historical data) are open no more
+            if callable(data):
+                data()
+        self._pending.clear()
         self.sim._connection_closed(self)
 
     def close(self, after_replies: bool = False) -> None:
@@ -102,6 +107,10 @@ class Connection(asyncio.Protocol):
             return
         if self.transport and not self.transport.is_closing():
             self.transport.close()
+
+    def send_error(self, req_id: int, code: int, text: str) -> None:
+        """An error or notice (message 4) in this connection's negotiated layout."""
+        self.send(msg.error(req_id, code, text, self.server_version))
 
     def send(self, fields: list) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -123,6 +132,13 @@ class Connection(asyncio.Protocol):
         if self._flush_handle is None:
             self._flush_handle = loop.call_at(send_at, self._flush)
 
+    def after_replies(self, fn) -> None:
+        """Call `fn` once every reply queued so far has been written (at once when latency holds none back)."""
+        if not self._pending:
+            fn()
+        else:
+            self._pending.append((self._pending[-1][0], fn))
+
     def _write(self, data: bytes) -> None:
         if self.transport and not self.transport.is_closing():
             self.transport.write(data)
@@ -133,7 +149,10 @@ class Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         while self._pending and self._pending[0][0] <= loop.time():
             _, data = self._pending.popleft()
-            self._write(data)
+            if callable(data):
+                data()
+            else:
+                self._write(data)
         if self._pending:
             self._flush_handle = loop.call_at(self._pending[0][0], self._flush)
         elif self._close_when_flushed:
@@ -151,7 +170,7 @@ class Connection(asyncio.Protocol):
                 self._dispatch(fields)
             except Exception:  # a bad request must never kill the gateway
                 log.exception('failed to handle request %s', fields[:3])
-                self.send(msg.error(-1, NOT_IMPLEMENTED, f'Simulator failed to handle request {fields[:1]}'))
+                self.send_error(-1, NOT_IMPLEMENTED, f'Simulator failed to handle request {fields[:1]}')
 
     def _count_request(self, msg_id: str) -> None:
         try:
@@ -164,6 +183,17 @@ class Connection(asyncio.Protocol):
         faults = self.sim.faults
         if faults.drop_after is not None and sum(self.stats.messages_in.values()) >= faults.drop_after:
             self.close()
+            return
+        if self.pace_api or not self.ready:
+            return
+        verdict = self.rate.record(time.monotonic(), self.sim.limits.message_rate)
+        if verdict == 'warn':
+            self.send_error(-1, 100, 'Max rate of messages per second has been exceeded:'
+                                     f'max={self.sim.limits.message_rate}')
+        elif verdict == 'close':
+            log.warning('client %s kept exceeding %s messages per second; closing', self.client_id,
+                        self.sim.limits.message_rate)
+            self.close(after_replies=True)
 
     def _handshake(self) -> bool:
         """Consume 'API\\0' + version range and answer with the server version; False until complete."""
@@ -184,15 +214,28 @@ class Connection(asyncio.Protocol):
             _, client_max = parse_version_range(first[0] if first else '')
         except ValueError:
             client_max = 0
+        now = self.sim.clock.now().astimezone(timezone.utc)
         if client_max < MIN_CLIENT_VERSION:
-            log.warning('client offers versions %r, below %d; closing', first, MIN_CLIENT_VERSION)
-            self.close()
+            self._refuse_old_client(first[0] if first else '', now)
             return False
         self.server_version = min(client_max, MAX_SERVER_VERSION)
-        now = self.sim.clock.now().astimezone(timezone.utc)
+        self.pace_api = '+PACEAPI' in (first[0] if first else '').split()[1:]
         self.stats.messages_out[0] += 1
         self._queue(frame([self.server_version, now.strftime('%Y%m%d %H:%M:%S UTC')]))
         return True
+
+    def _refuse_old_client(self, offered: str, now: datetime) -> None:
+        """Like IB's gateway, answer the handshake with the version it speaks (here its oldest, 157) and leave
+        the verdict to the client (IB's own clients refuse a server outside their range); then say why in an
+        error with reqId -1 and close, instead of hanging up on a client that gets no reason."""
+        log.warning('client offers versions %r, below %d; refusing', offered, MIN_CLIENT_VERSION)
+        self.server_version = MIN_CLIENT_VERSION
+        self.stats.messages_out[0] += 1
+        self._queue(frame([MIN_CLIENT_VERSION, now.strftime('%Y%m%d %H:%M:%S UTC')]))
+        self.send_error(-1, CLIENT_TOO_OLD, f'API client versions {offered or "(none)"} are older than this '
+                                            f'gateway supports (server versions {MIN_CLIENT_VERSION} to '
+                                            f'{MAX_SERVER_VERSION}); upgrade the API client')
+        self.close(after_replies=True)
 
     # --- dispatch -----------------------------------------------------------------------
 
@@ -229,8 +272,7 @@ class Connection(asyncio.Protocol):
             except ValueError:
                 pass
         log.warning('request %s is not implemented by the simulator', msg_id)
-        self.send(msg.error(req_id, NOT_IMPLEMENTED,
-                            f'The simulated gateway does not implement request {msg_id}'))
+        self.send_error(req_id, NOT_IMPLEMENTED, f'The simulated gateway does not implement request {msg_id}')
 
     def _cancel(self, f: list[str], at: int) -> None:
         req_id = int(f[at]) if at < len(f) and f[at].lstrip('-').isdigit() else -1
@@ -240,7 +282,7 @@ class Connection(asyncio.Protocol):
         self.summary_subs.pop(req_id, None)
         self.multi_subs.pop(req_id, None)
         if not found:
-            self.send(msg.error(req_id, 300, f"Can't find EId with tickerId:{req_id}"))
+            self.send_error(req_id, 300, f"Can't find EId with tickerId:{req_id}")
 
     # --- connection setup ---------------------------------------------------------------
 
@@ -249,7 +291,7 @@ class Connection(asyncio.Protocol):
         refusal = self.sim._register_client(self, client_id)
         if refusal:
             code, text = refusal
-            self.send(msg.error(-1, code, text))
+            self.send_error(-1, code, text)
             self.close(after_replies=True)
             return
         self.client_id = client_id
@@ -258,8 +300,8 @@ class Connection(asyncio.Protocol):
         broker = self.sim.broker
         self.send(msg.managed_accounts(self.sim.accounts))
         self.send(msg.next_valid_id(broker.next_order_id(client_id)))
-        for code, text in FARM_NOTICES:
-            self.send(msg.error(-1, code, text))
+        for code, text in CONNECTIVITY_LOST if self.sim.faults.connectivity_lost else FARM_OK:
+            self.send_error(-1, code, text)
 
     def on_req_ids(self, f):
         self.send(msg.next_valid_id(self.sim.broker.next_order_id(self.client_id)))
@@ -349,20 +391,21 @@ class Connection(asyncio.Protocol):
 
     def _send_open_orders(self, orders: list[Order]) -> None:
         for order in orders:
-            self.send(msg.open_order(order))
+            self.send(msg.open_order(order, self.server_version))
             self.send(msg.order_status(order))
         self.send([msg.OPEN_ORDER_END, 1])
 
     def on_req_completed_orders(self, f):
         for order in self.sim.broker.completed_orders():
-            self.send(msg.completed_order(order))
+            self.send(msg.completed_order(order, self.server_version))
         self.send([msg.COMPLETED_ORDERS_END])
 
     def on_req_executions(self, f):
         req_id = int(f[2])
         client_id, account, since, symbol, sec_type, exchange, side = (f + [''] * 10)[3:10]
+        since = _later(_parse_filter_time(since), self.sim.limits.execution_day_start(self.sim.clock.now()))
         executions = self.sim.broker.executions(
-            client_id=int(client_id or 0), account=account, since=_parse_filter_time(since),
+            client_id=int(client_id or 0), account=account, since=since,
             symbol=symbol, secType=sec_type, exchange=exchange, side=side)
         for ex in executions:
             self.send(msg.exec_details(req_id, ex))
@@ -375,7 +418,7 @@ class Connection(asyncio.Protocol):
         order_id = o['orderId']
         inst = self._resolve_one(c)
         if inst is None:
-            self.send(msg.error(order_id, 200, 'No security definition has been found for the request'))
+            self.send_error(order_id, 200, 'No security definition has been found for the request')
             return
         account = o['account'] or (self.sim.accounts[0] if len(self.sim.accounts) == 1 else '')
         try:
@@ -387,26 +430,26 @@ class Connection(asyncio.Protocol):
                 algoStrategy=o['algoStrategy'], algoParams=o['algoParams'])
             if o['whatIf']:
                 what_if = self.sim.broker.what_if(order)
-                self.send(msg.open_order(order, status='PreSubmitted', what_if=what_if))
+                self.send(msg.open_order(order, self.server_version, status='PreSubmitted', what_if=what_if))
                 return
             self.sim.broker.place(order)
         except OrderError as e:
-            self.send(msg.error(order_id, e.code, e.message))
+            self.send_error(order_id, e.code, e.message)
         except ValueError as e:
-            self.send(msg.error(order_id, 201, f'Order rejected - reason:{e}'))
+            self.send_error(order_id, 201, f'Order rejected - reason:{e}')
 
     def on_cancel_order(self, f):
         order_id = int(f[2])
         try:
             self.sim.broker.cancel(self.client_id, order_id)
         except OrderError as e:
-            self.send(msg.error(order_id, e.code, e.message))
+            self.send_error(order_id, e.code, e.message)
             return
-        self.send(msg.error(order_id, 202, 'Order Canceled - reason:'))
+        self.send_error(order_id, 202, 'Order Canceled - reason:')
 
     def on_req_global_cancel(self, f):
         for order in self.sim.broker.global_cancel():
-            self.sim.notify_owner(order, msg.error(order.orderId, 202, 'Order Canceled - reason:'))
+            self.sim.notify_owner(order, 202, 'Order Canceled - reason:')
 
     # --- contracts and market data -------------------------------------------------------
 
@@ -426,12 +469,12 @@ class Connection(asyncio.Protocol):
         contract = _contract12(f[3:15])
         matches = self._resolve(contract, include_expired=f[15] == '1')
         if not matches:
-            self.send(msg.error(req_id, 200, 'No security definition has been found for the request'))
+            self.send_error(req_id, 200, 'No security definition has been found for the request')
             return
         now = self.sim.clock.now()
         for inst in matches:
             trading, liquid = self.sim.universe.hours(inst, now)
-            self.send(msg.contract_details(req_id, inst, trading, liquid))
+            self.send(msg.contract_details(req_id, inst, trading, liquid, self.server_version))
         self.send([msg.CONTRACT_DATA_END, 1, req_id])
 
     def on_req_market_data_type(self, f):
@@ -449,7 +492,11 @@ class Connection(asyncio.Protocol):
         snapshot = len(rest) > 2 and rest[2] == '1'
         inst = self._resolve_one(contract)
         if inst is None:
-            self.send(msg.error(req_id, 200, 'No security definition has been found for the request'))
+            self.send_error(req_id, 200, 'No security definition has been found for the request')
+            return
+        lines = self.sim.limits.market_data_lines
+        if not snapshot and lines is not None and self.sim.market_data_lines_used() >= lines:
+            self.send_error(req_id, 101, 'Max number of tickers has been reached')
             return
         if self.market_data_type != 1:
             self.send([msg.MARKET_DATA_TYPE, 1, req_id, self.market_data_type])
@@ -473,8 +520,16 @@ class Connection(asyncio.Protocol):
         self.send(msg.tick_price(req_id, ticks['open'], q.open, 0))
         self.send(msg.tick_size(req_id, ticks['volume'], q.volume))
 
+    def drop_market_data(self) -> None:
+        """Forget every streaming subscription, as a gateway that lost its data does (1101)."""
+        for req_id in self.mkt_subs:
+            self.live_req_ids.discard(req_id)
+        self.mkt_subs.clear()
+
     def stream_quotes(self) -> None:
-        """Push changed quotes to streaming market-data subscriptions."""
+        """Push changed quotes to streaming market-data subscriptions (none while IB is out of reach)."""
+        if self.sim.faults.connectivity_lost:
+            return
         for req_id, (inst, last) in list(self.mkt_subs.items()):
             quote = self.sim.quote(inst)
             if (quote.bid, quote.ask, quote.last) != (last.bid, last.ask, last.last):
@@ -485,13 +540,31 @@ class Connection(asyncio.Protocol):
         req_id = int(f[1])
         contract = _contract12(f[2:14])
         end_text, bar_size, duration, use_rth, what, format_date = f[15:21]
-        if self.sim.faults.hist_outage:
-            self.send(msg.error(req_id, 162, 'Historical Market Data Service error message:'
-                                             'HMDS server connection was broken'))
+        limits, sim = self.sim.limits, self.sim
+        if limits.hist_open_requests is not None and sim.open_hist_requests >= limits.hist_open_requests:
+            self.send_error(req_id, 162, PACING_VIOLATION)
+            return
+        key = tuple(contract[k] for k in ('conId', 'symbol', 'secType', 'lastTradeDateOrContractMonth', 'currency'))
+        if limits.pacing_violation(sim.clock.now(), key, contract['exchange'], bar_size, duration, end_text,
+                                   what, use_rth):
+            self.send_error(req_id, 162, PACING_VIOLATION)
+            return
+        sim.open_hist_requests += 1
+        try:
+            self._answer_historical_data(req_id, contract, end_text, bar_size, duration, use_rth, what, format_date)
+        finally:
+            self.after_replies(sim.historical_request_closed)
+
+    def _answer_historical_data(self, req_id, contract, end_text, bar_size, duration, use_rth, what, format_date):
+        injected = self.sim.faults.hist_error_text()
+        if injected:
+            self.send_error(req_id, 162, injected.format(
+                symbol=contract['localSymbol'] or contract['symbol'], exchange=contract['exchange'],
+                secType=contract['secType'], what=what, bar_size=bar_size, duration=duration))
             return
         inst = self._resolve_one(contract)
         if inst is None:
-            self.send(msg.error(req_id, 200, 'No security definition has been found for the request'))
+            self.send_error(req_id, 200, 'No security definition has been found for the request')
             return
         try:
             end = _parse_end_time(end_text) or self.sim.clock.now()
@@ -500,7 +573,7 @@ class Connection(asyncio.Protocol):
             text = str(e)
             if not text.startswith('Historical Market Data Service error message:'):
                 text = 'Historical Market Data Service error message:' + text
-            self.send(msg.error(req_id, 162, text))
+            self.send_error(req_id, 162, text)
             return
         start_text = bars[0].date.strftime('%Y%m%d') if bars else ''
         self.send(msg.historical_data(req_id, start_text, end.strftime('%Y%m%d %H:%M:%S'), bars,
@@ -519,8 +592,8 @@ class Connection(asyncio.Protocol):
         self.send([msg.NEWS_PROVIDERS, 0])
 
     def on_request_fa(self, f):
-        self.send(msg.error(-1, 321, 'Error validating request:-\'bN\' : cause - FA data operations '
-                                     'ignored for non FA customers.'))
+        self.send_error(-1, 321, 'Error validating request:-\'bN\' : cause - FA data operations '
+                                 'ignored for non FA customers.')
 
 
 def _contract12(f: list[str]) -> dict:
@@ -548,6 +621,10 @@ def _parse_end_time(text: str) -> datetime | None:
     when = datetime.strptime(' '.join(parts[:2]), '%Y%m%d %H:%M:%S')
     zone = ZoneInfo(parts[2]) if len(parts) > 2 else timezone.utc
     return when.replace(tzinfo=zone)
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    return max((t for t in (a, b) if t is not None), default=None)
 
 
 def _parse_filter_time(text: str) -> datetime | None:

@@ -1,7 +1,23 @@
-"""Builders for the messages the gateway sends, at server version 176, and the placeOrder parser.
+"""Builders for the messages the gateway sends, at every server version it speaks (157-176), and the placeOrder parser.
 
 Every builder returns a list of fields; `wire.frame` turns it into bytes. Field counts are exact:
 the client silently drops a message with one field too many or too few (see research/tws-protocol.md).
+The layouts that change between 157 and 176 take the connection's negotiated `version` and follow the
+version checks of IB's official decoder (ibapi 10.50 `decoder.py`, `orderdecoder.py`):
+
+| version | change |
+|---|---|
+| 158 | openOrder gains `duration` (MIN_SERVER_VER_DURATION) |
+| 160 | openOrder gains `postToAts` (MIN_SERVER_VER_POST_TO_ATS) |
+| 162 | openOrder gains `autoCancelParent` (MIN_SERVER_VER_AUTO_CANCEL_PARENT) |
+| 163 | contractDetails gains `sizeMinTick` (MIN_SERVER_VER_FRACTIONAL_SIZE_SUPPORT) |
+| 164 | contractDetails drops its version field, `mdSizeMultiplier` and `sizeMinTick`, gains minSize,
+        sizeIncrement, suggestedSizeIncrement (MIN_SERVER_VER_SIZE_RULES) |
+| 166 | error gains `advancedOrderRejectJson` (MIN_SERVER_VER_ADVANCED_ORDER_REJECT) |
+| 170 | openOrder and completedOrder gain minTradeQty, minCompeteSize, competeAgainstBestOffset,
+        midOffsetAtWhole, midOffsetAtHalf (MIN_SERVER_VER_PEGBEST_PEGMID_OFFSETS) |
+
+Every other message the simulator sends has the same layout at every version from 157 to 176.
 """
 from __future__ import annotations
 
@@ -20,6 +36,11 @@ POSITION_MULTI, POSITION_MULTI_END, ACCOUNT_UPDATE_MULTI, ACCOUNT_UPDATE_MULTI_E
 FAMILY_CODES, MKT_DEPTH_EXCHANGES, TICK_REQ_PARAMS, NEWS_PROVIDERS, HEAD_TIMESTAMP = 78, 80, 81, 85, 88
 PNL, PNL_SINGLE, COMPLETED_ORDER, COMPLETED_ORDERS_END = 94, 95, 101, 102
 
+# Server versions (ibapi server_versions.py) at which a layout the simulator sends changes.
+MIN_VERSION, MAX_VERSION = 157, 176
+DURATION, POST_TO_ATS, AUTO_CANCEL_PARENT = 158, 160, 162
+FRACTIONAL_SIZE_SUPPORT, SIZE_RULES, ADVANCED_ORDER_REJECT, PEGBEST_PEGMID_OFFSETS = 163, 164, 166, 170
+
 
 def contract11(inst: Instrument, exchange: str | None = None) -> list:
     """The 11-field contract block (no primaryExchange) used by most outgoing messages."""
@@ -28,8 +49,11 @@ def contract11(inst: Instrument, exchange: str | None = None) -> list:
             inst.localSymbol, inst.tradingClass]
 
 
-def error(req_id: int, code: int, message: str) -> list:
-    return [ERR_MSG, 2, req_id, code, message, '']
+def error(req_id: int, code: int, message: str, version: int) -> list:
+    fields = [ERR_MSG, 2, req_id, code, message]
+    if version >= ADVANCED_ORDER_REJECT:
+        fields.append('')   # advancedOrderRejectJson
+    return fields
 
 
 def managed_accounts(accounts: list[str]) -> list:
@@ -79,17 +103,21 @@ def position_multi(req_id: int, account: str, inst: Instrument, quantity: float,
             quantity, avg_cost, '']
 
 
-def contract_details(req_id: int, inst: Instrument, trading_hours: str, liquid_hours: str) -> list:
+def contract_details(req_id: int, inst: Instrument, trading_hours: str, liquid_hours: str, version: int) -> list:
     is_stock = inst.secType == 'STK'
     order_types = 'ACTIVETIM,ADJUST,ALERT,ALGO,ALLOC,AVGCOST,BASKET,DAY,GTC,IOC,LMT,MKT,STP,STPLMT,WHATIF'
     valid = 'SMART,ARCA,NASDAQ,NYSE,BATS,IEX' if is_stock else inst.exchange
-    return [CONTRACT_DATA, req_id, inst.symbol, inst.secType, inst.lastTradeDateOrContractMonth, 0.0, '',
+    sized = version >= SIZE_RULES
+    head = [CONTRACT_DATA] if sized else [CONTRACT_DATA, 8]   # below 164: a version field before reqId
+    md_size_multiplier = [] if sized else [1]
+    size_rules = [1, 1, 1] if sized else [1] if version >= FRACTIONAL_SIZE_SUPPORT else []
+    return [*head, req_id, inst.symbol, inst.secType, inst.lastTradeDateOrContractMonth, 0.0, '',
             inst.exchange, inst.currency, inst.localSymbol, inst.tradingClass, inst.tradingClass,
-            inst.conId, inst.minTick, inst.multiplier, order_types, valid, 1, 0, inst.longName,
+            inst.conId, inst.minTick, *md_size_multiplier, inst.multiplier, order_types, valid, 1, 0, inst.longName,
             inst.primaryExchange, inst.lastTradeDateOrContractMonth[:6], '', '', '', inst.timeZoneId,
             trading_hours, liquid_hours, '', '', 0,
             1, '', '', '26' if is_stock else '', inst.lastTradeDateOrContractMonth,
-            'COMMON' if is_stock else '', 1, 1, 1]
+            'COMMON' if is_stock else '', *size_rules]
 
 
 def order_status(order: Order) -> list:
@@ -110,8 +138,13 @@ def _algo(order: Order) -> list:
     return [order.algoStrategy, len(order.algoParams), *params]
 
 
-def open_order(order: Order, status: str | None = None, what_if=None) -> list:
-    """openOrder: 128 fields for a plain order (more with algo parameters)."""
+def _peg_best_peg_mid(version: int) -> list:
+    """minTradeQty, minCompeteSize, competeAgainstBestOffset, midOffsetAtWhole, midOffsetAtHalf (from 170)."""
+    return [0, 0, '', '', ''] if version >= PEGBEST_PEGMID_OFFSETS else []
+
+
+def open_order(order: Order, version: int, status: str | None = None, what_if=None) -> list:
+    """openOrder: 128 fields for a plain order at 170 and above (more with algo parameters), 120 at 157."""
     inst = order.instrument
     head = _order_head(order)
     fields = [OPEN_ORDER, order.orderId, *contract11(inst), *head[:10], head[10],
@@ -137,13 +170,18 @@ def open_order(order: Order, status: str | None = None, what_if=None) -> list:
     fields += [False, False,
                0,
                '', '', '', '', '', '', '', 0, '', '', '', '',
-               False, False, False, False, 0, 0, False,
-               0, 0, '', '', '']
-    return fields
+               False, False, False, False]
+    if version >= DURATION:
+        fields.append(0)
+    if version >= POST_TO_ATS:
+        fields.append(0)
+    if version >= AUTO_CANCEL_PARENT:
+        fields.append(False)
+    return fields + _peg_best_peg_mid(version)
 
 
-def completed_order(order: Order) -> list:
-    """completedOrder: 97 fields for a plain order; a different layout from openOrder."""
+def completed_order(order: Order, version: int) -> list:
+    """completedOrder: 97 fields for a plain order (92 below 170); a different layout from openOrder."""
     inst = order.instrument
     completed = order.completedAt.strftime('%Y%m%d %H:%M:%S UTC') if order.completedAt else ''
     return [COMPLETED_ORDER, *contract11(inst), *_order_head(order), order.permId, order.outsideRth,
@@ -159,7 +197,7 @@ def completed_order(order: Order) -> list:
             0,
             '', '', '', False, False, '', order.filled, 0, False, '', False, False, 0,
             completed, order.completedStatus or order.status,
-            0, 0, '', '', '']
+            *_peg_best_peg_mid(version)]
 
 
 def exec_details(req_id: int, ex: Execution) -> list:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import threading
 from datetime import datetime
@@ -12,7 +13,8 @@ from . import messages as msg
 from .broker import Broker
 from .clock import SimClock
 from .connection import Connection
-from .faults import Faults
+from .faults import CONNECTIVITY_LOST, CONNECTIVITY_RESTORED, CONNECTIVITY_RESTORED_DATA_LOST, FARM_OK, Faults
+from .limits import Limits
 from .model import Execution, Order
 from .prices import PriceModel
 from .universe import Universe
@@ -34,7 +36,8 @@ class Simulator:
     def __init__(self, accounts=('DU1234567',), base_currency: str = 'USD', cash: float = 1_000_000.0,
                  seed: int = 1, latency_ms: float = 0.0, time: datetime | None = None,
                  master_client_id: int | None = None, state_file: str | Path | None = None,
-                 contracts_file: str | Path | None = None, host: str = '127.0.0.1', port: int = 0) -> None:
+                 contracts_file: str | Path | None = None, host: str = '127.0.0.1', port: int = 0,
+                 limits: Limits | None = None) -> None:
         self.accounts = list(accounts)
         if not self.accounts:
             raise ValueError('the simulator needs at least one account')
@@ -52,6 +55,8 @@ class Simulator:
         else:
             self.broker = Broker(self.accounts, base_currency, cash, self.clock, self.universe, self.prices)
         self.faults = Faults(latency_ms=latency_ms)
+        self.limits = limits if limits is not None else Limits()   # a real gateway's, unless told otherwise
+        self.open_hist_requests = 0          # historical data requests not yet answered, all clients together
         self.broker.faults = self.faults
         self.broker.listener = self
         self._connections: set[Connection] = set()
@@ -151,12 +156,34 @@ class Simulator:
         self.save_state()
 
     def _fault_changed(self, name: str) -> None:
-        if name != 'refuse_connections' or self._loop is None or self._loop.is_closed():
+        if self._loop is None or self._loop.is_closed():
+            return
+        if name == 'connectivity_lost':
+            lost = self.faults.connectivity_lost
+            self._call_in_loop(lambda: self._announce_connectivity(lost))
+            return
+        if name != 'refuse_connections':
             return
         if threading.get_ident() == self._loop_thread_id:
             self._loop.create_task(self._apply_refusal())
         else:   # from a test thread: return only once the socket is really closed or listening again
             asyncio.run_coroutine_threadsafe(self._apply_refusal(), self._loop).result(5)
+
+    def _announce_connectivity(self, lost: bool) -> None:
+        """1100 + 2110 when the gateway loses IB's servers; 1102 (or 1101, dropping market data) when back."""
+        if lost:
+            notices = CONNECTIVITY_LOST
+        elif self.faults.connectivity_data_lost:
+            notices = [CONNECTIVITY_RESTORED_DATA_LOST, *FARM_OK]
+        else:
+            notices = [CONNECTIVITY_RESTORED, *FARM_OK]
+        for conn in list(self._connections):
+            if not conn.ready:
+                continue
+            if not lost and self.faults.connectivity_data_lost:
+                conn.drop_market_data()
+            for code, text in notices:
+                conn.send_error(-1, code, text)
 
     async def _apply_refusal(self) -> None:
         if self.faults.refuse_connections and self._server is not None:
@@ -185,6 +212,13 @@ class Simulator:
             self.broker.save(self.state_file)
 
     # --- in-process API -------------------------------------------------------------------
+
+    def historical_request_closed(self) -> None:
+        self.open_hist_requests = max(0, self.open_hist_requests - 1)
+
+    def market_data_lines_used(self) -> int:
+        """Streaming market-data subscriptions held by every client."""
+        return sum(len(conn.mkt_subs) for conn in list(self._connections))
 
     def connected_client_ids(self) -> set[int]:
         return set(self._clients)
@@ -256,22 +290,23 @@ class Simulator:
             out.append(master)
         return out
 
-    def notify_owner(self, order: Order, fields: list) -> None:
+    def notify_owner(self, order: Order, code: int, text: str) -> None:
+        """Send an error about `order` (e.g. 202 on a global cancel) to the connection that placed it."""
         owner = self._clients.get(order.clientId)
         if owner is not None:
-            owner.send(fields)
+            owner.send_error(order.orderId, code, text)
 
     # --- broker listener: push what changed ---------------------------------------------
 
     def order_changed(self, order: Order) -> None:
         self._dirty = True
-        update = [msg.open_order(order), msg.order_status(order)]   # as it is now, not when the loop gets to it
-        self._call_in_loop(lambda: self._push_order(order, update))
+        now = copy.copy(order)   # as it is now, not when the loop gets to it
+        self._call_in_loop(lambda: self._push_order(now))
 
-    def _push_order(self, order: Order, update: list) -> None:
+    def _push_order(self, order: Order) -> None:
         for conn in self._order_recipients(order):
-            for fields in update:
-                conn.send(fields)
+            conn.send(msg.open_order(order, conn.server_version))
+            conn.send(msg.order_status(order))
 
     def executed(self, execution: Execution) -> None:
         self._dirty = True

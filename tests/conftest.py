@@ -7,10 +7,36 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.emulators import FunctionServer, PubSub, PubSubEmulator, require_tool
 
 EMULATOR_ENV = 'PUBSUB_EMULATOR_HOST'
+
+# Hypothesis profiles. `ci` (chosen when CI=true): derandomized, so a CI run is reproducible and a
+# failure there fails again on a developer's machine. `dev` (the default elsewhere): random, as
+# hypothesis normally is. `explore`: random and long, for hunting (HYPOTHESIS_PROFILE=explore); a
+# failure found by exploring becomes an @example of the test, with the seed noted in docs/reliability.md.
+# Tests set only max_examples themselves; everything else comes from the profile.
+_COMMON = dict(database=None, deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
+settings.register_profile('ci', derandomize=True, **_COMMON)
+settings.register_profile('dev', **_COMMON)
+settings.register_profile('explore', **_COMMON, max_examples=5_000)
+settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE') or ('ci' if os.environ.get('CI') == 'true' else 'dev'))
+
+
+@pytest.fixture(scope='session', autouse=True)
+def local_state_outside_the_repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Runs that keep state (the run history, claims) write to a session folder, not the repo's .local/,
+    unless a test or the caller chose a SQLite file."""
+    if os.environ.get('SQLITE_PATH'):
+        yield
+        return
+    os.environ['SQLITE_PATH'] = str(tmp_path_factory.mktemp('state') / 'state.sqlite3')
+    try:
+        yield
+    finally:
+        os.environ.pop('SQLITE_PATH', None)
 
 
 @pytest.fixture(scope='session')
@@ -75,8 +101,10 @@ def module_gateway() -> Iterator[object]:
 
 @pytest.fixture
 def gateway(module_gateway) -> object:
-    """The module's gateway with every fault switched off."""
+    """The module's gateway with every fault switched off and a real gateway's limits, with no request history
+    (earlier tests' historical requests do not count toward this one's pacing)."""
     module_gateway.faults.clear()
+    module_gateway.limits.reset()
     return module_gateway
 
 

@@ -16,6 +16,7 @@ from functions.contract import (
     ErrorInfo, Gateway, IntentRequest, IntentResult, InvalidMessage, Timings, decode_message, request_schema,
     result_schema,
 )
+from lib.problems import problem, with_problems
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / 'schemas'
@@ -80,7 +81,7 @@ def test_empty_data_without_intent_attribute_is_invalid():
     (base64.b64encode(b'{"intent": "summary",').decode(), 'InvalidMessage', 'not JSON'),
     (b64json(['summary']), 'InvalidMessage', 'must be a JSON object, got list'),
     (b64json({'params': {}}), 'InvalidRequest', 'intent: Field required'),
-    (b64json({'intent': 'summary', 'dryrun': True}), 'InvalidRequest', 'dryrun: Extra inputs are not permitted'),
+    (b64json({'intent': 'summary', 'dryrun': True}), 'InvalidRequest', 'dryrun: unknown key; accepted keys: dryRun, idempotencyKey'),
     (b64json({'intent': 'summary', 'dryRun': 'yes'}), 'InvalidRequest', 'dryRun: Input should be a valid boolean'),
     (b64json({'intent': 'summary', 'params': [1]}), 'InvalidRequest', 'params: Input should be a valid dictionary'),
     (b64json({'intent': 'Summary; rm -rf'}), 'InvalidRequest', 'intent: String should match pattern'),
@@ -167,3 +168,18 @@ def test_the_result_schema_refuses_unknown_statuses_and_missing_fields():
     assert validator.is_valid(wire)
     assert not validator.is_valid({**wire, 'status': 'maybe'})
     assert not validator.is_valid({k: v for k, v in wire.items() if k != 'runId'})
+
+
+def test_every_result_object_carries_structured_problems_and_degraded():
+    validator = jsonschema.Draft202012Validator(result_schema())
+    now = datetime.now(timezone.utc)
+    wire = IntentResult(run_id='r', message_id=None, intent='allocation', status='error', dry_run=False,
+                        trading_mode='paper', account=None, started_at=now, finished_at=now, duration_ms=0.0,
+                        timings=Timings(), gateway=None, result=with_problems({'orders': []}),
+                        error=ErrorInfo(type='StoreUnavailable', message='m', retryable=True)).to_wire()
+    assert validator.is_valid(wire) and wire['result']['problems'] == [] and wire['result']['degraded'] is False
+    stuck = problem('order-not-cancelled', 'still working', order_ref='ibj:0123456789:1')
+    assert validator.is_valid({**wire, 'result': with_problems({'problems': [stuck]})})
+    assert not validator.is_valid({**wire, 'result': {'orders': []}})                       # no problems
+    assert not validator.is_valid({**wire, 'result': {'problems': ['a string'], 'degraded': True}})
+    assert with_problems({'problems': [problem('no-price', 'SPY: no price')]})['degraded'] is True

@@ -139,3 +139,24 @@ def test_the_client_librarys_own_info_logging_is_off_unless_ib_client_log_level_
     assert client_library_lines(None) == []
     chatter = client_library_lines('info')
     assert any(message.startswith('Connecting to') for message in chatter)
+
+
+def test_secrets_are_masked_in_every_form_an_encoder_gives_them(monkeypatch):
+    secret = 'Ä"\\ß 4711/ü'
+    monkeypatch.setenv('IB_PASSWORD', secret)
+    for json_lines in (True, False):
+        stream = io.StringIO()
+        log.configure(json=json_lines, stream=stream, level='INFO')
+        logger = logging.getLogger('test.encodings')
+        logger.info('raw %s, repr %r, ascii %a', secret, secret, secret,
+                    extra={'fields': {'nested': [{'value': secret, secret: 'as a key'}]}})
+        logger.info('url https://x/?p=%s', __import__('urllib.parse').parse.quote(secret, safe=''))
+        logger.info('basic auth %s', __import__('base64').b64encode(secret.encode()).decode())
+        text = stream.getvalue()
+        decoded = [json.dumps(json.loads(line), ensure_ascii=False) for line in text.splitlines()] if json_lines \
+            else []
+        for where in (text, *decoded, *(json.loads(line)['message'] for line in text.splitlines() if json_lines)):
+            assert secret not in where
+            assert repr(secret)[1:-1] not in where and json.dumps(secret)[1:-1] not in where
+        assert text.count(log.MASK) >= 6
+    log.configure()

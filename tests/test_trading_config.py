@@ -138,7 +138,7 @@ def test_allowlist_empty_allows_nothing_and_star_allows_all(store, config_file):
     ('file', '[orderPolicy]\norderType = "limit"', 'orderPolicy.orderType'),
     ('file', '[limits]\nmaxOrderNotinal = 5.0', "unknown key 'limits.maxOrderNotinal'"),
     ('file', 'limits = 5', 'limits=5 is invalid: expected a table'),
-    ('file', '[exposure.strategies]\nmomentum = 0.1', 'exposure.strategies.momentum is invalid'),
+    ('file', '[exposure.strategies]\nmomentum = -0.1', 'exposure.strategies.momentum=-0.1 is invalid'),
     ('file', '[exposure.strategies]\nspy-macd-vixy = 1.5', 'exposure.strategies.spy-macd-vixy=1.5'),
     ('file', 'this is not toml', 'trading.toml'),
     ('env', {'MAX_ORDER_NOTIONAL': 'lots'}, 'MAX_ORDER_NOTIONAL='),

@@ -1,4 +1,4 @@
-"""The state store: run claims and results, strategy targets, the fills ledger, dynamic settings.
+"""The state store: run claims and results, strategy targets, the fills ledger, dynamic settings, run history.
 
 Two backends behave the same (one shared test suite): SQLite, the embedded default for local runs,
 and Firestore for the cloud. `open_store()` picks one from the environment:
@@ -106,6 +106,16 @@ class Store(Protocol):
 
     def put_settings(self, values: dict) -> None:
         """Merge values into the settings: each top-level key given replaces the stored one."""
+
+    def record_run(self, run_id: str, intent: str | None, status: str, finished_at: datetime, document: str,
+                   keep_until: datetime) -> None:
+        """Keep one run's result document (JSON text) until `keep_until`; recording a run_id again replaces it."""
+
+    def recent_runs(self, limit: int, now: datetime, intent: str | None = None) -> list[dict]:
+        """Up to `limit` result documents still kept at `now`, newest first; only `intent`'s when given."""
+
+    def get_run(self, run_id: str) -> dict | None:
+        """The result document of `run_id` (expired or not), or None."""
 
     def close(self) -> None:
         """Release connections; the store reconnects if used again."""

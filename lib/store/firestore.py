@@ -39,6 +39,9 @@ from lib.store.common import (
 )
 
 SETTINGS_DOCUMENT = ('settings', 'trading')
+HISTORY = 'history'            # the deploy sets a TTL policy on its expireAt field
+HISTORY_SCAN_FACTOR = 20       # runs read per run wanted when filtering by intent
+HISTORY_SCAN_MAX = 1000
 CONDITIONAL_WRITE_ATTEMPTS = 20
 
 
@@ -155,6 +158,30 @@ class FirestoreStore:
             # Naming each top-level field replaces its value whole; merge=True would merge nested maps.
             self._client_or_connect().document(*SETTINGS_DOCUMENT).set(
                 values, merge=[FieldPath(name) for name in values], **self._call())
+
+    def record_run(self, run_id: str, intent: str | None, status: str, finished_at: datetime, document: str,
+                   keep_until: datetime) -> None:
+        fields = {'runId': run_id, 'intent': intent, 'status': status, 'finishedAt': utc(finished_at, 'finished_at'),
+                  'expireAt': utc(keep_until, 'keep_until'), 'document': document}
+        with self._unavailable_on_error():
+            self._doc(HISTORY, run_id).set(fields, **self._call())
+
+    def recent_runs(self, limit: int, now: datetime, intent: str | None = None) -> list[dict]:
+        # Ordered by one field only, so no composite index is needed; the intent and the expiry (a TTL
+        # policy deletes expired documents, up to a day late) are checked here over a bounded scan.
+        scan = limit if intent is None else min(max(limit * HISTORY_SCAN_FACTOR, 200), HISTORY_SCAN_MAX)
+        with self._unavailable_on_error():
+            query = (self._client_or_connect().collection(HISTORY)
+                     .order_by('finishedAt', direction=firestore.Query.DESCENDING).limit(scan))
+            documents = [snapshot.to_dict() for snapshot in query.stream(**self._call())]
+        kept = [fields for fields in documents if fields['expireAt'] > utc(now)
+                and (intent is None or fields['intent'] == intent)]
+        return [json.loads(fields['document']) for fields in kept[:limit]]
+
+    def get_run(self, run_id: str) -> dict | None:
+        with self._unavailable_on_error():
+            snapshot = self._doc(HISTORY, run_id).get(**self._call())
+        return json.loads(snapshot.to_dict()['document']) if snapshot.exists else None
 
     def close(self) -> None:
         with self._lock:

@@ -35,6 +35,12 @@ CREATE TABLE IF NOT EXISTS fills (
 );
 CREATE INDEX IF NOT EXISTS fills_by_time ON fills (time_us);
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS history (
+    run_id TEXT PRIMARY KEY, intent TEXT, status TEXT NOT NULL, finished_us INTEGER NOT NULL,
+    keep_until_us INTEGER NOT NULL, document TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_by_time ON history (finished_us);
+CREATE INDEX IF NOT EXISTS history_by_expiry ON history (keep_until_us);
 """
 
 
@@ -124,6 +130,26 @@ class SqliteStore:
         with self._transaction() as db:
             db.executemany('INSERT INTO settings (name, value) VALUES (?, ?) '
                            'ON CONFLICT (name) DO UPDATE SET value = excluded.value', texts.items())
+
+    def record_run(self, run_id: str, intent: str | None, status: str, finished_at: datetime, document: str,
+                   keep_until: datetime) -> None:
+        finished_us, keep_us = _micros(utc(finished_at, 'finished_at')), _micros(utc(keep_until, 'keep_until'))
+        with self._transaction() as db:
+            db.execute('DELETE FROM history WHERE keep_until_us <= ?', (finished_us,))   # retention
+            db.execute('INSERT OR REPLACE INTO history (run_id, intent, status, finished_us, keep_until_us, document) '
+                       'VALUES (?, ?, ?, ?, ?, ?)', (run_id, intent, status, finished_us, keep_us, document))
+
+    def recent_runs(self, limit: int, now: datetime, intent: str | None = None) -> list[dict]:
+        with self._reading() as db:
+            rows = db.execute('SELECT document FROM history WHERE keep_until_us > ? AND (?2 IS NULL OR intent = ?2) '
+                              'ORDER BY finished_us DESC, run_id LIMIT ?3',
+                              (_micros(utc(now)), intent, limit)).fetchall()
+        return [_loads(row[0]) for row in rows]
+
+    def get_run(self, run_id: str) -> dict | None:
+        with self._reading() as db:
+            row = db.execute('SELECT document FROM history WHERE run_id = ?', (run_id,)).fetchone()
+        return None if row is None else _loads(row[0])
 
     def close(self) -> None:
         with self._lock:

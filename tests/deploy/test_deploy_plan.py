@@ -147,8 +147,8 @@ def test_gateway_is_private_and_only_the_connector_reaches_its_api_port(deployed
 
 def test_scheduler_jobs_publish_valid_requests_in_new_york_time(deployed):
     jobs = deployed.commands('scheduler', 'jobs', 'create', 'http')
-    assert {argv[4] for argv in jobs} == {'ib-jobs-health', 'ib-jobs-allocation', 'ib-jobs-summary',
-                                          'ib-jobs-trade-reconciliation', 'ib-jobs-cash-balancer',
+    assert {argv[4] for argv in jobs} == {'ib-jobs-health', 'ib-jobs-allocation-1', 'ib-jobs-allocation-2',
+                                          'ib-jobs-summary', 'ib-jobs-trade-reconciliation', 'ib-jobs-cash-balancer',
                                           'ib-jobs-collect-market-data'}
     for argv in jobs:
         assert flag(argv, 'time-zone') == 'America/New_York'
@@ -186,7 +186,7 @@ def test_rerun_updates_what_exists_and_adds_no_unchanged_secret(deployed_copy, c
     created = [call['argv'] for call in deployed.calls() if 'create' in call['argv'][:4] or call['argv'][:1] == ['mk']]
     assert created == []
     assert deployed.commands('functions', 'deploy'), 'the function is redeployed with the current settings'
-    assert len(deployed.commands('scheduler', 'jobs', 'update', 'http')) == 6
+    assert len(deployed.commands('scheduler', 'jobs', 'update', 'http')) == 7
     assert deployed.commands('compute', 'instances', 'add-metadata')
     assert deployed.commands('alpha', 'monitoring', 'policies', 'update')
     assert not deployed.commands('secrets', 'versions', 'add')
@@ -210,7 +210,7 @@ def test_dry_run_prints_every_command_and_runs_none(fake_cloud, config):
                      'gcloud secrets versions add ib-jobs-ib-password --data-file=-',
                      'gcloud alpha monitoring policies create', 'gcloud firestore databases create'):
         assert expected in printed
-    assert printed.count('gcloud scheduler jobs create http') == 6
+    assert printed.count('gcloud scheduler jobs create http') == 7
     assert USERNAME not in printed and PASSWORD not in printed
 
 

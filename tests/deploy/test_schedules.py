@@ -13,6 +13,8 @@ import pytest
 from deploy.cron import CronError, parse_cron
 from deploy.schedules import ScheduleError, load_jobs
 from intents.registry import get_intent, intent_names
+from lib.session_window import ContractHours, SessionWindow, judge
+from simulator.universe import Universe
 from tests.deploy.conftest import REPO
 
 NEW_YORK = zoneinfo.ZoneInfo('America/New_York')
@@ -61,8 +63,8 @@ def test_health_runs_every_15_minutes_through_the_trading_day_on_weekdays_only(j
 
 def test_allocation_runs_before_the_close_and_the_reports_after_it(jobs):
     monday = datetime(2026, 11, 23)
-    allocation = runs(jobs['allocation'].schedule, monday, 7)
-    assert len(allocation) == 5 and all(moment.strftime('%H:%M') < '16:00' for moment in allocation)
+    allocation = [moment for name in ('allocation-1', 'allocation-2') for moment in runs(jobs[name].schedule, monday, 7)]
+    assert len(allocation) == 10 and all(moment.strftime('%H:%M') < '16:00' for moment in allocation)
     for name in ('summary', 'trade-reconciliation'):
         after = runs(jobs[name].schedule, monday, 7)
         assert len(after) == 5 and all(moment.strftime('%H:%M') > '16:00' for moment in after)
@@ -123,3 +125,90 @@ def test_duplicate_job_names_are_refused(tmp_path: Path):
     path.write_text('jobs:\n' + '  - {name: twice, schedule: "0 9 * * *", request: {intent: health}}\n' * 2)
     with pytest.raises(ScheduleError, match='unique: twice'):
         load_jobs(path)
+
+
+# --- session-relative jobs ---------------------------------------------------------------------
+
+SCHEDULER_DELAY = timedelta(seconds=5)      # Cloud Scheduler publishes a few seconds after its minute
+UTC = zoneinfo.ZoneInfo('UTC')
+
+
+def ran(jobs: list, day, universe: Universe) -> list[str]:
+    """The jobs that fire on `day` (New York) and whose window the runtime judges open, as the function
+    would: the gateway's clock against the liquid hours the simulated gateway reports for SPY."""
+    spy = next(i for i in universe.all() if i.symbol == 'SPY' and i.secType == 'STK')
+    inside = []
+    for job in jobs:
+        window = SessionWindow(before_close=job.request['window'].get('beforeClose'),
+                               after_open=job.request['window'].get('afterOpen'))
+        for moment in runs(job.schedule, datetime.combine(day, datetime.min.time()), 1):
+            now = (moment.replace(tzinfo=NEW_YORK) + SCHEDULER_DELAY).astimezone(UTC)
+            _, liquid = universe.hours(spy, now)
+            if judge(window, [ContractHours('SPY', liquid, spy.timeZoneId)], now).inside:
+                inside.append(f'{job.name} {moment:%H:%M}')
+    return inside
+
+
+@pytest.mark.parametrize('start', ['2026-12-03', '2027-06-15', '2028-02-01'])
+def test_the_session_relative_allocation_runs_exactly_once_on_every_trading_day_of_the_coming_year(start):
+    from lib.exchange_calendar import is_trading_day, regular_session
+
+    today = datetime.fromisoformat(start).date()
+    expanded = [job for job in load_jobs(SCHEDULES, today=today) if job.name.startswith('allocation-')]
+    assert [job.name for job in expanded] == ['allocation-1', 'allocation-2']
+    universe = Universe(today)
+    closes_seen = set()
+    for offset in range(366):
+        day = today + timedelta(days=offset)
+        inside = ran(expanded, day, universe)
+        if not is_trading_day(day):
+            assert inside == [], f'{day}: runs on a closed day: {inside}'
+            continue
+        assert len(inside) == 1, f'{day}: {len(inside)} runs: {inside}'
+        close = regular_session(day)[1]
+        closes_seen.add(close)
+        assert inside[0].endswith(f'{close.hour - 1:02d}:45'), (day, inside)
+    assert {c.strftime('%H:%M') for c in closes_seen} == {'13:00', '16:00'}
+
+
+def test_a_session_job_expands_to_one_cron_per_close_time_each_with_its_window(jobs):
+    assert 'allocation' not in jobs
+    first, second = jobs['allocation-1'], jobs['allocation-2']
+    assert (first.schedule, second.schedule) == ('45 12 * * MON-FRI', '45 15 * * MON-FRI')
+    for job in (first, second):
+        assert job.request['window'] == {'beforeClose': 960.0}     # 15 minutes and a minute's grace
+        assert job.request['intent'] == 'allocation' and job.request['maxAgeSeconds'] == 300
+        jsonschema.validate(job.request, REQUEST_SCHEMA)
+
+
+def write_jobs(tmp_path: Path, job: str) -> Path:
+    path = tmp_path / 'schedules.yaml'
+    path.write_text(f'jobs:\n  - {job}\n')
+    return path
+
+
+def test_after_open_fires_a_minute_after_the_open(tmp_path: Path):
+    [job] = load_jobs(write_jobs(tmp_path, '{name: opener, session: {afterOpen: 10m}, request: {intent: health}}'))
+    assert job.name == 'opener-1' and job.schedule == '31 9 * * MON-FRI'
+    assert job.request['window'] == {'afterOpen': 660.0}
+
+
+@pytest.mark.parametrize(('job', 'message'), [
+    ('{name: j, session: {beforeClose: 15m, afterOpen: 5m}, request: {intent: health}}', 'exactly one key'),
+    ('{name: j, session: {beforeclose: 15m}, request: {intent: health}}', 'exactly one key'),
+    ('{name: j, session: {beforeClose: 0m}, request: {intent: health}}', 'at least 60 s'),
+    ('{name: j, session: {beforeClose: 15 minutes}, request: {intent: health}}', 'not a duration'),
+    ('{name: j, session: {beforeClose: true}, request: {intent: health}}', 'not a duration'),
+    ('{name: j, session: {beforeClose: 195m}, request: {intent: health}}', 'would run 2 times'),
+    ('{name: j, session: {beforeClose: 8h}, request: {intent: health}}', 'would run 0 times'),
+    ('{name: j, session: {beforeClose: 15m}, schedule: "0 9 * * *", request: {intent: health}}', 'not both'),
+    ('{name: j, session: {beforeClose: 15m}, request: {intent: health, window: {beforeClose: 60}}}',
+     'remove request.window'),
+    ('{name: j, session: {beforeClose: 15m}, timeZone: Europe/Berlin, request: {intent: health}}',
+     'America/New_York'),
+    ('{name: j, session: {beforeClose: 15m}, request: {intent: health, dryrun: true}}', 'not a valid intent request'),
+])
+def test_bad_session_jobs_are_refused_naming_the_job_and_the_problem(tmp_path: Path, job, message):
+    with pytest.raises(ScheduleError, match=message) as raised:
+        load_jobs(write_jobs(tmp_path, job), today=datetime(2026, 12, 3).date())
+    assert "job 'j" in str(raised.value)

@@ -2,14 +2,15 @@
 
 For every message the handler returns (a raise would make Pub/Sub deliver it again and again), publishes
 exactly one result with status rejected, the error type its defect calls for, a message saying why and
-`retryable: false`, and never contacts the gateway. The examples are derandomized (reproducible);
-RELIABILITY_HEAVY=1 draws ten times as many, randomly.
+`retryable: false`, and never contacts the gateway. Randomness comes from the hypothesis profile
+(tests/conftest.py: derandomized under CI, random elsewhere); RELIABILITY_HEAVY=1 draws ten times as many.
+HYPOTHESIS_PROFILE=explore with RELIABILITY_HEAVY unset keeps the profile's count (5,000).
 """
 from __future__ import annotations
 
 from collections import Counter
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 
 from functions.handler import handle
 from tests.reliability.harness import HEAVY, RESULT_SCHEMA, printed_results, settings_for
@@ -23,8 +24,8 @@ MAX_RESULT_BYTES = 16_000
 
 
 def fuzz_settings(examples: int):
-    return settings(max_examples=examples, derandomize=not HEAVY, database=None, deadline=None,
-                    suppress_health_check=list(HealthCheck), print_blob=True)
+    """`examples` draws, or the profile's own count when it asks for more (the explore profile)."""
+    return settings(max_examples=max(examples, settings.default.max_examples))
 
 
 def check_rejected(drawn: Hostile, gateway, capsys, seen: Counter) -> None:
@@ -62,7 +63,7 @@ def test_hostile_messages_are_rejected_without_touching_the_gateway(gateway, cap
 def test_huge_payloads_are_rejected_without_touching_the_gateway(gateway, capsys):
     seen: Counter = Counter()
 
-    @fuzz_settings(HUGE)
+    @settings(max_examples=HUGE)
     @given(HUGE_MESSAGES)
     def fuzz(drawn):
         check_rejected(drawn, gateway, capsys, seen)

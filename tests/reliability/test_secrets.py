@@ -7,6 +7,7 @@ their command lines (every process of the tree) and everything they write are se
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,18 +24,23 @@ from simulator import Simulator
 from tests.emulators import PROJECT, b64, push_body
 from tests.reliability.examples import examples_for
 from tests.reliability.harness import (
-    MARKET_OPEN, REPO, b64_json, deliver, log_lines, printed_results, request_event, settings_for,
+    MARKET_OPEN, REPO, b64_json, deliver, log_lines, printed_results, push_event, request_event, settings_for,
 )
 
 
 def secret_env() -> dict[str, str]:
-    """Credentials as a deployment would have them, with values that occur nowhere else."""
+    """Credentials as a deployment would have them, with values that occur nowhere else.
+
+    Some hold what encoders escape (non-ASCII letters, a quote, a backslash, a line break), so a
+    search of the encoded text alone would miss them.
+    """
     def value(kind: str) -> str:
         return f'{kind}-{uuid.uuid4().hex}'
 
     return {
-        'IB_PASSWORD': value('ibpass'),
-        'TWS_PASSWORD': value('twspass'),
+        'IB_PASSWORD': value('PÄSSWORT-ΩMEGA'),
+        'TWS_PASSWORD': value('TWS"QUOTE\\BACK'),
+        'IB_LOGIN_SECRET': value('zwei\nzeilen-€'),
         'GOOGLE_API_TOKEN': value('ya29'),
         'IB_API_KEY': value('apikey'),
         'WEBHOOK_SECRET': value('whsec'),
@@ -43,9 +49,32 @@ def secret_env() -> dict[str, str]:
     }
 
 
+def decoded_strings(text: str) -> str:
+    """Every string (keys included) of every JSON document on a line of `text`, decoded, one per line."""
+    strings: list[str] = []
+
+    def walk(value) -> None:
+        if isinstance(value, str):
+            strings.append(value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                strings.append(key)
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    for line in text.split('\n'):
+        if line.startswith('{'):
+            walk(json.loads(line))
+    return '\n'.join(strings)
+
+
 def assert_clean(text: str, secrets: dict[str, str], where: str) -> None:
-    found = [name for name, value in secrets.items() if value in text]
-    assert not found, f'the values of {found} appear in {where}'
+    """No secret in `text` as written, nor in the decoded strings of its JSON lines."""
+    for form, searched in (('text', text), ('decoded JSON', decoded_strings(text))):
+        found = [name for name, value in secrets.items() if value in searched]
+        assert not found, f'the values of {found} appear in {where} ({form})'
 
 
 def test_no_secret_in_logs_or_results_in_process(monkeypatch, capsys):
@@ -69,7 +98,7 @@ def test_no_secret_in_logs_or_results_in_process(monkeypatch, capsys):
     assert len(printed_results(out)) == len(results) + 1
     assert any(line['severity'] in ('ERROR', 'WARNING') for line in log_lines(out))
     assert_clean(out, secrets, 'stdout (log lines and printed results)')
-    assert_clean(repr(results), secrets, 'result documents')
+    assert_clean('\n'.join(json.dumps(r) for r in results), secrets, 'result documents')
     assert {r['status'] for r in results} >= {'ok', 'error'}
 
 
@@ -135,6 +164,10 @@ def test_no_secret_in_argv_logs_or_results_of_the_deployed_processes(simulator_p
     bodies = [push_body(b64_json(example.request), message_id=f'secret-{name}-{i}', publish_time=stamp)
               for name in intent_names() for i, example in enumerate(examples_for(name))]
     bodies.append(push_body(b64({'intent': secrets['TWS_PASSWORD']}), message_id='secret-carried', publish_time=stamp))
+    bodies.append(push_body(b64({'intent': 'summary', 'params': {'account': secrets['IB_PASSWORD']}}),
+                            message_id='secret-account', publish_time=stamp))
+    bodies.append(push_body(b64({'intent': 'health', 'params': {secrets['IB_LOGIN_SECRET']: 1}}),
+                            message_id='secret-param-key', publish_time=stamp))
     bodies.append(push_body('%%not-base64', message_id='secret-garbage', publish_time=stamp))
     statuses = [requests.post(endpoint, json=body, timeout=30).status_code for body in bodies]
     assert set(statuses) <= {200, 500}, statuses
@@ -152,3 +185,26 @@ def test_no_secret_in_argv_logs_or_results_of_the_deployed_processes(simulator_p
     assert_clean(command_lines(server.process.process.pid), secrets, "functions-framework's argv")
     assert_clean(command_lines(simulator.pid), secrets, "the simulator's argv")
     assert 'functions-framework' in command_lines(server.process.process.pid)
+
+
+def test_no_secret_in_published_results_or_their_attributes(monkeypatch, pubsub):
+    """Results published to a topic (the Pub/Sub emulator): the document and its attributes, decoded."""
+    secrets = secret_env()
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    results = pubsub.topic('results')
+    inbox = pubsub.pull_subscription(results)
+    events = [request_event({'intent': 'summary', 'params': {'account': secrets['IB_PASSWORD']}}),
+              request_event({'intent': secrets['TWS_PASSWORD']}),
+              push_event(None, attributes={'intent': secrets['IB_LOGIN_SECRET']}),
+              request_event({'intent': 'health'}, message_id=secrets['IB_PASSWORD'])]
+    with Simulator(time=MARKET_OPEN, seed=7) as sim:
+        settings = settings_for(sim, results_topic=results, project=pubsub.project)
+        statuses = [deliver(event, settings).result.status for event in events]
+    assert statuses.count('rejected') >= 3
+    published = pubsub.pull(inbox, len(events))
+    assert len(published) == len(events)
+    for message in published:
+        assert_clean(message.data.decode('utf-8'), secrets, 'a published result')
+        assert_clean(json.dumps(message.attributes, ensure_ascii=False), secrets, 'the attributes of a result')
+        assert_clean('\n'.join(message.attributes.values()), secrets, 'the attributes of a result')

@@ -82,3 +82,31 @@ def test_a_busy_port_is_a_clear_error():
         assert f'cannot listen on 127.0.0.1:{port}' in result.stderr
     finally:
         stop(proc)
+
+
+def test_limits_are_a_real_gateways_unless_flags_switch_them_off():
+    from simulator.__main__ import limits_of, parse_args
+    default = limits_of(parse_args([]))
+    assert (default.message_rate, default.hist_pacing, default.hist_open_requests, default.market_data_lines,
+            default.executions_current_day) == (50, True, 50, 100, True)
+    off = limits_of(parse_args(['--message-rate', '0', '--no-hist-pacing', '--hist-open-requests', '0',
+                                '--market-data-lines', '0', '--all-executions']))
+    assert (off.message_rate, off.hist_pacing, off.hist_open_requests, off.market_data_lines,
+            off.executions_current_day) == (None, False, None, None, False)
+    assert limits_of(parse_args(['--market-data-lines', '3'])).market_data_lines == 3
+
+
+def test_fault_flags_reach_the_client():
+    proc, port = start('--hist-error', 'permissions', '--connectivity-lost', '--time', '2026-11-25T10:00:00-05:00')
+    try:
+        ib = IB()
+        seen = []
+        ib.errorEvent += lambda req_id, code, text, contract: seen.append((code, text))
+        ib.connect('127.0.0.1', port, clientId=1, timeout=5)
+        spy = ib.qualifyContracts(Stock('SPY', 'SMART', 'USD'))[0]
+        assert len(ib.reqHistoricalData(spy, '', '5 D', '1 day', 'TRADES', True)) == 0
+        ib.disconnect()
+    finally:
+        stop(proc)
+    assert (162, 'Historical Market Data Service error message:No market data permissions for SMART STK') in seen
+    assert 1100 in [code for code, _ in seen]

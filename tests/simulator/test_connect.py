@@ -3,6 +3,8 @@ import asyncio
 import threading
 import time
 
+import pytest
+
 from lib.ibapi import IB
 
 
@@ -94,3 +96,60 @@ def test_next_valid_id_stays_above_ids_a_client_used_before(connect, sim):
     ib.disconnect()
     again = connect(4)
     assert again.client.getReqId() > used
+
+
+def _handshake(sim, offer: bytes) -> list[list[str]]:
+    """Send the API handshake offering `offer` (e.g. b'v100..150'); every message until the gateway closes."""
+    import socket
+    import struct
+    with socket.create_connection((sim.host, sim.port), timeout=5) as s:
+        s.sendall(b'API\0' + struct.pack('>I', len(offer)) + offer)
+        data = b''
+        while chunk := s.recv(65536):
+            data += chunk
+    messages = []
+    while data:
+        (size,) = struct.unpack('>I', data[:4])
+        messages.append(data[4:4 + size].decode().split('\0')[:-1])
+        data = data[4 + size:]
+    return messages
+
+
+def test_a_client_older_than_157_hears_the_gateway_version_and_why_before_the_close(sim):
+    handshake, refusal = _handshake(sim, b'v100..150')
+    assert handshake[0] == '157' and len(handshake) == 2
+    assert refusal[:4] == ['4', '2', '-1', '10301']   # the error layout of 157, the version announced
+    assert 'v100..150' in refusal[4] and '157 to 176' in refusal[4] and len(refusal) == 5
+    assert sim.connected_client_ids() == set()
+
+
+@pytest.mark.parametrize('version', [157, 163, 166, 170, 175])
+def test_the_client_library_capped_below_176_connects_qualifies_trades_and_cancels(sim, version):
+    """The library the runtime uses (ib_insync or ib_async), offering at most `version`: every layout it decodes
+    follows that version, so nothing it waits for is lost."""
+    from lib.ibapi import LimitOrder, MarketOrder, Stock
+    ib = IB()
+    ib.client.MaxClientVersion = version
+    errors = []
+    ib.errorEvent += lambda req_id, code, text, contract: errors.append(code)
+    ib.connect(sim.host, sim.port, clientId=21, timeout=5)
+    try:
+        assert ib.client.serverVersion() == version
+        spy = ib.qualifyContracts(Stock('SPY', 'SMART', 'USD'))[0]
+        assert spy.conId == 756733
+        assert ib.qualifyContracts(Stock('NOSUCH', 'SMART', 'USD')) == [] or errors.count(200) == 1
+        fill = ib.placeOrder(spy, MarketOrder('BUY', 2, orderRef=f'v{version}'))
+        while not fill.isDone():
+            ib.waitOnUpdate(timeout=5)
+        assert fill.orderStatus.status == 'Filled' and fill.fills[0].execution.orderRef == f'v{version}'
+        resting = ib.placeOrder(spy, LimitOrder('BUY', 1, 1.0))
+        ib.sleep(0.1)
+        ib.cancelOrder(resting.order)
+        while not resting.isDone():
+            ib.waitOnUpdate(timeout=5)
+        assert resting.orderStatus.status == 'Cancelled'
+        assert 200 in errors and 202 in errors
+        assert [t.order.orderRef for t in ib.reqCompletedOrders(apiOnly=False)][:1] == [f'v{version}']
+        assert len(ib.reqHistoricalData(spy, '', '5 D', '1 day', 'TRADES', True)) >= 3
+    finally:
+        ib.disconnect()

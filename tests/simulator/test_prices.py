@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from simulator.calendar import is_trading_day
+from lib.exchange_calendar import is_trading_day
 from simulator.prices import PriceModel
 from simulator.universe import Universe
 

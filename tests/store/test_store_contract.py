@@ -1,6 +1,7 @@
 """One suite, both backends: every test runs against SQLite (a temp file) and Firestore (the emulator)."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -259,3 +260,34 @@ def test_unreachable_backend_raises_store_unavailable(unreachable_store: Store, 
     with pytest.raises(StoreUnavailable):
         operation(unreachable_store)
     assert time.monotonic() - started < 5
+
+
+# --- run history ------------------------------------------------------------------------------
+
+def history_doc(run_id: str, intent: str, status: str = 'ok') -> str:
+    return json.dumps({'schema': 'intent-result/v1', 'runId': run_id, 'intent': intent, 'status': status,
+                       'result': {'note': 'ünïcode "quoted" \\\\ back'}})
+
+
+def test_recent_runs_come_newest_first_filtered_by_intent_and_expire(store: Store):
+    keep = T0 + timedelta(days=30)
+    for minute, (run_id, intent) in enumerate([('r1', 'health'), ('r2', 'allocation'), ('r3', 'health')]):
+        store.record_run(run_id, intent, 'ok', T0 + timedelta(minutes=minute), history_doc(run_id, intent), keep)
+    store.record_run('r0', 'summary', 'error', T0 - timedelta(minutes=5), history_doc('r0', 'summary', 'error'),
+                     T0 + timedelta(minutes=1))
+
+    now = T0 + timedelta(minutes=10)
+    assert [d['runId'] for d in store.recent_runs(10, now)] == ['r3', 'r2', 'r1']      # r0 expired
+    assert [d['runId'] for d in store.recent_runs(2, now)] == ['r3', 'r2']
+    assert [d['runId'] for d in store.recent_runs(10, now, intent='health')] == ['r3', 'r1']
+    assert store.recent_runs(10, now, intent='close-all') == []
+    assert store.get_run('r2') == json.loads(history_doc('r2', 'allocation'))
+    assert store.get_run('nope') is None
+    assert store.recent_runs(10, keep + timedelta(seconds=1)) == []
+
+
+def test_recording_a_run_again_replaces_it(store: Store):
+    keep = T0 + timedelta(days=1)
+    store.record_run('r1', 'allocation', 'error', T0, history_doc('r1', 'allocation', 'error'), keep)
+    store.record_run('r1', 'allocation', 'ok', T0, history_doc('r1', 'allocation', 'ok'), keep)
+    assert [d['status'] for d in store.recent_runs(10, T0)] == ['ok']

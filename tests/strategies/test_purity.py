@@ -15,7 +15,8 @@ import importlib, json, pkgutil, sys
 before = set(sys.modules)
 import strategies
 for module in pkgutil.iter_modules(strategies.__path__):
-    importlib.import_module('strategies.' + module.name)
+    if not module.name.startswith('_'):      # __main__ is the command line, not a strategy
+        importlib.import_module('strategies.' + module.name)
 print(json.dumps(sorted(set(sys.modules) - before)))
 '''
 

@@ -19,7 +19,10 @@ MakeRig = Callable[..., Rig]
 
 @pytest.fixture
 def make_rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[MakeRig]:
-    """Builds rigs: `make_rig(config=..., time=..., backend='sqlite'|'firestore', deadline=10, lease=None)`."""
+    """Builds rigs: `make_rig(config=..., time=..., backend='sqlite'|'firestore', deadline=10, lease=None)`.
+
+    With `accounts=[...]` (more than one) the rig's deployment acts on the first (IB_ACCOUNT).
+    """
     made: list[Rig] = []
 
     def make(config: str = BASE_CONFIG, time: datetime = OPEN_TIME, backend: str = 'sqlite',
@@ -37,10 +40,11 @@ def make_rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.Fi
             request.getfixturevalue('firestore_emulator')   # sets FIRESTORE_EMULATOR_HOST
             monkeypatch.setenv('STORE_BACKEND', 'firestore')
             monkeypatch.setenv('GOOGLE_CLOUD_PROJECT', f'test-{uuid.uuid4().hex[:12]}')
-        sim = Simulator(accounts=[ACCOUNT], time=time, **sim_options)
+        accounts = sim_options.pop('accounts', [ACCOUNT])
+        sim = Simulator(accounts=accounts, time=time, **sim_options)
         sim.start()
         settings = Settings(gateway_host=sim.host, gateway_port=sim.port, connect_timeout=2.0,
-                            deadline_seconds=deadline)
+                            deadline_seconds=deadline, account=accounts[0] if len(accounts) > 1 else None)
         rig = Rig(sim, open_store(), settings)
         made.append(rig)
         return rig

@@ -5,7 +5,7 @@ import base64
 import json
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -83,19 +83,21 @@ class Rig:
 
     def send(self, intent: str, params: dict | None = None, *, dry_run: bool = False, key: str | None = None,
              max_age: float | None = None, message_id: str | None = None,
-             published: datetime | None = None) -> IntentResult:
+             published: datetime | None = None, window: dict | None = None) -> IntentResult:
         """Deliver one message through the real handler; a retryable failure returns its published result."""
         return self.deliver(self.event(intent, params, dry_run=dry_run, key=key, max_age=max_age,
-                                       message_id=message_id, published=published))
+                                       message_id=message_id, published=published, window=window))
 
     def event(self, intent: str, params: dict | None = None, *, dry_run: bool = False, key: str | None = None,
               max_age: float | None = None, message_id: str | None = None,
-              published: datetime | None = None) -> CloudEvent:
+              published: datetime | None = None, window: dict | None = None) -> CloudEvent:
         request: dict[str, Any] = {'intent': intent, 'params': params or {}, 'dryRun': dry_run}
         if key:
             request['idempotencyKey'] = key
         if max_age:
             request['maxAgeSeconds'] = max_age
+        if window is not None:
+            request['window'] = window
         return pubsub_event(request, message_id=message_id, published=published)
 
     def deliver(self, event: CloudEvent) -> IntentResult:
@@ -114,8 +116,22 @@ class Rig:
         """Every order the gateway accepted: open and completed."""
         return self.sim.broker.open_orders() + self.sim.broker.completed_orders()
 
+    @property
+    def account(self) -> str:
+        return self.settings.account or ACCOUNT
+
+    def deployment(self, account: str) -> Rig:
+        """Another deployment on the same gateway (and the same store) acting on `account`."""
+        return Rig(self.sim, self.store, replace(self.settings, account=account), self.published)
+
     def position(self, symbol: str) -> float:
-        return sum(p.quantity for _, p in self.sim.broker.positions(ACCOUNT) if p.instrument.localSymbol == symbol)
+        return sum(p.quantity for _, p in self.sim.broker.positions(self.account)
+                   if p.instrument.localSymbol == symbol)
+
+    def working(self, symbol: str) -> float:
+        """The signed quantity this deployment's account still has working in `symbol` (+ buy, - sell)."""
+        return sum((o.remaining if o.action == 'BUY' else -o.remaining) for o in self.sim.broker.open_orders()
+                   if o.account == self.account and o.instrument.localSymbol == symbol)
 
     def instrument(self, symbol: str, sec_type: str = 'STK'):
         return next(i for i in self.sim.universe.all() if i.symbol == symbol and i.secType == sec_type)

@@ -7,6 +7,7 @@ from lib.ibapi import IB, LimitOrder, Stock
 
 from strategies.base import Bar, MarketData
 from strategies.dummy import daily_signal
+from strategies.registry import strategy_names
 from strategies.spy_macd_vixy import SpyMacdVixy
 from tests.trading.support import ACCOUNT, BASE_CONFIG, OPEN_TIME, SPY_MACD_VIXY_CONFIG
 
@@ -151,7 +152,7 @@ def test_order_policy_override_sends_a_marketable_limit_on_the_tick_grid(rig):
 def test_unknown_strategies_and_extra_params_are_rejected_with_the_known_names(rig):
     unknown = rig.send('allocation', {'strategies': ['nope']})
     assert unknown.status == 'rejected' and unknown.error.type == 'InvalidParams'
-    assert 'known strategies: dummy, spy-macd-vixy' in unknown.error.message
+    assert f'known strategies: {", ".join(strategy_names())}' in unknown.error.message
     extra = rig.send('allocation', {'strategy': 'dummy'})
     assert extra.status == 'rejected' and 'params.strategy' in extra.error.message
     assert rig.order_log() == []

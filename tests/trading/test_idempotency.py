@@ -18,7 +18,7 @@ from functions.admission import admit
 from functions.contract import decode_message
 from functions.runner import run_isolated
 from intents.allocation import Allocation
-from lib.idempotency import derive_key, reference_of, run_reference
+from lib.idempotency import derive_key, legacy_reference, order_ref, parse_order_ref, reference_of, run_reference
 from tests.polling import wait_until
 from tests.trading.support import BASE_CONFIG, SPY_MACD_VIXY_CONFIG
 
@@ -35,8 +35,12 @@ def test_derived_keys_are_shared_inside_a_window_and_differ_across_windows_and_p
     assert first != derive_key('allocation', params, slot + timedelta(seconds=300), 300)
     assert first != derive_key('allocation', {'strategies': ['spy-macd-vixy'], 'dryRun': False}, slot, 300)
     assert first != derive_key('close-all', params, slot, 300)
-    reference = run_reference('allocation', first)
+    reference = run_reference('DU111', 'allocation', first)
+    assert reference != run_reference('DU222', 'allocation', first)     # one slot, two accounts: two references
     assert reference_of(f'{reference}:756733') == reference and reference_of('manual order') is None
+    assert order_ref(reference, 756733) == f'{reference}:756733'
+    assert parse_order_ref(order_ref(reference, 756733, 2)) == (reference, '756733', 2)
+    assert reference_of(f'{reference}:756733.2') == reference and parse_order_ref('ibj:xyz:1') is None
 
 
 @pytest.mark.parametrize('backend', BACKENDS)
@@ -143,10 +147,17 @@ def test_a_connection_dropped_right_after_placing_is_retried_and_places_nothing_
     assert first.status == 'error' and first.error.retryable is True
     assert first.error.type == 'GatewayDisconnected'
     assert len(rig.order_log()) == 2
+    # the error result still lists both orders, as the gateway last reported them to this run
+    assert sorted((o['orderRef'], o['action'], o['quantity']) for o in first.result['orders']) == sorted(
+        (o.orderRef, o.action, o.totalQuantity) for o in rig.order_log())
+    assert all('status' in o and 'filled' in o for o in first.result['orders'])
 
     redelivered = rig.deliver(event)               # what Pub/Sub does after the retryable failure
     assert redelivered.result['takeover'] is True and redelivered.result['attempt'] == 2
-    assert redelivered.status == 'skipped' and redelivered.result['reason'] == 'no trades needed'
+    # nothing is left to place, and the takeover lists (and so records) what the first attempt placed
+    assert redelivered.status == 'ok' and redelivered.result['orders'] == []
+    assert sorted(o['orderRef'] for o in redelivered.result['alreadyPlaced']) == sorted(
+        o.orderRef for o in rig.order_log())
     assert len(rig.order_log()) == 2
     assert rig.deliver(event).status == 'duplicate'
 
@@ -179,3 +190,19 @@ def test_orders_the_gateway_never_acknowledged_are_placed_by_the_redelivery_once
     redelivered = rig.deliver(event)
     assert redelivered.status == 'ok' and redelivered.result['takeover'] is True
     assert [o.orderRef for o in rig.order_log()] == [unacknowledged['orderRef']]
+
+
+def test_a_key_an_older_deployment_ran_is_not_run_again_after_the_upgrade(rig):
+    # the claim a deployment made before orderRefs named their account: keyed by (intent, key) alone
+    now = datetime.now(timezone.utc)
+    older = legacy_reference('allocation', 'rebalance-before-upgrade')
+    assert rig.store.claim(older, 'old-run', 60, now).held
+    rig.store.finish(older, 'old-run', {'runId': 'old-run', 'status': 'ok', 'retry': False, 'orders': []}, now)
+    again = rig.send('allocation', key='rebalance-before-upgrade')
+    assert again.status == 'duplicate' and again.result['duplicateOf']['runId'] == 'old-run'
+    assert rig.order_log() == []
+    retried = legacy_reference('allocation', 'failed-before-upgrade')      # finished asking for a retry
+    assert rig.store.claim(retried, 'old-run-2', 60, now).held
+    rig.store.finish(retried, 'old-run-2', {'runId': 'old-run-2', 'status': 'error', 'retry': True}, now)
+    assert rig.send('allocation', key='failed-before-upgrade').status == 'ok'
+    assert len(rig.order_log()) == 1

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import replace
 
 import pytest
 
 from lib.ibapi import IB, Contract, LimitOrder, MarketOrder, Stock
 from lib.market_data import ContractInfo, Quote, account_snapshot, contract_info, quotes
-from lib.orders import ExecutionSettings, Leg, build_order, cancel_orders, execute, round_to_tick
+from lib.orders import (
+    CANCEL_CONNECT_SECONDS, ExecutionSettings, Leg, build_order, cancel_orders, cancel_problems, execute,
+    our_open_orders, round_to_tick, run_orders_at_broker,
+)
 from lib.risk import RiskLimitBreached
 from lib.trading_config import OrderPolicy, RiskLimits
 from tests.trading.support import ACCOUNT
@@ -91,7 +96,8 @@ def test_a_rejected_order_is_reported_with_the_gateways_reason(rig, connect):
     order = report.orders[0]
     assert order['acknowledged'] is True and order['status'] == 'Cancelled'
     assert any('201' in m and 'No trading permissions' in m for m in order['messages'])
-    assert 'rejected' in report.problems[0]
+    assert report.problems[0]['code'] == 'order-rejected' and report.problems[0]['orderRef'] == order['orderRef']
+    assert 'No trading permissions' in report.problems[0]['message']
 
 
 def test_an_order_the_gateway_never_acknowledges_is_reported_not_hidden(rig, connect):
@@ -100,7 +106,8 @@ def test_an_order_the_gateway_never_acknowledges_is_reported_not_hidden(rig, con
     report = ib.run(execute(ib, [leg(ib, 'SPY', 10)], settings_for(ib, seconds=1.5)))
     order = report.orders[0]
     assert order['acknowledged'] is False and order['status'] == 'PendingSubmit' and order['permId'] is None
-    assert 'not acknowledged by the gateway before the deadline' in report.problems[0]
+    assert report.problems[0]['code'] == 'order-unacknowledged'
+    assert 'not acknowledged by the gateway before the deadline' in report.problems[0]['message']
 
 
 def test_a_dry_run_asks_whatif_and_places_nothing(rig, connect):
@@ -121,23 +128,53 @@ def test_limits_are_checked_before_anything_is_sent(rig, connect):
     assert rig.order_log() == []
 
 
-def test_a_takeover_finds_our_orders_at_the_broker_and_sends_only_the_missing_ones(rig, connect):
+def test_a_takeover_completes_the_earlier_attempt_and_never_redoes_it(rig, connect):
     earlier = connect(21)                        # an earlier attempt of the same run, from another client id
-    spy, qqq, aapl = (leg(earlier, s, q) for s, q in (('SPY', 10), ('QQQ', 5), ('AAPL', 3)))
+    spy, qqq, aapl, vixy = (leg(earlier, s, q) for s, q in (('SPY', 10), ('QQQ', 5), ('AAPL', 4), ('VIXY', 3)))
     resting = LimitOrder('BUY', 10, round(spy.quote.bid * 0.9, 2), orderRef=f'{REFERENCE}:{spy.info.con_id}',
                          account=ACCOUNT)
     earlier.placeOrder(spy.info.contract, resting)
     earlier.placeOrder(qqq.info.contract, MarketOrder('BUY', 5, orderRef=f'{REFERENCE}:{qqq.info.con_id}',
                                                       account=ACCOUNT))
+    cancelled = LimitOrder('BUY', 4, round(aapl.quote.bid * 0.9, 2), orderRef=f'{REFERENCE}:{aapl.info.con_id}',
+                           account=ACCOUNT)
+    earlier.placeOrder(aapl.info.contract, cancelled)
+    earlier.sleep(0.2)
+    earlier.cancelOrder(cancelled)
     earlier.sleep(0.2)
     earlier.disconnect()
     ib = connect(22)
-    report = ib.run(execute(ib, [spy, qqq, aapl], settings_for(ib, takeover=True)))
-    found = {o['contract']['symbol']: o['atBroker'] for o in report.already_placed}
-    assert found['SPY']['source'] == 'open' and found['SPY']['clientId'] == 21
-    assert found['QQQ']['status'] == 'Filled'
-    assert [o['contract']['symbol'] for o in report.orders] == ['AAPL']
-    assert sorted(o.instrument.symbol for o in rig.order_log()) == ['AAPL', 'QQQ', 'SPY']
+    # the legs as an intent nets them against position and working orders: SPY's working order is
+    # counted (the moved price asks for 2 more), QQQ filled, AAPL's order was cancelled, VIXY is new
+    legs = [replace(spy, quantity=2), replace(qqq, quantity=0), aapl, vixy]
+    report = ib.run(execute(ib, legs, settings_for(ib, takeover=True)))
+    found = {o['contract']['symbol']: o for o in report.already_placed}
+    assert (found['SPY']['source'], found['SPY']['clientId'], found['SPY']['status']) == ('open', 21, 'Submitted')
+    assert (found['QQQ']['status'], found['QQQ']['filled'], found['QQQ']['strategies']) == ('Filled', 5, {'test': 5})
+    assert (found['AAPL']['status'], found['AAPL']['remaining']) == ('Cancelled', 4)
+    sent = {o['contract']['symbol']: o['orderRef'] for o in report.orders}
+    assert sent == {'AAPL': f'{REFERENCE}:{aapl.info.con_id}.2', 'VIXY': f'{REFERENCE}:{vixy.info.con_id}'}
+    assert sorted(o.instrument.symbol for o in rig.order_log()) == ['AAPL', 'AAPL', 'QQQ', 'SPY', 'VIXY']
+    assert [o.orderRef for o in rig.sim.broker.open_orders()] == [resting.orderRef]    # never undone
+
+
+def test_orders_of_another_account_are_neither_found_nor_ours(make_rig):
+    rig = make_rig(accounts=['DU111', 'DU222'])
+    ib = IB()
+    ib.connect(rig.sim.host, rig.sim.port, clientId=23, timeout=5)
+    try:
+        spy = ib.run(contract_info(ib, Stock('SPY', 'SMART', 'USD')))
+        price = round(rig.sim.quote(rig.instrument('SPY')).bid * 0.9, 2)
+        for account in ('DU111', 'DU222'):
+            ib.placeOrder(spy.contract, LimitOrder('BUY', 1, price, orderRef=f'{REFERENCE}:{spy.con_id}',
+                                                   account=account))
+        ib.sleep(0.2)
+        assert [t.order.account for t in ib.run(our_open_orders(ib, 'DU222'))] == ['DU222']
+        assert [o['orderRef'] for o in ib.run(run_orders_at_broker(ib, 'DU111', REFERENCE))] == [
+            f'{REFERENCE}:{spy.con_id}']
+        assert ib.run(run_orders_at_broker(ib, 'DU333', REFERENCE)) == []
+    finally:
+        ib.disconnect()
 
 
 def test_orders_are_cancelled_through_the_client_id_that_placed_them(rig, connect):
@@ -149,12 +186,16 @@ def test_orders_are_cancelled_through_the_client_id_that_placed_them(rig, connec
     owner.sleep(0.2)
     ib = connect(32)
     trades = [t for t in ib.reqAllOpenOrders()]
+    started = time.monotonic()
     busy = ib.run(cancel_orders(ib, trades, own_client_id=32, host=rig.sim.host, port=rig.sim.port,
-                                connect_timeout=1.0, until=ib.run(_loop_time()) + 3))
-    assert [c['cancelled'] for c in busy] == [False, False]
-    assert 'could not connect as client id 31' in busy[0]['reason']
+                                connect_timeout=20.0, until=ib.run(_loop_time()) + 20))
+    assert time.monotonic() - started < CANCEL_CONNECT_SECONDS   # error 326 is the answer, nothing waited out
+    assert [(c['cancelled'], c['working']) for c in busy] == [(False, True), (False, True)]
+    assert 'could not connect as client id 31' in busy[0]['reason'] and '326' in busy[0]['reason']
+    assert [p['orderRef'] for p in cancel_problems(busy)] == [f'{REFERENCE}:a', f'{REFERENCE}:b']
     owner.disconnect()
     done = ib.run(cancel_orders(ib, trades, own_client_id=32, host=rig.sim.host, port=rig.sim.port,
                                 connect_timeout=1.0, until=ib.run(_loop_time()) + 3))
-    assert [(c['cancelled'], c['status']) for c in done] == [(True, 'Cancelled')] * 2
+    assert [(c['cancelled'], c['status'], c['working']) for c in done] == [(True, 'Cancelled', False)] * 2
+    assert cancel_problems(done) == []
     assert rig.sim.broker.open_orders() == []

@@ -40,6 +40,8 @@ def test_fills_are_attributed_through_order_ref_once_and_drift_is_reported(make_
     assert holdings['QQQ']['unattributed'] == 7
     assert (holdings['AAPL']['expected'], holdings['AAPL']['actual'], holdings['AAPL']['drift']) == (0, 30, 30)
     assert [row['contract']['symbol'] for row in first.result['drift']] == ['AAPL']
+    assert [(p['code'], p['contract']['symbol']) for p in first.result['problems']] == [('position-drift', 'AAPL')]
+    assert first.result['degraded'] is True
 
     again = rig.send('trade-reconciliation')
     assert again.status == 'ok'
@@ -55,3 +57,4 @@ def test_our_fills_whose_run_recorded_nothing_wait_instead_of_being_booked_blind
     assert [w['orderRef'] for w in result.result['awaitingAttribution']] == ['ibj:abcdefabcd:756733']
     assert rig.store.fills() == []
     assert result.result['drift'][0]['drift'] == 3
+    assert sorted(p['code'] for p in result.result['problems']) == ['fill-unattributed', 'position-drift']

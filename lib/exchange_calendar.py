@@ -1,5 +1,8 @@
 """NYSE trading calendar computed by rule for any year: holidays, early closes, regular session times (US/Eastern).
 
+Pure (no I/O, nothing of ours imported): the simulator builds its sessions from it and the deploy expands
+session-relative schedules with it; the function itself judges hours from what the gateway reports.
+
 The rules are those NYSE applies since 2022 (Juneteenth added that year; Martin Luther King Day since 1998).
 """
 from __future__ import annotations
