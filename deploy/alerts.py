@@ -1,7 +1,8 @@
 """Alert policies as code (deploy/alerts/*.json) and the log-based metric one of them reads.
 
 - error-result: any result the function logs with status `error`;
-- missing-health: no `health` result with status `ok` for 35 minutes on a weekday in market hours.
+- missing-health: no `health` result with status `ok` for 35 minutes on a weekday in market hours;
+- stuck-claim: `health` logged a stuck claim (an order run still `running` 900 s past its lease).
 
 The JSON files are Cloud Monitoring AlertPolicy documents with ${...} placeholders filled from the
 deploy config. Policies are found again by display name, so a re-run updates them in place.
@@ -17,7 +18,7 @@ from deploy.config import DeployConfig
 from deploy.steps import Ensure, Ref, Remove, Step, WriteFile, gcloud
 
 ALERTS_DIR = Path(__file__).resolve().parent / 'alerts'
-POLICY_FILES = ('error-result.json', 'missing-health.json')
+POLICY_FILES = ('error-result.json', 'missing-health.json', 'stuck-claim.json')
 
 
 def health_metric(cfg: DeployConfig) -> str:

@@ -20,6 +20,7 @@ from pydantic.alias_generators import to_camel
 from lib.session_window import SessionWindow
 
 RESULT_SCHEMA = 'intent-result/v1'
+MAX_MESSAGE_ID_CHARS = 200          # Pub/Sub's are ~16 digits; a longer one is cut, not echoed whole
 INTENT_NAME_PATTERN = r'^[a-z][a-z0-9_-]{0,63}$'
 Status = Literal['ok', 'error', 'rejected', 'skipped', 'duplicate']
 
@@ -78,8 +79,9 @@ class IntentRequest(WireModel):
     dry_run: bool = Field(False, description='Plan and report, but place no orders.')
     idempotency_key: str | None = Field(None, min_length=1, max_length=256,
                                         description='Business key: a second request with the same key does not act again.')
-    max_age_seconds: float | None = Field(None, gt=0,
-                                          description='Reject, never run, a message published longer ago than this.')
+    max_age_seconds: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                          description='Reject, never run, a message published longer ago than this '
+                                                      '(order intents: ORDER_MAX_AGE_SECONDS applies too).')
     window: Window | None = Field(None, description='Run only within this part of the trading session, judged on '
                                                     "the gateway's clock against the liquid hours it reports; "
                                                     'outside it the result is skipped and nothing is placed.')
@@ -209,11 +211,29 @@ def read_envelope(cloud_event: Any) -> Envelope:
                  or _parse_time(_attribute(cloud_event, 'time')))
     raw = message.get('data')
     return Envelope(
-        message_id=str(message_id) if message_id else None,
+        message_id=safe_text(str(message_id), MAX_MESSAGE_ID_CHARS) if message_id else None,
         publish_time=published,
-        attributes={str(k): str(v) for k, v in attributes.items()},
+        attributes={safe_text(str(k)): safe_text(str(v)) for k, v in attributes.items()},
         data=raw if isinstance(raw, str) else None,
     )
+
+
+def safe_text(text: str, limit: int | None = None) -> str:
+    """`text` as something every encoder takes: lone surrogates become `\\udxxx` escapes, and beyond
+    `limit` characters it is cut (marked with an ellipsis). Envelope strings go through here, so every
+    message, however hostile its messageId or attributes, ends in a publishable result."""
+    safe = text.encode('utf-8', 'backslashreplace').decode('utf-8') if _has_surrogate(text) else text
+    if limit is not None and len(safe) > limit:
+        safe = safe[:limit - 1] + '…'
+    return safe
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode('utf-8')
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def decode_message(cloud_event: Any) -> Decoded:

@@ -1,10 +1,10 @@
 """One invocation: decode the message, run the intent in a fresh loop, publish the result.
 
-Order-placing intents are admitted first (functions/admission.py: store, kill switch, idempotency
-claim); a duplicate delivery ends there. Permanent failures (unreadable or stale message, unknown
-intent, bad params, business rejection) publish a result and return, so Pub/Sub acks. Transient
-failures publish a result with `retryable: true` and then raise TransientFailure, so Pub/Sub
-delivers the message again.
+Order-placing intents are admitted first (functions/admission.py: store, kill switch, account
+lease, idempotency claim); a duplicate delivery ends there. Every failure is a lib.failures.Failure;
+`conclude` is the one place that maps the published result to "return" (Pub/Sub acks) or "raise
+TransientFailure" (non-2xx: Pub/Sub redelivers after backoff). A result that could not be published
+raises too, so no message is acked without its result.
 """
 from __future__ import annotations
 
@@ -28,16 +28,21 @@ from intents.base import Intent, IntentParams
 from intents.registry import UnknownIntent, get_intent
 from lib import log
 from lib.config import ConfigError, Settings
+from lib.crash import crash_point
+from lib.failures import Failure, redeliver
 from lib.problems import with_problems
 
 logger = log.get_logger(__name__)
 
 Publish = Callable[[IntentResult, Settings], None]
+# Pub/Sub stamps publishTime on its servers; more than this ahead of our clock is not clock skew.
+MAX_PUBLISH_SKEW_SECONDS = 60.0
 _LOG_LEVELS = {'rejected': logging.WARNING, 'error': logging.ERROR}
 
 
 class TransientFailure(RuntimeError):
-    """The run failed in a way a redelivery may fix; raised after the result was published."""
+    """The run failed in a way a redelivery may fix; raised after the result was published, so the
+    function answers non-2xx and Pub/Sub delivers the message again."""
 
     def __init__(self, message: str, result: IntentResult) -> None:
         super().__init__(message)
@@ -78,7 +83,7 @@ def handle(cloud_event: Any, settings: Settings | None = None, *,
     except InvalidMessage as exc:
         run = _Run(run_id, started_at, started, exc.envelope, exc.intent)
         with log.bind(runId=run_id, messageId=run.envelope.message_id, intent=run.intent):
-            return _finish(run, _rejected(exc.error_type, str(exc)), settings, publish)
+            return _finish(run, Outcome.failed(Failure.rejected(exc.error_type, str(exc))), settings, publish)
     request = decoded.request
     run = _Run(run_id, started_at, started, decoded.envelope, request.intent, request.dry_run,
                request.idempotency_key)
@@ -89,6 +94,9 @@ def handle(cloud_event: Any, settings: Settings | None = None, *,
 def _execute(decoded: Decoded, settings: Settings, run: _Run) -> Outcome:
     request = decoded.request
     age = decoded.age_seconds(run.started_at)
+    if age is not None and age < -MAX_PUBLISH_SKEW_SECONDS:
+        return _rejected('FuturePublishTime', f'publishTime is {-age:.1f} s in the future (more than the '
+                                              f'{MAX_PUBLISH_SKEW_SECONDS:g} s clock skew allowed); not executed')
     if request.max_age_seconds is not None and age is not None and age > request.max_age_seconds:
         return _rejected('StaleMessage', f'message is {age:.1f} s old, older than maxAgeSeconds '
                                          f'{request.max_age_seconds:g}; not executed')
@@ -106,7 +114,7 @@ def _execute(decoded: Decoded, settings: Settings, run: _Run) -> Outcome:
                           now=run.started_at)
     except Exception as exc:   # admit turns store and config failures into outcomes; anything else is a bug
         logger.exception('admission failed')
-        return _failed(type(exc).__name__, str(exc), retryable=False)
+        return Outcome.failed(Failure.permanent(type(exc).__name__, str(exc)))
     if request.window is not None:
         admission.context = replace(admission.context, window=request.window.session_window())
     outcome = admission.outcome or _run_admitted(intent_cls, params, dry_run, settings, admission)
@@ -120,10 +128,10 @@ def _run_admitted(intent_cls: type[Intent], params: IntentParams, dry_run: bool,
     try:
         outcome = run_isolated(intent_cls, params, dry_run=dry_run, settings=settings, labels=log.current_labels(),
                                context=admission.context,
-                               before_intent=admission.claim if admission.needs_claim else None)
+                               before_intent=admission.begin if admission.needs_claim else None)
     except Exception as exc:   # run_isolated promises not to raise; if it does, still publish a result
         logger.exception('runner failed outside the intent')
-        outcome = _failed(type(exc).__name__, str(exc), retryable=False)
+        outcome = Outcome.failed(Failure.permanent(type(exc).__name__, str(exc)))
     settle(admission, outcome)
     return outcome
 
@@ -147,6 +155,7 @@ def _finish(run: _Run, outcome: Outcome, settings: Settings, publish: Publish) -
         result=with_problems(outcome.result),
         error=ErrorInfo(**outcome.error) if outcome.error else None,
     )
+    crash_point('before-publish')
     publish_started = time.monotonic()
     try:
         publish(result, settings)
@@ -156,8 +165,15 @@ def _finish(run: _Run, outcome: Outcome, settings: Settings, publish: Publish) -
     publish_ms = _ms(time.monotonic() - publish_started)
     history.record(result)
     _log_run(result, publish_ms)
-    if result.error is not None and result.error.retryable:
-        raise TransientFailure(f'{result.error.type}: {result.error.message}', result)
+    return conclude(result)
+
+
+def conclude(result: IntentResult) -> IntentResult:
+    """Return the published result (Pub/Sub acks the message), or raise TransientFailure so the
+    function answers non-2xx and Pub/Sub redelivers it: the one place that decides (lib.failures.redeliver)."""
+    error = result.error.to_wire() if result.error else None
+    if redeliver(result.status, error):
+        raise TransientFailure(f'{error["type"]}: {error["message"]}', result)
     return result
 
 
@@ -174,11 +190,7 @@ def _log_run(result: IntentResult, publish_ms: float) -> None:
 
 
 def _rejected(error_type: str, message: str) -> Outcome:
-    return Outcome(status='rejected', error={'type': error_type, 'message': message, 'retryable': False})
-
-
-def _failed(error_type: str, message: str, *, retryable: bool) -> Outcome:
-    return Outcome(status='error', error={'type': error_type, 'message': message, 'retryable': retryable})
+    return Outcome.failed(Failure.rejected(error_type, message))
 
 
 def _queue_ms(run: _Run) -> float | None:

@@ -10,18 +10,17 @@ import contextlib
 import contextvars
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from pydantic import BaseModel
 
-from intents.base import Intent, IntentOutput, IntentRejected, RunContext
-from lib.config import ConfigError, Settings
+from intents.base import Intent, IntentOutput, RunContext
+from lib.config import Settings
+from lib.failures import Failure, failure_of, redeliver
 from lib.ibapi import IB
 from lib.log import bind, get_logger
-from lib.risk import RiskLimitBreached
-from lib.session import SessionRejected, close_session, disconnect, open_session
-from lib.store import StoreUnavailable
+from lib.session import close_session, disconnect, open_session
 
 log = get_logger(__name__)
 
@@ -36,7 +35,7 @@ class Outcome:
 
     status: str                       # ok | error | rejected | skipped | duplicate
     result: dict | None = None
-    error: dict | None = None         # {"type": str, "message": str, "retryable": bool}
+    failure: Failure | None = None    # why it failed or was refused, and whether Pub/Sub redelivers
     account: str | None = None
     gateway: dict | None = None       # {"host", "port", "clientId", "serverVersion"}
     connect_ms: float | None = None
@@ -45,9 +44,24 @@ class Outcome:
     dry_run: bool = False             # as the handler decided it (the request or the intent's dryRun param)
     idempotency_key: str | None = None
 
+    @classmethod
+    def failed(cls, failure: Failure, result: dict | None = None, **fields) -> Outcome:
+        """The outcome of a failure: its status, its error."""
+        return cls(status=failure.status, result=result, failure=failure, **fields)
 
-# Refusals by business rules: the run ends as rejected and is not retried.
-REFUSALS = (IntentRejected, SessionRejected, RiskLimitBreached)
+    def fail(self, failure: Failure) -> None:
+        """Make this outcome the failure's."""
+        self.status, self.failure = failure.status, failure
+
+    @property
+    def error(self) -> dict | None:
+        """The result document's error."""
+        return self.failure.error() if self.failure else None
+
+    @property
+    def redeliver(self) -> bool:
+        """Pub/Sub must bring the message back (see lib.failures.redeliver)."""
+        return redeliver(self.status, self.error)
 
 
 BeforeIntent = Callable[[RunContext], RunContext | Outcome]
@@ -80,8 +94,8 @@ def run_isolated(intent_cls: type[Intent], params: BaseModel, *, dry_run: bool, 
         with bind(**(labels or {})):
             log.error('intent thread %s still running %.0fs after its deadline; abandoning it',
                       thread.name, JOIN_GRACE_SECONDS)
-        return Outcome(status='error', error=_error('DeadlineExceeded', 'intent blocked its event loop past the '
-                                                    'deadline', retryable=False), abandoned=True)
+        return Outcome.failed(Failure.permanent('DeadlineExceeded', 'intent blocked its event loop past the deadline'),
+                              abandoned=True)
     return box[0]
 
 
@@ -93,7 +107,7 @@ def _run_in_fresh_loop(intent_cls: type[Intent], params: BaseModel, dry_run: boo
         return loop.run_until_complete(_execute(intent_cls, params, dry_run, settings, context, before_intent))
     except BaseException as exc:   # SystemExit from an intent, or a bug here: still hand back an Outcome
         log.exception('intent runner failed')
-        return Outcome(status='error', error=_error(type(exc).__name__, str(exc), retryable=False))
+        return Outcome.failed(Failure.permanent(type(exc).__name__, str(exc)))
     finally:
         _cancel_leftovers(loop)
         loop.run_until_complete(loop.shutdown_asyncgens())
@@ -124,7 +138,7 @@ async def _execute(intent_cls: type[Intent], params: BaseModel, dry_run: bool, s
                 context = context.for_account(intent_cls.name, session.account)
                 admitted = context if before_intent is None else await asyncio.to_thread(before_intent, context)
                 if isinstance(admitted, Outcome):
-                    outcome.status, outcome.result, outcome.error = admitted.status, admitted.result, admitted.error
+                    outcome.status, outcome.result, outcome.failure = admitted.status, admitted.result, admitted.failure
                 else:
                     context = admitted
                     intent = intent_cls(session, params, dry_run=dry_run, context=context, deadline=deadline_at)
@@ -133,10 +147,8 @@ async def _execute(intent_cls: type[Intent], params: BaseModel, dry_run: bool, s
                     outcome.intent_ms = _ms_since(intent_started)
                     _apply(outcome, output)
         except Exception as exc:
-            if isinstance(exc, REFUSALS):
-                outcome.status = 'rejected'
-            outcome.error = _describe_failure(exc, intent_cls, settings, deadline.expired(),
-                                              intent_started is not None, context.claimed)
+            outcome.fail(_describe_failure(exc, intent_cls, settings, deadline.expired(),
+                                           intent_started is not None, context.claimed))
             if intent is not None:   # an order-placing run lists what it placed before it failed
                 outcome.result = intent.interrupted_result()
         finally:
@@ -151,8 +163,8 @@ async def _execute(intent_cls: type[Intent], params: BaseModel, dry_run: bool, s
 
 
 def _describe_failure(exc: Exception, intent_cls: type[Intent], settings: Settings, deadline_hit: bool,
-                      intent_started: bool, claimed: bool) -> dict:
-    """The result document's `error` for an exception, logged at a severity that fits it.
+                      intent_started: bool, claimed: bool) -> Failure:
+    """The Failure an exception means (lib.failures.failure_of), logged at a severity that fits it.
 
     A retry is safe before the intent started, for read-only intents, and for order-placing runs that
     hold their idempotency claim: the redelivery takes over and places only what is missing.
@@ -160,21 +172,18 @@ def _describe_failure(exc: Exception, intent_cls: type[Intent], settings: Settin
     safe_to_retry = not intent_started or intent_cls.readonly or claimed
     if deadline_hit:
         log.warning('%s hit its deadline of %gs', intent_cls.name, settings.deadline_seconds)
-        return _error('DeadlineExceeded', f'{intent_cls.name} did not finish within {settings.deadline_seconds:g}s',
-                      retryable=safe_to_retry)
-    if isinstance(exc, (*REFUSALS, ConfigError)):
+        failure = Failure.permanent('DeadlineExceeded',
+                                    f'{intent_cls.name} did not finish within {settings.deadline_seconds:g}s')
+        return Failure.transient(failure.type, failure.message) if safe_to_retry else failure
+    failure = failure_of(exc, safe_to_retry=safe_to_retry)
+    if failure.status == 'rejected':
         log.warning('%s refused: %s', intent_cls.name, str(exc))
-        return _error(type(exc).__name__, str(exc), retryable=False)
-    retryable = getattr(exc, 'retryable', None)
-    if retryable is None:
-        transient = isinstance(exc, (StoreUnavailable, TimeoutError))
-        retryable = isinstance(exc, ConnectionError) or (transient and safe_to_retry)
-    if retryable:
+    elif failure.retryable:
         # the text, not the exception: a kept log record must not keep its frames (and the IB) alive
         log.warning('%s failed: %s: %s', intent_cls.name, type(exc).__name__, str(exc))
     else:
         log.exception('%s failed', intent_cls.name)
-    return _error(type(exc).__name__, str(exc) or type(exc).__name__, retryable=bool(retryable))
+    return failure
 
 
 async def _until_disconnected(ib: IB, work) -> IntentOutput:
@@ -208,10 +217,9 @@ def _apply(outcome: Outcome, output: IntentOutput) -> None:
     outcome.status = output.status
     outcome.result = dict(output.result)
     if output.status == 'rejected':
-        outcome.error = _error('IntentRejected', output.reason or 'rejected', retryable=False)
+        outcome.fail(Failure.rejected('IntentRejected', output.reason or 'rejected'))
     elif output.status == 'error':
-        outcome.error = _error(output.error_type or 'IntentFailed', output.reason or 'failed',
-                               retryable=output.retryable)
+        outcome.fail(output.failure or Failure.permanent('IntentFailed', output.reason or 'failed'))
     elif output.reason:
         outcome.result['reason'] = output.reason
 
@@ -222,10 +230,6 @@ def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
         task.cancel()
     if tasks:
         loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-
-
-def _error(kind: str, message: str, *, retryable: bool) -> dict:
-    return {'type': kind, 'message': message, 'retryable': retryable}
 
 
 def _ms_since(started: float) -> float:

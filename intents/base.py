@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic.alias_generators import to_camel
 
+from lib.failures import Failure
 from lib.ibapi import Contract
 from lib.idempotency import legacy_reference, run_reference
 from lib.market_data import ContractInfo, contract_infos, gateway_time
@@ -26,10 +27,26 @@ US_EQUITY_MARKET = Contract(secType='STK', symbol='SPY', exchange='SMART', curre
 
 
 class IntentParams(BaseModel):
-    """Base for intent params: camelCase on the wire, unknown keys refused."""
+    """Base for intent params: camelCase on the wire, unknown keys refused, booleans only as JSON booleans
+    (`"false"` or 0 for a flag like dryRun is an error, never coerced)."""
 
     model_config = ConfigDict(extra='forbid', alias_generator=to_camel, populate_by_name=True, frozen=True,
                               use_attribute_docstrings=True)
+
+    @model_validator(mode='before')
+    @classmethod
+    def _strict_booleans(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, info in cls.model_fields.items():
+                if info.annotation not in _BOOLEAN_ANNOTATIONS:
+                    continue
+                for key in {name, info.alias}:
+                    if key in data and not isinstance(data[key], bool) and data[key] is not None:
+                        raise ValueError(f'{info.alias or name} must be true or false, got {data[key]!r}')
+        return data
+
+
+_BOOLEAN_ANNOTATIONS = (bool, Optional[bool], bool | None)
 
 
 class NoParams(IntentParams):
@@ -41,14 +58,14 @@ class IntentOutput:
     """What an intent hands back: `result` is its JSON-able output, `reason` explains skipped or rejected.
 
     An 'error' output is a failure that still has a result to report (e.g. the orders it placed);
-    `error_type` and `retryable` then go into the result document's error.
+    its `failure` (lib.failures) becomes the result document's error and decides whether Pub/Sub
+    redelivers the message.
     """
 
     status: Literal['ok', 'skipped', 'rejected', 'error'] = 'ok'
     result: dict = field(default_factory=dict)
     reason: str | None = None
-    error_type: str | None = None
-    retryable: bool = False
+    failure: Failure | None = None
 
 
 class IntentRejected(Exception):

@@ -1,11 +1,18 @@
 """The `health` intent: is the gateway up, ready, on time and connected to its data farms?"""
 from __future__ import annotations
 
+import asyncio
 import time
-from datetime import timezone
+from datetime import datetime, timezone
 
 from intents.base import Intent, IntentOutput
+from lib import log
+from lib.idempotency import stuck_claims
 from lib.problems import problem
+from lib.store import StoreUnavailable
+from lib.store.common import iso
+
+logger = log.get_logger(__name__)
 
 MAX_CLOCK_SKEW_SECONDS = 5.0
 # Notices the gateway sends when it has lost a farm or its link to IB's servers.
@@ -15,11 +22,14 @@ BROKEN_NOTICES = {1100, 2103, 2105, 2110, 2157}
 class Health(Intent):
     """Reports gateway facts and flags problems; a scheduled run alerts on a broken gateway.
 
+    It also lists stuck claims: order-placing runs still 'running' long after their lease ended
+    (lib.idempotency.STUCK_AFTER_SECONDS), which no redelivery will take over any more.
     An unreachable gateway never gets this far: the run ends as a retryable GatewayUnavailable error.
     """
 
     name = 'health'
     readonly = True
+    uses_store = True
 
     async def run(self) -> IntentOutput:
         session = self.session
@@ -35,8 +45,10 @@ class Health(Intent):
         api_ready = self.ib.client.isReady()
         if not api_ready:
             problems.append(problem('api-not-ready', 'API connection is not ready'))
+        stuck = await self._stuck_claims(problems)
         return IntentOutput(result={
             'healthy': not problems,
+            'stuckClaims': stuck,
             'problems': problems,
             'gatewayReachable': True,
             'apiReady': api_ready,
@@ -50,3 +62,24 @@ class Health(Intent):
             'connectAttempts': session.attempts,
             'farmNotices': session.notices,
         })
+
+    async def _stuck_claims(self, problems: list[dict]) -> list[dict] | None:
+        """Stuck claims as {key, runId, leaseUntil}; None (and a problem) when the store cannot say."""
+        store = self.context.store
+        if store is None:
+            return None
+        try:
+            records = await asyncio.to_thread(stuck_claims, store, datetime.now(timezone.utc))
+        except StoreUnavailable as exc:
+            problems.append(problem('store-unreadable', f'state store unreadable, stuck claims unknown: {exc}'))
+            return None
+        for record in records:
+            # the deploy's stuck-claim alert policy matches the stuckClaim field of this line
+            logger.error('stuck claim %s: run %s still running, lease ended %s', record.key, record.run_id,
+                         iso(record.lease_until),
+                         extra={'fields': {'stuckClaim': record.key, 'stuckRunId': record.run_id}})
+            problems.append(problem('stuck-claim', f'stuck claim {record.key}: run {record.run_id} still running, its '
+                                                   f'lease ended {iso(record.lease_until)}; check the broker for its '
+                                                   'orders, then finish or delete it'))
+        return [{'key': r.key, 'runId': r.run_id, 'attempt': r.attempt, 'claimedAt': iso(r.created_at),
+                 'leaseUntil': iso(r.lease_until)} for r in records]

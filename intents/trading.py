@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from pydantic import Field
 
 from intents.base import Intent, IntentOutput, IntentParams
+from lib.failures import Failure
 from lib.idempotency import reference_of
 from lib.ibapi import Position, Trade
 from lib.ibapi import Contract
@@ -46,6 +47,8 @@ def known_strategy_names(names: list[str] | None) -> list[str] | None:
     """Params validator: every name registered, none twice; the error lists the known ones."""
     if names is None:
         return None
+    if not names:
+        raise ValueError('an empty list names no strategy; leave it out to mean every configured strategy')
     unknown = [name for name in names if name not in strategy_names()]
     if unknown:
         raise ValueError(f'unknown strategy {unknown[0]!r}; known strategies: {", ".join(strategy_names())}')
@@ -202,9 +205,10 @@ class OrderIntent(Intent):
         failures = order_problems(report.problems)
         if failures:
             kinds = sorted({p['code'] for p in failures})
-            return IntentOutput(status='error', result=full, error_type=_ERROR_TYPES.get(kinds[0], 'OrderProblems'),
-                                retryable=all(ORDER_CODES[code] for code in kinds),
-                                reason='; '.join(p['message'] for p in failures))
+            reason = '; '.join(p['message'] for p in failures)
+            make = Failure.transient if all(ORDER_CODES[code] for code in kinds) else Failure.permanent
+            return IntentOutput(status='error', result=full, reason=reason,
+                                failure=make(_ERROR_TYPES.get(kinds[0], 'OrderProblems'), reason))
         return IntentOutput(status=report.status, result=full, reason=report.reason)
 
     def interrupted_result(self) -> dict:

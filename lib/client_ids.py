@@ -13,8 +13,6 @@ from collections.abc import Iterable
 class ClientIdsExhausted(Exception):
     """Every id in the configured range is taken or has already been refused."""
 
-    retryable = True
-
 
 class ClientIdAllocator:
     """Hands out client ids in [low, high], each to one holder at a time."""

@@ -22,7 +22,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
 from lib.config import ConfigError
@@ -31,6 +31,11 @@ from lib.store import ClaimRecord, Store
 ORDER_REF_TAG = 'ibj'
 MAX_GENERATIONS = 50
 LEASE_MARGIN_SECONDS = 10.0
+# A claim still 'running' this long after its lease ended is stuck: Pub/Sub's longest backoff (600 s,
+# as deployed) plus a margin has passed, so the message was acked or dead-lettered and will not take it over.
+PUBSUB_MAX_BACKOFF_SECONDS = 600.0
+STUCK_MARGIN_SECONDS = 300.0
+STUCK_AFTER_SECONDS = PUBSUB_MAX_BACKOFF_SECONDS + STUCK_MARGIN_SECONDS
 _RUN_REFERENCE = re.compile(rf'^({ORDER_REF_TAG}:[0-9a-f]{{10}}):')
 _ORDER_REF = re.compile(rf'^({ORDER_REF_TAG}:[0-9a-f]{{10}}):([^.:]+)(?:\.([1-9][0-9]*))?$')
 
@@ -41,13 +46,16 @@ class IdempotencySettings:
 
     IDEMPOTENCY_WINDOW_SECONDS (300): width of the scheduled-time window of derived keys;
     IDEMPOTENCY_LEASE_SECONDS (deadline + 10): how long a claim protects a run, at least the deadline;
-    ORDER_MAX_AGE_SECONDS (1800): order-placing messages older than this are rejected unless the
-    message sets its own maxAgeSeconds.
+    ORDER_MAX_AGE_SECONDS (1800): order-placing messages older than this are rejected (a message's
+    maxAgeSeconds can only be shorter);
+    ACCOUNT_LEASE_WAIT_SECONDS (10): how long a run waits for another run's lease on the account before
+    it is redelivered (at most a quarter of the deadline).
     """
 
     window_seconds: float = 300.0
     lease_seconds: float | None = None
     max_age_seconds: float = 1800.0
+    account_wait_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, deadline_seconds: float, env: Mapping[str, str] | None = None) -> IdempotencySettings:
@@ -58,11 +66,17 @@ class IdempotencySettings:
         if lease is not None and lease < deadline_seconds:
             raise ConfigError(f'IDEMPOTENCY_LEASE_SECONDS={lease:g} is invalid: it must be at least the intent '
                               f'deadline ({deadline_seconds:g} s), or a run could be taken over while it places orders')
-        return cls(window, lease, _seconds(env, 'ORDER_MAX_AGE_SECONDS', cls.max_age_seconds))
+        return cls(window, lease, _seconds(env, 'ORDER_MAX_AGE_SECONDS', cls.max_age_seconds),
+                   _seconds(env, 'ACCOUNT_LEASE_WAIT_SECONDS', cls.account_wait_seconds))
 
     def lease_for(self, deadline_seconds: float) -> float:
         """The claim's lease: past the deadline, so a live run is never taken over."""
         return self.lease_seconds if self.lease_seconds is not None else deadline_seconds + LEASE_MARGIN_SECONDS
+
+
+def stuck_claims(store: Store, now: datetime) -> list[ClaimRecord]:
+    """Claims still running STUCK_AFTER_SECONDS after their lease ended: no redelivery will come for them."""
+    return store.stuck_claims(now - timedelta(seconds=STUCK_AFTER_SECONDS))
 
 
 def derive_key(intent: str, params: Mapping[str, Any], published: datetime, window_seconds: float) -> str:

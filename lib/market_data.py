@@ -15,14 +15,40 @@ HMDS_ERROR = 162
 REQUEST_TIMEOUT_SECONDS = 20.0
 
 
+# Error 162 means many things; its text tells them apart. First match (case-insensitive substring) wins:
+#   no-data:   the request is fine, there are no bars: an empty list
+#   transient: the service failed or paces us: HistoricalDataUnavailable (retryable)
+#   permanent: the request itself is refused: HistoricalDataError (rejected, never retried)
+# A 162 text matching nothing is taken as transient: a needless retry ends in the dead-letter topic,
+# a wrong "permanent" would lose the run. Add texts here as IB (or the simulator) is seen sending them.
+HMDS_162_TEXTS: tuple[tuple[str, str], ...] = (
+    ('query returned no data', 'no-data'),                 # IB: "HMDS query returned no data: ..."
+    ('no data', 'no-data'),                                # simulator: "no data before 1990-01-01"
+    ('pacing violation', 'transient'),                     # IB: "Historical data request pacing violation"
+    ('connection was broken', 'transient'),                # IB and simulator: "HMDS server connection was broken"
+    ('hmds server disconnect', 'transient'),
+    ('invalid bar size', 'permanent'),                     # simulator (IB: "Invalid bar size")
+    ('invalid duration', 'permanent'),                     # simulator; IB: "... Invalid duration"
+    ('invalid what to show', 'permanent'),                 # simulator
+    ('no historical market data for', 'permanent'),        # simulator: TRADES for forex
+    ('bars requested', 'permanent'),                       # simulator: "more than N bars requested"
+    ('no market data permissions', 'permanent'),           # IB: permission missing for the exchange
+    ('permission', 'permanent'),
+)
+
+
+def hmds_162_kind(message: str) -> str:
+    """'no-data', 'transient' or 'permanent' for the text of an error 162 (see HMDS_162_TEXTS)."""
+    text = message.lower()
+    return next((kind for fragment, kind in HMDS_162_TEXTS if fragment in text), 'transient')
+
+
 class UnknownContract(LookupError):
     """The gateway knows no contract, or several, matching a description."""
 
 
 class HistoricalDataUnavailable(ConnectionError):
     """The historical-data service (HMDS) failed; a later attempt may succeed."""
-
-    retryable = True
 
 
 class HistoricalDataError(LookupError):
@@ -158,8 +184,9 @@ async def fetch_bars(ib: IB, requests: list[tuple[Contract, str, str, str]], use
     """Bars (the client library's BarData) for each (contract, bar size, duration, what to show), oldest
     first, fetched concurrently.
 
-    Raises HistoricalDataUnavailable when the historical-data service fails (error 162 other than
-    "no data", or no answer in time), HistoricalDataError for any other refusal; "no data" is [].
+    Raises HistoricalDataUnavailable when the historical-data service fails or paces us (error 162 by
+    its text, see HMDS_162_TEXTS, or no answer in time), HistoricalDataError for a refused request
+    (a permanent 162, or any other error); "no data" is [].
     """
     return list(await asyncio.gather(*(_bars(ib, *request, use_rth) for request in requests)))
 
@@ -186,9 +213,10 @@ async def _bars(ib: IB, contract: Contract, bar_size: str, duration: str, what: 
         ib.errorEvent -= on_error
     if failures:
         code, message = failures[0]
-        if code == HMDS_ERROR and 'no data' in message.lower():
+        kind = hmds_162_kind(message) if code == HMDS_ERROR else 'permanent'
+        if kind == 'no-data':
             return []
-        if code == HMDS_ERROR:
+        if kind == 'transient':
             raise HistoricalDataUnavailable(f'the historical data service failed for {described}: {message}')
         raise HistoricalDataError(f'historical data for {described} refused: error {code}: {message}')
     return list(data)

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Callable, NamedTuple
 
+from lib.crash import crash_point
 from lib.idempotency import is_ours, order_ref, parse_order_ref, reference_of
 from lib.ibapi import IB, ExecutionFilter, Order, Trade
 from lib.market_data import REQUEST_TIMEOUT_SECONDS, AccountSnapshot, ContractInfo, Quote, gateway_time
@@ -167,8 +168,9 @@ async def execute(ib: IB, legs: list[Leg], settings: ExecutionSettings,
     if settings.dry_run:
         report.orders = list(await asyncio.gather(*(_what_if(ib, p) for p in tradable)))
         return report
-    for p in tradable:
+    for number, p in enumerate(tradable, 1):
         report.placing.append((p, ib.placeOrder(p.leg.info.contract, p.order)))
+        crash_point('after-place-order', number)
     await confirm(ib, [trade for _, trade in report.placing], settings.deadline - CONFIRM_MARGIN_SECONDS)
     for item, trade in report.placing:
         state = {**_describe_plan(item), **trade_state(trade)}

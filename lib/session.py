@@ -43,13 +43,9 @@ class AccountState(enum.Enum):
 class SessionError(Exception):
     """A session could not be opened."""
 
-    retryable = False
-
 
 class GatewayUnavailable(SessionError):
     """The gateway refused, timed out or dropped the connection on every attempt."""
-
-    retryable = True
 
 
 class SessionRejected(SessionError):

@@ -11,6 +11,7 @@ import pytest
 
 from lib.client_ids import ClientIdAllocator, ClientIdsExhausted
 from lib.config import ConfigError, Settings
+from lib.failures import failure_of
 from lib.ibapi import IB
 from lib.session import (AccountNotManaged, GatewayUnavailable, TradingModeViolation, close_session,
                          open_session)
@@ -123,7 +124,7 @@ def test_a_range_with_every_id_taken_is_reported_as_exhausted(gateway):
             squatter.disconnect()
 
     error, elapsed = in_fresh_loop(clash)
-    assert error.retryable and '700' in str(error)
+    assert failure_of(error).retryable and '700' in str(error)
     assert elapsed < 1.0
 
 
@@ -133,7 +134,7 @@ def test_gateway_down_gives_up_after_the_configured_attempts(gateway):
     with pytest.raises(GatewayUnavailable) as caught:
         in_fresh_loop(connect_and_describe, settings_for(gateway, connect_attempts=3))
     elapsed = time.perf_counter() - started
-    assert caught.value.retryable
+    assert failure_of(caught.value).retryable
     assert 'after 3 attempt(s)' in str(caught.value)
     assert 0.7 <= elapsed < 2.0   # backoff 0.25 s + 0.5 s between the three attempts
 

@@ -28,7 +28,7 @@ from typing import Literal, Mapping, Protocol
 from lib.config import ConfigError
 
 __all__ = [
-    'BACKENDS', 'Claim', 'ClaimRecord', 'Store', 'StoreUnavailable', 'open_store',
+    'BACKENDS', 'Claim', 'ClaimRecord', 'Lease', 'Store', 'StoreUnavailable', 'open_store',
 ]
 
 BACKENDS = ('sqlite', 'firestore')
@@ -74,6 +74,16 @@ class Claim:
         return self.outcome in ('new', 'taken_over')
 
 
+@dataclass
+class Lease:
+    """The answer to take_lease(): who holds the named lease, until when, and whether that is the caller."""
+
+    name: str
+    holder: str
+    lease_until: datetime
+    held: bool
+
+
 class Store(Protocol):
     """What every backend offers. All methods raise StoreUnavailable when the backend fails."""
 
@@ -88,6 +98,19 @@ class Store(Protocol):
 
     def get_claim(self, key: str) -> ClaimRecord | None:
         """The stored claim of `key`, or None."""
+
+    def stuck_claims(self, lease_ended_before: datetime) -> list[ClaimRecord]:
+        """Claims still 'running' whose lease ended before `lease_ended_before`, oldest lease first.
+
+        Needs no composite index on Firestore (one equality filter; the time is compared here).
+        """
+
+    def take_lease(self, name: str, holder: str, lease_seconds: float, now: datetime) -> Lease:
+        """Atomically take the lease `name` for `holder` if it is free, expired or already theirs
+        (then it is renewed); otherwise held=False with the current holder."""
+
+    def release_lease(self, name: str, holder: str) -> bool:
+        """End `holder`'s lease `name`; False (and nothing changes) when someone else holds it now."""
 
     def get_targets(self, strategy: str) -> dict | None:
         """{"targets": {key: weight}, "updatedAt": ISO 8601 UTC, "runId": str} or None."""

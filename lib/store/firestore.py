@@ -7,6 +7,7 @@ Layout (document ids of runs, targets and fills are the sha256 hex of the key, b
   result (JSON text, or null while running);
 - `targets/{sha256(strategy)}`: strategy, targets (map key -> weight), updatedAt, runId;
 - `fills/{sha256(execId)}`: execId, time, strategies (array of names), fill (the fill as JSON text);
+- `leases/{sha256(name)}`: name, holder, leaseUntil (one order-placing run per account at a time);
 - `settings/trading`: the dynamic settings as plain fields (tradingEnabled, exposure, limits, ...),
   meant to be edited in the console.
 
@@ -33,7 +34,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
-from lib.store import Claim, ClaimRecord, StoreUnavailable
+from lib.store import Claim, ClaimRecord, Lease, StoreUnavailable
 from lib.store.common import (
     clean_settings, clean_targets, existing_outcome, fill_entry, iso, lease_end, to_json, utc,
 )
@@ -102,6 +103,53 @@ class FirestoreStore:
         with self._unavailable_on_error():
             snapshot = self._doc('runs', key).get(**self._call())
         return _claim_record(snapshot.to_dict()) if snapshot.exists else None
+
+    def stuck_claims(self, lease_ended_before: datetime) -> list[ClaimRecord]:
+        cutoff = utc(lease_ended_before, 'lease_ended_before')
+        with self._unavailable_on_error():
+            query = self._client_or_connect().collection('runs').where(filter=FieldFilter('status', '==', 'running'))
+            records = [_claim_record(snapshot.to_dict()) for snapshot in query.stream(**self._call())]
+        return sorted((r for r in records if r.lease_until < cutoff), key=lambda r: (r.lease_until, r.key))
+
+    def take_lease(self, name: str, holder: str, lease_seconds: float, now: datetime) -> Lease:
+        now = utc(now)
+        lease_until = lease_end(now, lease_seconds)
+        fields = {'name': name, 'holder': holder, 'leaseUntil': lease_until}
+        with self._unavailable_on_error():
+            ref = self._doc('leases', name)
+            for _ in range(CONDITIONAL_WRITE_ATTEMPTS):
+                try:
+                    ref.create(fields, **self._call())
+                    return Lease(name, holder, lease_until, held=True)
+                except gexc.AlreadyExists:
+                    pass
+                snapshot = ref.get(**self._call())
+                if not snapshot.exists:
+                    continue
+                current = snapshot.to_dict()
+                current_until = _datetime(current['leaseUntil'])
+                if current['holder'] != holder and current_until > now:
+                    return Lease(name, current['holder'], current_until, held=False)
+                if self._update_unchanged(ref, snapshot, {'holder': holder, 'leaseUntil': lease_until}):
+                    return Lease(name, holder, lease_until, held=True)
+        raise StoreUnavailable(f'Firestore {self.project}/{self.database}: lease {name!r} kept changing under us')
+
+    def release_lease(self, name: str, holder: str) -> bool:
+        with self._unavailable_on_error():
+            ref = self._doc('leases', name)
+            for _ in range(CONDITIONAL_WRITE_ATTEMPTS):
+                snapshot = ref.get(**self._call())
+                if not snapshot.exists:
+                    return True
+                if snapshot.to_dict()['holder'] != holder:
+                    return False
+                option = self._client_or_connect().write_option(last_update_time=snapshot.update_time)
+                try:
+                    ref.delete(option=option, **self._call())
+                    return True
+                except (gexc.FailedPrecondition, gexc.NotFound):
+                    continue
+        raise StoreUnavailable(f'Firestore {self.project}/{self.database}: lease {name!r} kept changing under us')
 
     def get_targets(self, strategy: str) -> dict | None:
         with self._unavailable_on_error():

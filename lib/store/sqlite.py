@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from lib.store import Claim, ClaimRecord, StoreUnavailable
+from lib.store import Claim, ClaimRecord, Lease, StoreUnavailable
 from lib.store.common import (
     clean_settings, clean_targets, existing_outcome, fill_entry, iso, lease_end, to_json, utc,
 )
@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS fills (
 );
 CREATE INDEX IF NOT EXISTS fills_by_time ON fills (time_us);
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, lease_until TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS history (
     run_id TEXT PRIMARY KEY, intent TEXT, status TEXT NOT NULL, finished_us INTEGER NOT NULL,
     keep_until_us INTEGER NOT NULL, document TEXT NOT NULL
@@ -87,6 +88,30 @@ class SqliteStore:
     def get_claim(self, key: str) -> ClaimRecord | None:
         with self._reading() as db:
             return _read_claim(db, key)
+
+    def stuck_claims(self, lease_ended_before: datetime) -> list[ClaimRecord]:
+        cutoff = utc(lease_ended_before, 'lease_ended_before')
+        with self._reading() as db:
+            keys = [row[0] for row in db.execute("SELECT key FROM runs WHERE status = 'running'")]
+            records = [_read_claim(db, key) for key in keys]
+        return sorted((r for r in records if r.lease_until < cutoff), key=lambda r: (r.lease_until, r.key))
+
+    def take_lease(self, name: str, holder: str, lease_seconds: float, now: datetime) -> Lease:
+        now = utc(now)
+        lease_until = lease_end(now, lease_seconds)
+        with self._transaction() as db:
+            row = db.execute('SELECT holder, lease_until FROM leases WHERE name = ?', (name,)).fetchone()
+            if row is not None and row[0] != holder and datetime.fromisoformat(row[1]) > now:
+                return Lease(name, row[0], datetime.fromisoformat(row[1]), held=False)
+            db.execute('INSERT INTO leases (name, holder, lease_until) VALUES (?, ?, ?) ON CONFLICT (name) '
+                       'DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until',
+                       (name, holder, lease_until.isoformat()))
+            return Lease(name, holder, lease_until, held=True)
+
+    def release_lease(self, name: str, holder: str) -> bool:
+        with self._transaction() as db:
+            db.execute('DELETE FROM leases WHERE name = ? AND holder = ?', (name, holder))
+            return db.execute('SELECT 1 FROM leases WHERE name = ?', (name,)).fetchone() is None
 
     def get_targets(self, strategy: str) -> dict | None:
         with self._reading() as db:

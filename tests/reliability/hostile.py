@@ -205,6 +205,27 @@ hostile_envelope = st.one_of(
         'messageId': JSON_VALUES, 'publishTime': JSON_VALUES})}),
 ).map(_raw_envelope).map(_labelled('hostile-envelope', 'InvalidMessage'))
 
+# Lone surrogates (valid in JSON as "\\ud800", unencodable in UTF-8) in every string of the envelope:
+# messageId, attribute names and values, the subscription. The request itself names no registered intent,
+# so the message is refused; its result must still be publishable.
+SURROGATES = st.text(alphabet=st.characters(categories=['Cs']), min_size=1, max_size=3)
+SURROGATE_TEXT = st.tuples(st.text(max_size=8), SURROGATES, st.text(max_size=8)).map(''.join)
+
+
+def _surrogate_envelope(parts: tuple) -> CloudEvent:
+    message_id, attributes, subscription = parts
+    stamp = datetime.now(timezone.utc).isoformat(timespec='milliseconds').replace('+00:00', 'Z')
+    message = {'data': b64_json({'intent': 'no-such-intent'}), 'attributes': attributes, 'messageId': message_id,
+               'publishTime': stamp}
+    return CloudEvent({'id': message_id, 'source': '//pubsub.googleapis.com/projects/p/topics/intents',
+                       'type': 'google.cloud.pubsub.topic.v1.messagePublished', 'time': stamp},
+                      {'message': message, 'subscription': subscription})
+
+
+surrogate_envelope = st.tuples(
+    SURROGATE_TEXT, st.dictionaries(SURROGATE_TEXT, SURROGATE_TEXT, min_size=1, max_size=3), SURROGATE_TEXT,
+).map(_surrogate_envelope).map(_labelled('surrogate-envelope', 'UnknownIntent'))
+
 deep_nesting = st.tuples(st.sampled_from(['[', '{"a":', '[{"b":']),
                          st.integers(min_value=1_000, max_value=200_000)).map(
     lambda t: _message(base64.b64encode((t[0] * t[1]).encode()).decode())).map(
@@ -213,10 +234,12 @@ deep_nesting = st.tuples(st.sampled_from(['[', '{"a":', '[{"b":']),
 HOSTILE_MESSAGES = st.one_of(
     bad_base64, not_utf8, not_json, not_an_object, no_data, intent_wrong_type, intent_bad_name, unknown_intent,
     missing_intent, bad_field, bad_params, unknown_strategy, stale, attribute_intent, hostile_envelope, deep_nesting,
+    surrogate_envelope,
 )
 CATEGORIES = {'bad-base64', 'not-utf8', 'not-json', 'json-not-an-object', 'no-data-no-intent-attribute',
               'intent-not-a-string', 'intent-bad-name', 'unknown-intent', 'missing-intent', 'bad-request-field',
               'bad-params', 'stale', 'hostile-intent-attribute', 'hostile-envelope', 'deeply-nested-json',
+              'surrogate-envelope',
               *(['unknown-strategy'] if STRATEGY_INTENTS else [])}
 
 

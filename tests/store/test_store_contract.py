@@ -228,6 +228,51 @@ def test_naive_times_and_non_json_results_are_refused(store: Store):
     assert store.get_claim(KEY).status == 'running'
 
 
+ACCOUNT_LEASE = 'account:DU1234567'
+
+
+def test_a_lease_has_one_holder_until_it_expires_or_is_released(store: Store):
+    first = store.take_lease(ACCOUNT_LEASE, 'run-1', 30, T0)
+    assert first.held and first.holder == 'run-1' and first.lease_until == T0 + timedelta(seconds=30)
+
+    busy = store.take_lease(ACCOUNT_LEASE, 'run-2', 30, T0 + timedelta(seconds=29))
+    assert not busy.held and busy.holder == 'run-1' and busy.lease_until == first.lease_until
+    renewed = store.take_lease(ACCOUNT_LEASE, 'run-1', 30, T0 + timedelta(seconds=10))
+    assert renewed.held and renewed.lease_until == T0 + timedelta(seconds=40)
+    assert store.take_lease('account:OTHER', 'run-2', 30, T0).held        # other accounts are independent
+
+    assert store.release_lease(ACCOUNT_LEASE, 'run-2') is False           # not theirs: nothing changes
+    assert not store.take_lease(ACCOUNT_LEASE, 'run-2', 30, T0 + timedelta(seconds=11)).held
+    assert store.release_lease(ACCOUNT_LEASE, 'run-1') is True
+    assert store.release_lease(ACCOUNT_LEASE, 'run-1') is True            # repeating a release is safe
+    assert store.take_lease(ACCOUNT_LEASE, 'run-2', 30, T0 + timedelta(seconds=12)).held
+
+    expired = store.take_lease(ACCOUNT_LEASE, 'run-3', 30, T0 + timedelta(seconds=42, microseconds=1))
+    assert expired.held and expired.holder == 'run-3'
+    assert store.release_lease(ACCOUNT_LEASE, 'run-2') is False           # its lease was taken over
+
+
+def test_concurrent_lease_takers_get_one_holder(new_store):
+    stores = [new_store() for _ in range(6)]
+    leases = run_concurrently(6, lambda i: stores[i].take_lease(ACCOUNT_LEASE, f'run-{i}', 30, T0))
+    holders = [lease for lease in leases if lease.held]
+    assert len(holders) == 1
+    assert {lease.holder for lease in leases} == {holders[0].holder}
+
+
+def test_stuck_claims_are_running_claims_whose_lease_ended_long_ago(store: Store):
+    store.claim('stuck-1', 'run-1', 10, T0)
+    store.claim('stuck-2', 'run-2', 10, T0 - timedelta(seconds=5))
+    store.claim('live', 'run-3', 10, T0 + timedelta(seconds=700))
+    store.claim('done', 'run-4', 10, T0)
+    store.finish('done', 'run-4', {'status': 'ok'}, T0 + timedelta(seconds=1))
+
+    stuck = store.stuck_claims(T0 + timedelta(seconds=700))
+    assert [(r.key, r.run_id, r.status) for r in stuck] == [('stuck-2', 'run-2', 'running'),
+                                                            ('stuck-1', 'run-1', 'running')]
+    assert store.stuck_claims(T0) == []
+
+
 @pytest.fixture(params=['sqlite', 'firestore'])
 def unreachable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     """A store whose backend cannot be reached: SQLite under a regular file, Firestore on a closed port."""
@@ -253,8 +298,11 @@ def unreachable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     lambda s: s.fills(),
     lambda s: s.get_settings(),
     lambda s: s.put_settings({'tradingEnabled': True}),
+    lambda s: s.take_lease(ACCOUNT_LEASE, 'run-1', 60, T0),
+    lambda s: s.release_lease(ACCOUNT_LEASE, 'run-1'),
+    lambda s: s.stuck_claims(T0),
 ], ids=['claim', 'finish', 'get_claim', 'get_targets', 'put_targets', 'record_fill', 'fills', 'get_settings',
-        'put_settings'])
+        'put_settings', 'take_lease', 'release_lease', 'stuck_claims'])
 def test_unreachable_backend_raises_store_unavailable(unreachable_store: Store, operation):
     started = time.monotonic()
     with pytest.raises(StoreUnavailable):

@@ -59,7 +59,7 @@ def test_more_orders_than_max_orders_per_run_rejects(make_rig):
     assert rig.order_log() == []
 
 
-def test_stale_messages_are_rejected_by_default_and_by_their_own_max_age(rig):
+def test_stale_messages_are_rejected_by_default_by_their_own_max_age_and_by_the_cap(rig):
     an_hour_ago = datetime.now(timezone.utc) - timedelta(hours=1)
     default = rig.send('allocation', published=an_hour_ago)
     assert default.status == 'rejected' and default.error.type == 'StaleMessage'
@@ -67,8 +67,11 @@ def test_stale_messages_are_rejected_by_default_and_by_their_own_max_age(rig):
     explicit = rig.send('allocation', published=datetime.now(timezone.utc) - timedelta(seconds=90), max_age=60)
     assert explicit.status == 'rejected' and explicit.error.type == 'StaleMessage'
     assert rig.order_log() == []
-    # a message that allows its own age runs
-    allowed = rig.send('allocation', published=an_hour_ago, max_age=7200)
+    # maxAgeSeconds can only tighten ORDER_MAX_AGE_SECONDS for an order intent, never loosen it
+    loosened = rig.send('allocation', published=an_hour_ago, max_age=7200)
+    assert loosened.status == 'rejected' and 'ORDER_MAX_AGE_SECONDS 1800' in loosened.error.message
+    assert rig.order_log() == []
+    allowed = rig.send('allocation', published=datetime.now(timezone.utc) - timedelta(minutes=20), max_age=1500)
     assert allowed.status == 'ok'
 
 
@@ -93,12 +96,13 @@ def test_nothing_to_trade_is_skipped_and_zero_quantities_are_never_sent(make_rig
     assert rig.order_log() == []
 
 
-def test_an_unreadable_store_rejects_order_placing_runs_but_not_read_only_ones(rig, tmp_path, monkeypatch):
+def test_an_unreadable_store_places_nothing_now_and_is_redelivered_but_read_only_runs_go_on(rig, tmp_path,
+                                                                                           monkeypatch):
     broken = tmp_path / 'not-a-database.sqlite3'
     broken.write_bytes(b'this is not a SQLite database' * 100)
     monkeypatch.setenv('SQLITE_PATH', str(broken))
     result = rig.send('allocation')
-    assert result.status == 'rejected' and result.error.type == 'StoreUnavailable'
+    assert result.status == 'error' and result.error.type == 'StoreUnavailable' and result.error.retryable
     assert 'fail closed' in result.error.message
     assert rig.order_log() == []
     assert rig.send('summary').status == 'ok'

@@ -1,0 +1,188 @@
+"""Crash exploration: the function process is SIGKILLed at each step boundary of an order-placing run,
+then the message is delivered as Pub/Sub would (tests/reliability/pubsub_model.py).
+
+The process is the real functions-framework server (gunicorn, one worker); lib.crash kills the worker at
+the armed step, once, and gunicorn starts a new one, as a lost instance is replaced. The steps, in the
+order a run reaches them: after-account-lease, after-claim, after-place-order:N, before-settle,
+before-publish. The pushes in flight at the kill fail (no answer), so the model redelivers after its
+(scaled) backoff, possibly twice at once, until an answer is a 2xx.
+
+Pass, per trial: every message is acked with a published terminal result (none dead-lettered); no
+orderRef is at the gateway twice; per account and contract, the filled plus working quantity at the
+simulator equals what one clean delivery of the same request reaches. The report counts the kills per
+step; each step must be hit.
+
+Trials come from `draw_trials` (seeded with CRASH_SEED): a step to kill at, and VARIANTS that change
+the delivery (an idempotency key or the derived one, duplicate pushes, a second message for the same
+request). A new variant is one function added to VARIANTS. RELIABILITY_HEAVY=1 runs 200 trials.
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from tests.reliability.delivery_rig import DeliveryRig, is_terminal, pubsub_message
+from tests.reliability.examples import Example, examples_for
+from tests.reliability.harness import HEAVY
+from tests.reliability.pubsub_model import DeliveryPolicy
+
+CRASH_SEED = int(os.environ.get('CRASH_SEED', '20261203'))
+TRIALS = int(os.environ.get('CRASH_TRIALS', 200 if HEAVY else 6))
+DEADLINE_SECONDS = 2.5       # order intents confirm until 1 s before it
+LEASE_SECONDS = 2.5          # the shortest the runtime allows: a killed run's claim frees up soonest
+# Deployed backoff 10..600 s scaled by 0.02: 0.2, 0.4, 0.8, 1.6, 3.2 s ... ; 10 attempts then dead letter.
+POLICY = DeliveryPolicy(time_scale=0.02, ack_deadline=30.0)
+STEPS = ('after-account-lease', 'after-claim', 'after-place-order', 'before-settle', 'before-publish')
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One drawn trial: what to send, where to kill, how Pub/Sub delivers."""
+
+    number: int
+    example: Example
+    legs: int                         # orders one clean delivery places
+    step: str | None                  # None: a control trial, no kill
+    key: str | None = None            # idempotencyKey; None: the derived key
+    messages: int = 1                 # copies of the request, each its own messageId (a Scheduler double-run)
+    duplicate_chance: float = 0.0
+    variants: tuple[str, ...] = ()
+
+
+def _with_key(rng: random.Random, spec: TrialSpec) -> TrialSpec:
+    return replace(spec, key=f'crash-{CRASH_SEED}-{spec.number}')
+
+
+def _duplicate_pushes(rng: random.Random, spec: TrialSpec) -> TrialSpec:
+    return replace(spec, duplicate_chance=0.5)
+
+
+def _double_run(rng: random.Random, spec: TrialSpec) -> TrialSpec:
+    return replace(spec, messages=2)
+
+
+# name -> (weight, how it changes a drawn trial). Other issues add variants here (partial fills, two accounts).
+VARIANTS: dict[str, tuple[float, Callable[[random.Random, TrialSpec], TrialSpec]]] = {
+    'idempotency-key': (0.5, _with_key),
+    'duplicate-pushes': (0.3, _duplicate_pushes),
+    'scheduler-double-run': (0.2, _double_run),
+}
+
+
+def crash_examples() -> list[Example]:
+    """The order-placing examples (allocation's two legs first: it reaches every step)."""
+    placing = [e for intent in ('allocation', 'close-all', 'cash-balancer') for e in examples_for(intent)
+               if e.places_orders]
+    return placing if HEAVY else placing[:1]
+
+
+def draw_trials(rng: random.Random, count: int, legs_of: Callable[[Example], int]) -> list[TrialSpec]:
+    """`count` trials; the first ones cover every step once, then steps and variants are drawn."""
+    examples = crash_examples()
+    specs = []
+    for number in range(count):
+        example = examples[number % len(examples)]
+        legs = legs_of(example)
+        step = STEPS[number] if number < len(STEPS) else rng.choice(STEPS)
+        if step == 'after-place-order':
+            step = f'after-place-order:{rng.randint(1, legs)}'
+        spec = TrialSpec(number, example, legs, step)
+        for name, (weight, change) in VARIANTS.items():
+            if rng.random() < weight:
+                spec = replace(change(rng, spec), variants=(*spec.variants, name))
+        specs.append(spec)
+    return specs
+
+
+@dataclass
+class Report:
+    hits: Counter = field(default_factory=Counter)
+    trials: int = 0
+    pushes: Counter = field(default_factory=Counter)
+    statuses: Counter = field(default_factory=Counter)
+    lost: int = 0
+    miscounted: int = 0
+
+
+@pytest.fixture(scope='module')
+def rig(module_pubsub, tmp_path_factory) -> DeliveryRig:
+    rig = DeliveryRig.start(module_pubsub, tmp_path_factory.mktemp('crash'), deadline=DEADLINE_SECONDS,
+                            lease=LEASE_SECONDS)
+    try:
+        yield rig
+    finally:
+        rig.stop()
+
+
+def run_trial(rig: DeliveryRig, spec: TrialSpec, rng: random.Random) -> tuple[dict, list, list]:
+    """Deliver the trial's messages with the kill armed; returns (exposure, orders, fates)."""
+    request = dict(spec.example.request)
+    if spec.key:
+        request['idempotencyKey'] = spec.key
+    rig.fresh_gateway(spec.example.prepare)
+    messages = [pubsub_message(request) for _ in range(spec.messages)]
+    rig.arm(spec.step)
+    model = rig.model(replace(POLICY, duplicate_chance=spec.duplicate_chance), random.Random(rng.random()))
+    fates = model.deliver_all(messages)
+    if spec.step is not None and not rig.killed():
+        rig.arm(None)
+    return rig.exposure(), rig.orders(), fates
+
+
+_clean: dict[int, dict] = {}
+
+
+def clean_exposure(rig: DeliveryRig, example: Example) -> dict:
+    """What one clean delivery of `example` leaves at the gateway (measured once per example)."""
+    if id(example) not in _clean:
+        spec = TrialSpec(-1, example, 0, None)
+        exposure, orders, fates = run_trial(rig, spec, random.Random(0))
+        assert [f.state for f in fates] == ['acked'] and orders, (fates, orders)
+        _clean[id(example)] = exposure
+    return _clean[id(example)]
+
+
+def test_killed_at_every_step_then_delivered_as_pubsub_does(rig):
+    rng = random.Random(CRASH_SEED)
+    specs = draw_trials(rng, TRIALS, lambda e: len(clean_exposure(rig, e)))
+    report = Report()
+    started = time.monotonic()
+    failures = []
+    for spec in specs:
+        expected = clean_exposure(rig, spec.example)
+        exposure, orders, fates = run_trial(rig, spec, rng)
+        context = f'trial {spec.number} (kill {spec.step}, {spec.example.intent}, {spec.variants}, CRASH_SEED={CRASH_SEED})'
+        report.trials += 1
+        if spec.step is not None and rig.killed():
+            report.hits[spec.step.partition(':')[0]] += 1
+        results = rig.inbox.wait_terminal([f.message_id for f in fates])
+        for fate in fates:
+            report.pushes[len(fate.pushes)] += 1
+            docs = results[fate.message_id]
+            report.statuses.update(doc['status'] for doc in docs)
+            if fate.state != 'acked' or not any(is_terminal(doc) for doc in docs):
+                report.lost += 1
+                failures.append(f'{context}: message {fate.message_id} {fate.state}, results '
+                                f'{[(d["status"], (d["error"] or {}).get("type")) for d in docs]}, pushes {fate.pushes}')
+        refs = Counter(o.orderRef for o in orders)
+        twice = [ref for ref, count in refs.items() if count > 1]
+        if twice or exposure != expected:
+            report.miscounted += 1
+            failures.append(f'{context}: at the gateway {exposure}, one clean delivery {expected}; '
+                            f'orderRefs placed twice {twice}')
+        if failures and not HEAVY:
+            break
+    rig.stop_gateway()
+    seconds = time.monotonic() - started
+    print(f'\ncrash exploration: {report.trials} trials in {seconds:.0f} s, CRASH_SEED={CRASH_SEED}; kills per step '
+          f'{dict(report.hits)}; lost {report.lost}; over- or under-traded {report.miscounted}; '
+          f'pushes per message {dict(sorted(report.pushes.items()))}; results {dict(report.statuses)}')
+    assert not failures, '\n'.join(failures[:10])
+    assert {step: report.hits[step] for step in STEPS if report.hits[step] == 0} == {}, report.hits
