@@ -112,7 +112,7 @@ class Server:
         self.process.stop()
 
 
-def load(port: int, concurrency: int, seconds: float) -> tuple[list[float], int, float]:
+def load(port: int, concurrency: int, seconds: float, intent: str = 'summary') -> tuple[list[float], int, float]:
     """`concurrency` closed-loop clients for `seconds`: request latencies (ms), failures, elapsed seconds."""
     latencies: list[float] = []
     failures = [0]
@@ -124,7 +124,7 @@ def load(port: int, concurrency: int, seconds: float) -> tuple[list[float], int,
         connection = http.client.HTTPConnection('127.0.0.1', port, timeout=120)
         start.wait()
         while time.perf_counter() < stop_at[0]:
-            body = json.dumps(push_body({'intent': 'summary'}))
+            body = json.dumps(push_body({'intent': intent}))
             began = time.perf_counter()
             try:
                 connection.request('POST', PUSH_PATH, body, {'Content-Type': 'application/json'})
@@ -155,18 +155,18 @@ def load(port: int, concurrency: int, seconds: float) -> tuple[list[float], int,
 
 
 def measure(design: str, latency: float, levels: list[int], seconds: float, gateway: GatewayProcess,
-            log_dir: Path, extra_env: dict[str, str] | None = None) -> list[Cell]:
+            log_dir: Path, extra_env: dict[str, str] | None = None, intent: str = 'summary') -> list[Cell]:
     """One fresh server for the design; the levels in increasing order, so VmHWM is each level's peak."""
     gateway.set_latency(latency)
     server = Server(design, gateway, log_dir, extra_env)
     cells = []
     try:
-        load(server.port, 2, 1.0)   # warm up: imports, the publisher/persistent connection, first-run caches
+        load(server.port, 2, 1.0, intent)   # warm up: imports, the publisher/persistent connection, first-run caches
         server.new_result_statuses()
         for level in levels:
             cell = Cell(design, latency, level)
             cpu_before, gateway_before = server.cpu_seconds(), _cpu_seconds(gateway.pid)
-            cell.latencies, cell.http_failures, cell.seconds = load(server.port, level, seconds)
+            cell.latencies, cell.http_failures, cell.seconds = load(server.port, level, seconds, intent)
             time.sleep(0.2)   # let the last result lines reach the log
             cell.result_statuses = server.new_result_statuses()
             cell.peak_rss_mb = server.peak_rss_mb()
@@ -202,9 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     with GatewayProcess() as gateway:
         for latency in latencies:
             for design in args.designs.split(','):
-                cells += measure(design, latency, levels, args.seconds, gateway, log_dir, extra_env)
+                cells += measure(design, latency, levels, args.seconds, gateway, log_dir, extra_env, args.intent)
     title = 'Concurrency: one functions-framework process, THREADS=30' + (
-        f' ({", ".join(args.server_env)})' if args.server_env else '')
+        f' ({", ".join(args.server_env)})' if args.server_env else '') + (
+        f', handler running {args.intent}' if args.intent != 'summary' else '')
     path = write_report(args.report, title,
                         _report(cells, args), start=start)
     print(f'\nwrote {path}; server logs are in {log_dir}')
@@ -280,6 +281,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--server-env', action='append', default=[], metavar='NAME=VALUE',
                         help='extra environment for the servers (e.g. LOG_LEVEL=WARNING, WORKERS=2); repeatable')
     parser.add_argument('--report', default='concurrency', help='name of the report under docs/bench/')
+    parser.add_argument('--intent', default='summary',
+                        help='intent the handler design runs (the baseline always runs summary)')
     return parser
 
 

@@ -1,7 +1,7 @@
 """The simulated gateway in a child process, so it never competes with the measured code for the GIL.
 
 The child serves `simulator.Simulator` and answers commands over a pipe: set the reply latency,
-read or reset the per-connection counters, stop.
+read or reset the per-connection counters, fill the account with activity, stop.
 """
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ def _serve(pipe: Connection, options: dict) -> None:
             elif command == 'reset':
                 sim.reset_counters()
                 pipe.send(None)
+            elif command == 'fill':
+                from bench.activity import fill_activity
+                pipe.send(fill_activity(sim, arg))
             elif command == 'stop':
                 pipe.send(None)
                 return
@@ -70,6 +73,10 @@ class GatewayProcess:
     def reset_counters(self) -> None:
         """Forget the counters of connections already closed."""
         self._call('reset')
+
+    def fill(self, executions: int) -> int:
+        """Add that many executions of another client id (bench/activity.py); returns the account's total."""
+        return self._call('fill', executions)
 
     def _call(self, command: str, arg=None):
         self._pipe.send((command, arg))

@@ -86,7 +86,8 @@ class Admission:
         if claim.takeover:
             logger.warning('taking over %s (attempt %s): orders already at the broker are not placed again',
                            claim.claim_key, claim.attempt)
-        self.context = replace(context, takeover=claim.takeover, attempt=claim.attempt, claimed=True)
+        self.context = replace(context, takeover=claim.takeover, attempt=claim.attempt, claimed=True,
+                               claimed_at=claim.claimed_at)
         return self.context
 
     def release(self) -> None:

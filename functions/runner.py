@@ -130,7 +130,8 @@ async def _execute(intent_cls: type[Intent], params: BaseModel, dry_run: bool, s
     with contextlib.ExitStack() as labels:
         try:
             async with deadline:
-                session = await open_session(ib, settings, readonly=intent_cls.readonly, deadline=deadline_at)
+                session = await open_session(ib, settings, readonly=intent_cls.readonly, deadline=deadline_at,
+                                             account_state=intent_cls.account_state)
                 labels.enter_context(bind(clientId=session.client_id))
                 outcome.account, outcome.gateway = session.account, session.gateway()
                 outcome.connect_ms = round(session.connect_ms, 1)

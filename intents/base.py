@@ -12,6 +12,7 @@ from lib.failures import Failure
 from lib.ibapi import Contract
 from lib.idempotency import legacy_reference, run_reference
 from lib.market_data import ContractInfo, contract_infos, gateway_time
+from lib.session import AccountState
 from lib.session_window import SessionWindow, judge
 
 if TYPE_CHECKING:
@@ -90,6 +91,7 @@ class RunContext:
     takeover: bool = False
     attempt: int = 1
     claimed: bool = False                 # the idempotency key is held, so a redelivery is safe
+    claimed_at: datetime | None = None    # when the key was first claimed; a takeover looks for fills since then
     window: SessionWindow | None = None   # run only within this part of today's session (the request's window)
     account: str | None = None            # the session's account, once connected
     legacy_reference: str | None = None   # the key's claim as deployments before account-scoped orderRefs made it
@@ -108,10 +110,13 @@ class Intent:
 
     `places_orders` intents are admitted only with trading enabled, a readable store and a held
     idempotency claim (dry runs need no claim); `uses_store` intents get context.store.
+    `account_state` is what the connect downloads into self.ib's caches before run(); nothing by default,
+    so an invocation's cost does not grow with the account's activity.
     """
 
     name: ClassVar[str]
     readonly: ClassVar[bool]
+    account_state: ClassVar[frozenset[AccountState]] = frozenset()
     places_orders: ClassVar[bool] = False
     uses_store: ClassVar[bool] = False
     Params: ClassVar[type[IntentParams]] = NoParams

@@ -6,6 +6,7 @@ import math
 
 from intents.base import Intent, IntentOutput, IntentParams, IntentRejected
 from lib.ibapi import AccountValue, Contract, ExecutionFilter, Fill, PortfolioItem, Position, Trade
+from lib.session import AccountState
 
 UNSET_DOUBLE = 1.7976931348623157e308   # IB's "no value" for doubles
 
@@ -20,6 +21,7 @@ class Summary(Intent):
 
     name = 'summary'
     readonly = True
+    account_state = frozenset({AccountState.ACCOUNT_UPDATES})   # values and portfolio; the rest it asks for
     Params = SummaryParams
 
     async def run(self) -> IntentOutput:
@@ -37,8 +39,8 @@ class Summary(Intent):
             # the connect only subscribed the session's account to values and portfolio
             requests.append(ib.reqAccountUpdatesAsync(account))
         summary, positions, trades, fills, *_ = await asyncio.gather(*requests)
-        # ib_insync attaches commission reports to the Fill it saw first (the connect already asked for
-        # executions), not to the copy a repeated reqExecutions returns.
+        # The client library attaches commission reports to the Fill it saw first, not to the copy a
+        # repeated reqExecutions returns (the connect downloads none, but the session may have seen some).
         known_fills = {f.execution.execId: f for f in ib.fills()}
         fills = [known_fills.get(f.execution.execId, f) for f in fills]
         return IntentOutput(result={

@@ -21,6 +21,7 @@ from lib.orders import (
     our_open_orders, pending_by_contract, released_by,
 )
 from lib.problems import ERROR_TYPES, ORDER_CODES, order_problems
+from lib.session import AccountState
 from lib.store.common import iso
 from lib.trading_config import LIMIT_OFFSET_CEILING_BPS, ClosePolicy, OrderPolicy, TradingConfig
 from strategies.base import Bar, InstrumentSpec, Strategy
@@ -146,6 +147,8 @@ class OrderIntent(Intent):
 
     readonly = False
     places_orders = True
+    # NLV and exchange rates (account_snapshot), and what the account holds and has working
+    account_state = frozenset({AccountState.ACCOUNT_UPDATES, AccountState.POSITIONS, AccountState.OPEN_ORDERS})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -173,7 +176,8 @@ class OrderIntent(Intent):
         return ExecutionSettings(account=self.session.account, reference=self.context.reference, policy=policy,
                                  limits=trading.limits, snapshot=snapshot, dry_run=self.dry_run,
                                  takeover=self.context.takeover, deadline=self.deadline, close_policy=close,
-                                 trading_gate=self.trading_gate if self.context.store is not None else None)
+                                 trading_gate=self.trading_gate if self.context.store is not None else None,
+                                 claimed_at=self.context.claimed_at)
 
     async def trading_gate(self) -> str | None:
         """Read trading enabled again (the store's value may have changed since the run started)."""

@@ -148,6 +148,7 @@ class Admission:
     claim_key: str
     record: ClaimRecord
     takeover: bool = False        # an earlier attempt under this key may have placed orders
+    claimed_at: datetime | None = None   # when the key's first generation was claimed: no order of it is older
 
     @property
     def attempt(self) -> int:
@@ -166,11 +167,14 @@ def claim_run(store: Store, reference: str, run_id: str, lease_seconds: float, n
     Returns held=False with the blocking record when another run holds a valid lease ('running') or a
     generation finished for good ('finished' without retry).
     """
+    first_claimed = None
     for generation in range(1, MAX_GENERATIONS + 1):
         key = claim_key(reference, generation)
         claim = store.claim(key, run_id, lease_seconds, now)
+        first_claimed = first_claimed or claim.record.created_at
         if claim.held:
-            return Admission(True, key, claim.record, takeover=claim.outcome == 'taken_over' or generation > 1)
+            return Admission(True, key, claim.record, takeover=claim.outcome == 'taken_over' or generation > 1,
+                             claimed_at=first_claimed)
         if claim.outcome == 'finished' and (claim.record.result or {}).get('retry'):
             continue
         return Admission(False, key, claim.record)

@@ -23,6 +23,9 @@ from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping, TextIO
 
 LABELS_KEY = 'logging.googleapis.com/labels'
+# The IB client libraries log every connect, order update and fill at INFO; IB_CLIENT_LOG_LEVEL turns them up.
+CLIENT_LIBRARY_LOGGERS = ('ib_insync', 'ib_async')
+DEFAULT_CLIENT_LOG_LEVEL = 'WARNING'
 SECRET_NAME_PARTS = ('PASSWORD', 'SECRET', 'TOKEN', 'KEY', 'CREDENTIAL')
 MASK = '***'
 # Shorter values would mask ordinary words and digits everywhere; no real secret is that short.
@@ -217,8 +220,9 @@ def configure(json: bool | None = None, stream: TextIO | None = None, level: str
     """Route all logging through one redacting handler on the root logger.
 
     json None: JSON unless the stream is a terminal. stream None: sys.stdout at the time of each
-    write. level: LOG_LEVEL from the environment, default INFO. Calling it again replaces the
-    previous setup instead of adding a second handler.
+    write. level: LOG_LEVEL from the environment, default INFO; the IB client library's own loggers
+    at IB_CLIENT_LOG_LEVEL, default WARNING. Calling it again replaces the previous setup instead of
+    adding a second handler.
     """
     with _configure_lock:
         root = logging.getLogger()
@@ -230,6 +234,9 @@ def configure(json: bool | None = None, stream: TextIO | None = None, level: str
         handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
         root.addHandler(handler)
         root.setLevel((level or os.environ.get('LOG_LEVEL') or 'INFO').upper())
+        client_level = (os.environ.get('IB_CLIENT_LOG_LEVEL') or DEFAULT_CLIENT_LOG_LEVEL).upper()
+        for name in CLIENT_LIBRARY_LOGGERS:
+            logging.getLogger(name).setLevel(client_level)
 
 
 def ensure_configured() -> None:

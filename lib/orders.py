@@ -26,6 +26,7 @@ import asyncio
 import copy
 import math
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Awaitable, Callable, NamedTuple
 
@@ -36,7 +37,7 @@ from lib.market_data import REQUEST_TIMEOUT_SECONDS, AccountSnapshot, ContractIn
 from lib.market_hours import HoursUnreadable, market_state
 from lib.problems import CLOSE_BAND, NOT_REDUCE_ONLY, REDUCED_TO_POSITION, TRADING_DISABLED, problem
 from lib.risk import CheckedOrder, check_limits, price_band_breach
-from lib.session import CLIENT_ID_IN_USE, disconnect
+from lib.session import CLIENT_ID_IN_USE, connect_client, disconnect
 from lib.store.common import iso
 from lib.trading_config import ClosePolicy, OrderPolicy, RiskLimits
 
@@ -47,6 +48,8 @@ FINAL = ('Filled', 'Cancelled', 'ApiCancelled', 'Inactive')
 UNSET_DOUBLE = 1.7976931348623157e308
 ACK_WAIT_SECONDS = 5.0            # at most this long for one order's acknowledgement before the next leg
 CANCEL_CONNECT_SECONDS = 3.0      # connecting as another client id to cancel its orders
+# how far the instances' and the gateway's clocks may disagree when looking for fills since a claim
+CLAIM_CLOCK_MARGIN = timedelta(minutes=5)
 
 
 class AlgoParam(NamedTuple):
@@ -83,6 +86,7 @@ class ExecutionSettings:
     close_policy: ClosePolicy | None = None      # for reduce-only legs; None: the policy above, no band
     trading_gate: Callable[[], Awaitable[str | None]] | None = None
     """Asked before each order: None when trading is still enabled, else why not (the leg is not placed)."""
+    claimed_at: datetime | None = None   # the key's first claim (wall clock): a takeover's fills are younger
 
 
 @dataclass
@@ -159,7 +163,8 @@ async def execute(ib: IB, legs: list[Leg], settings: ExecutionSettings,
     """
     report = report if report is not None else ExecutionReport()
     if settings.takeover:
-        found = await run_orders_at_broker(ib, settings.account, settings.reference)
+        executions = await executions_since_claim(ib, settings.account, settings.claimed_at)
+        found = await run_orders_at_broker(ib, settings.account, settings.reference, executions)
         report.already_placed = [_found_entry(entry, legs) for entry in found]
         legs = _completing(legs, found, report.released)
     planned = _checked_plan(legs, settings, report)
@@ -368,15 +373,29 @@ def pending_by_contract(trades: list[Trade]) -> dict[int, float]:
     return pending
 
 
-async def run_orders_at_broker(ib: IB, account: str, reference: str) -> list[dict]:
+async def executions_since_claim(ib: IB, account: str, claimed_at: datetime | None) -> ExecutionFilter:
+    """The account's executions since the key was first claimed, in the gateway's clock, less a margin.
+
+    The claim time is our wall clock; the gateway filters by its own, so the time elapsed since the
+    claim is taken back from the gateway's current time. The filter's time is yyyymmdd-hh:mm:ss in UTC.
+    """
+    if claimed_at is None:
+        return ExecutionFilter(acctCode=account)
+    since = await gateway_time(ib) - (datetime.now(timezone.utc) - claimed_at) - CLAIM_CLOCK_MARGIN
+    return ExecutionFilter(acctCode=account, time=since.astimezone(timezone.utc).strftime('%Y%m%d-%H:%M:%S'))
+
+
+async def run_orders_at_broker(ib: IB, account: str, reference: str,
+                               executions: ExecutionFilter | None = None) -> list[dict]:
     """Every order of the run `reference` on `account` the broker knows of, whatever its state.
 
-    Looks at all open orders (any client id), completed orders and the account's executions: an order
-    that was placed, filled, cancelled or rejected after reaching the book is found in one of them.
+    Looks at all open orders (any client id), completed orders and the account's executions (those
+    `executions` selects; default all of today's): an order that was placed, filled, cancelled or
+    rejected after reaching the book is found in one of them.
     """
     open_trades, completed, fills = await asyncio.wait_for(asyncio.gather(
         ib.reqAllOpenOrdersAsync(), ib.reqCompletedOrdersAsync(False),
-        ib.reqExecutionsAsync(ExecutionFilter(acctCode=account))), REQUEST_TIMEOUT_SECONDS)
+        ib.reqExecutionsAsync(executions or ExecutionFilter(acctCode=account))), REQUEST_TIMEOUT_SECONDS)
     found: dict[str, dict] = {}
     for source, trades in (('completed', completed), ('open', open_trades)):
         for t in trades:
@@ -545,7 +564,11 @@ async def _connect_as(ib: IB, host: str, port: int, client_id: int, timeout: flo
             in_use.set_result(message)
 
     ib.errorEvent += on_error
-    connect = asyncio.ensure_future(ib.connectAsync(host, port, client_id, timeout))
+    async def connect_lean() -> None:   # the API connection and that client id's open orders, nothing more
+        await connect_client(ib, host, port, client_id, timeout)
+        await ib.reqOpenOrdersAsync()
+
+    connect = asyncio.ensure_future(connect_lean())
     try:
         done, _ = await asyncio.wait({connect, in_use}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if connect in done:

@@ -1,18 +1,26 @@
-"""Connecting one invocation's IB() to the gateway: client id, error 326 fail-fast, retries, account rules."""
+"""Connecting one invocation's IB() to the gateway: client id, error 326 fail-fast, retries, account rules.
+
+The connect is lean: the client library's API connection (handshake, startApi), then only the parts of
+the account state the intent declared (`Intent.account_state`), requested concurrently, each awaited to
+its end message. `IB.connectAsync` would download positions, orders, account updates and all of today's
+executions on every connect, so an invocation's cost would grow with the account's activity.
+"""
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Collection
 
 from lib.client_ids import CLIENT_IDS, ClientIdAllocator, ClientIdsExhausted
 from lib.config import ConfigError, Settings
-from lib.ibapi import IB
+from lib.ibapi import IB, ExecutionFilter
 
 __all__ = [
-    'AccountNotManaged', 'ClientIdsExhausted', 'GatewayUnavailable', 'Session', 'SessionError',
-    'SessionRejected', 'TradingModeViolation', 'open_session',
+    'AccountNotManaged', 'AccountState', 'ClientIdsExhausted', 'GatewayUnavailable', 'Session', 'SessionError',
+    'SessionRejected', 'TradingModeViolation', 'connect_client', 'fetch_account_state', 'open_session',
 ]
 
 log = logging.getLogger(__name__)
@@ -20,6 +28,16 @@ log = logging.getLogger(__name__)
 CLIENT_ID_IN_USE = 326
 MAX_CLIENT_ID_CLASHES = 5
 BACKOFF_SECONDS = (0.25, 0.5, 1.0, 2.0)
+
+
+class AccountState(enum.Enum):
+    """A part of the gateway's account state the connect can download into the IB object's caches."""
+
+    POSITIONS = 'positions'                 # every account's positions: ib.positions()
+    OPEN_ORDERS = 'open orders'             # every client id's open orders: ib.openTrades(), ib.trades()
+    COMPLETED_ORDERS = 'completed orders'   # filled and cancelled orders: ib.trades()
+    ACCOUNT_UPDATES = 'account updates'     # the session account's values and portfolio: ib.accountValues()
+    EXECUTIONS = 'executions'               # today's executions of the session account: ib.fills()
 
 
 class SessionError(Exception):
@@ -89,8 +107,11 @@ def check_account(managed: list[str], settings: Settings) -> str:
 
 
 async def open_session(ib: IB, settings: Settings, *, readonly: bool, deadline: float | None = None,
-                       allocator: ClientIdAllocator = CLIENT_IDS) -> Session:
+                       allocator: ClientIdAllocator = CLIENT_IDS,
+                       account_state: Collection[AccountState] = ()) -> Session:
     """Connect `ib` with a fresh client id and return the Session; the caller closes it with close_session.
+
+    Only the `account_state` parts are downloaded (see AccountState); `readonly` only marks the session.
 
     `deadline` is a loop.time() by which connecting must be over: attempts shrink to fit and no retry
     starts that cannot finish. A client id clash (error 326) is noticed as it arrives and retried at
@@ -120,7 +141,7 @@ async def open_session(ib: IB, settings: Settings, *, readonly: bool, deadline: 
         try:
             if timeout <= 0:
                 raise TimeoutError('no time left before the deadline')
-            account, notices = await _connect_once(ib, settings, client_id, readonly, timeout)
+            account, notices = await _connect_once(ib, settings, client_id, frozenset(account_state), timeout)
         except _ClientIdInUse:
             allocator.release(client_id)
             refused_ids.add(client_id)
@@ -168,12 +189,45 @@ def disconnect(ib: IB) -> None:
     ib.client.disconnect()
 
 
-async def _connect_once(ib: IB, settings: Settings, client_id: int, readonly: bool,
-                        timeout: float) -> tuple[str, list[dict]]:
-    """One connect attempt; returns the account to use and the status notices (farm status etc.) seen.
+async def connect_client(ib: IB, host: str, port: int, client_id: int, timeout: float) -> None:
+    """Open the API connection only (handshake and startApi): no account download.
 
-    ib_insync only notices a refused client id when its connect timeout expires, so this races the
-    connect against error 326, a dropped socket and the account check made as soon as the API is up.
+    Sets what `IB.connectAsync` would have set for the order bookkeeping: placeOrder keys new trades
+    by the wrapper's client id, and order errors find their trade by it.
+    """
+    ib.wrapper.clientId = client_id
+    await ib.client.connectAsync(host, port, client_id, timeout)
+    if client_id == 0:
+        ib.reqAutoOpenOrders(True)   # as IB.connectAsync: client 0 binds manual orders
+
+
+async def fetch_account_state(ib: IB, account: str, parts: Collection[AccountState]) -> None:
+    """Download `parts` of `account`'s state concurrently, each to its end message.
+
+    Executions come last, once the orders are in, so their fills attach to the trades (as in
+    IB.connectAsync); they are filtered to the account.
+    """
+    requests = {
+        AccountState.POSITIONS: ib.reqPositionsAsync,
+        AccountState.OPEN_ORDERS: ib.reqAllOpenOrdersAsync,
+        AccountState.COMPLETED_ORDERS: lambda: ib.reqCompletedOrdersAsync(False),
+        AccountState.ACCOUNT_UPDATES: lambda: ib.reqAccountUpdatesAsync(account),
+    }
+    pending = [request() for part, request in requests.items() if part in parts]
+    if pending:
+        await asyncio.gather(*pending)
+    if AccountState.EXECUTIONS in parts:
+        await ib.reqExecutionsAsync(ExecutionFilter(acctCode=account))
+
+
+async def _connect_once(ib: IB, settings: Settings, client_id: int, account_state: frozenset[AccountState],
+                        timeout: float) -> tuple[str, list[dict]]:
+    """One connect attempt, all within `timeout`; returns the account to use and the notices list,
+    which goes on collecting the gateway's status notices for the session's life.
+
+    The client library only notices a refused client id when its connect timeout expires, so this
+    races the connect against error 326, a dropped socket and the account check made as soon as the
+    API is up.
     """
     loop = asyncio.get_running_loop()
     aborted: asyncio.Future[BaseException] = loop.create_future()
@@ -186,7 +240,9 @@ async def _connect_once(ib: IB, settings: Settings, client_id: int, readonly: bo
     def on_error(req_id, code, message, contract) -> None:
         if code == CLIENT_ID_IN_USE:
             abort(_ClientIdInUse(message))
-        elif req_id == -1 and _is_status_notice(code):
+
+    def on_notice(req_id, code, message, contract) -> None:
+        if req_id == -1 and _is_status_notice(code):
             notices.append({'code': code, 'message': message})
 
     def on_api_error(message: str) -> None:
@@ -198,31 +254,43 @@ async def _connect_once(ib: IB, settings: Settings, client_id: int, readonly: bo
         except SessionRejected as exc:
             abort(exc)
 
+    async def connect() -> str:
+        until = loop.time() + timeout
+        await connect_client(ib, settings.gateway_host, settings.gateway_port, client_id, timeout)
+        account = check_account(ib.managedAccounts(), settings)
+        if account_state:
+            await asyncio.wait_for(fetch_account_state(ib, account, account_state), until - loop.time())
+        return account
+
     ib.errorEvent += on_error
+    # kept for the session's life: the gateway sends its farm notices right after startApi, and a
+    # lean connect may be done before they arrive (they are in by the reply to the first request)
+    ib.errorEvent += on_notice
     ib.client.apiError += on_api_error
     ib.client.apiStart += on_api_start
-    # With a foreign account ib_insync would wait out its timeout; on_api_start aborts before that.
-    connect = asyncio.ensure_future(ib.connectAsync(
-        settings.gateway_host, settings.gateway_port, client_id, timeout, readonly, settings.account or ''))
+    # With a foreign account the client would wait out its timeout; on_api_start aborts before that.
+    connecting = asyncio.ensure_future(connect())
     connected = False
     try:
-        await asyncio.wait({connect, aborted}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({connecting, aborted}, return_when=asyncio.FIRST_COMPLETED)
         if aborted.done() and isinstance(aborted.result(), (_ClientIdInUse, SessionRejected)):
             raise aborted.result()
-        if not connect.done():
+        if not connecting.done():
             raise aborted.result()
-        connect.result()
-        account = check_account(ib.managedAccounts(), settings)
+        account = connecting.result()
+        if not ib.client.isReady():
+            raise ConnectionError('Socket connection broken while connecting')
         connected = True
         return account, notices
     finally:
         ib.errorEvent -= on_error
         ib.client.apiError -= on_api_error
         ib.client.apiStart -= on_api_start
-        if not connect.done():
-            connect.cancel()
-            await asyncio.gather(connect, return_exceptions=True)
+        if not connecting.done():
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
         if not connected:
+            ib.errorEvent -= on_notice
             disconnect(ib)
 
 

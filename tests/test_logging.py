@@ -20,7 +20,8 @@ SECRET = 's3cr3t-value-4711'
 
 def test_a_real_run_logs_json_with_labels_and_never_the_secret(simulator):
     env = {**os.environ, 'IB_GATEWAY_HOST': simulator.host, 'IB_GATEWAY_PORT': str(simulator.port),
-           'IB_PASSWORD': SECRET, 'SLACK_TOKEN': f'xoxb-{SECRET}', 'LOG_LEVEL': 'DEBUG'}
+           'IB_PASSWORD': SECRET, 'SLACK_TOKEN': f'xoxb-{SECRET}', 'LOG_LEVEL': 'DEBUG',
+           'IB_CLIENT_LOG_LEVEL': 'DEBUG'}   # every line, the client library's too, must be masked
     env.pop('RESULTS_TOPIC', None)
     # The secret is also passed where an intent would echo it: as a param value that gets rejected.
     script = (
@@ -111,6 +112,33 @@ def test_human_form_on_a_terminal_and_configure_is_idempotent():
     assert text.count('gateway slow') == 1
     assert 'WARNING' in text and 'runId=r-9' in text and '"ms":12' in text
     assert not text.startswith('{')
+
+
+def test_the_client_librarys_own_info_logging_is_off_unless_ib_client_log_level_asks(gateway, monkeypatch):
+    from functions.runner import run_isolated
+    from intents.summary import Summary, SummaryParams
+    from lib.config import Settings
+
+    def client_library_lines(level: str | None) -> list[str]:
+        if level:
+            monkeypatch.setenv('IB_CLIENT_LOG_LEVEL', level)
+        else:
+            monkeypatch.delenv('IB_CLIENT_LOG_LEVEL', raising=False)
+        stream = io.StringIO()
+        log.configure(json=True, stream=stream, level='INFO')
+        try:
+            outcome = run_isolated(Summary, SummaryParams(), dry_run=False,
+                                   settings=Settings(gateway_host=gateway.host, gateway_port=gateway.port))
+        finally:
+            monkeypatch.delenv('IB_CLIENT_LOG_LEVEL', raising=False)
+            log.configure()
+        assert outcome.status == 'ok', outcome.error
+        return [line['message'] for line in map(json.loads, stream.getvalue().splitlines())
+                if line['logger'].startswith(CLIENT_LIBRARY)]
+
+    assert client_library_lines(None) == []
+    chatter = client_library_lines('info')
+    assert any(message.startswith('Connecting to') for message in chatter)
 
 
 def test_secrets_are_masked_in_every_form_an_encoder_gives_them(monkeypatch):

@@ -194,13 +194,15 @@ def test_twenty_concurrent_runs_get_distinct_client_ids_and_their_own_loop_and_i
     assert len({id(p['thread']) for p in probes}) == 20
 
 
-def test_labels_reach_log_lines_written_inside_the_thread(gateway):
+def test_labels_reach_log_lines_written_inside_the_thread(gateway, monkeypatch):
+    monkeypatch.setenv('IB_CLIENT_LOG_LEVEL', 'INFO')   # the client library's connect lines, off by default
     lines = io.StringIO()
     log.configure(json=True, stream=lines, level='INFO')
     try:
         outcome = run_isolated(Health, NoParams(), dry_run=False, settings=settings_for(gateway),
                                labels={'runId': 'run-1', 'intent': 'health', 'messageId': 'm-1'})
     finally:
+        monkeypatch.delenv('IB_CLIENT_LOG_LEVEL')
         log.configure()
     entries = [json.loads(line) for line in lines.getvalue().splitlines()]
     from_ib = [e for e in entries if e['logger'].startswith(CLIENT_LIBRARY)]

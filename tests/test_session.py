@@ -85,7 +85,8 @@ def test_connects_with_a_client_id_from_the_range_and_releases_it(gateway):
 
 
 def test_farm_status_notices_sent_while_connecting_are_kept(gateway):
-    info = in_fresh_loop(connect_and_describe, settings_for(gateway))
+    # the gateway sends them right after startApi; they are in by the reply to the session's first request
+    info = in_fresh_loop(connect_and_describe, settings_for(gateway), hold=lambda s: s.ib.reqCurrentTimeAsync())
     assert {2104, 2106, 2158} <= set(info['notices'])
 
 
