@@ -74,14 +74,15 @@ def test_an_allocation_on_a_busy_account_sees_its_own_open_orders_and_positions(
     assert row['pending'] == 0           # the earlier order was ours and stale: cancelled, not counted
     assert [(c['clientId'], c['cancelled']) for c in result.result['cancelledStaleOrders']] == [(77, True)]
     [order] = result.result['orders']
-    assert order['quantity'] == row['target'] - row['position'] and order['status'] == 'Filled'
-    assert rig.position('SPY') == row['target']
+    # the activity's SPY fills are not ours: manual holdings, apart from the strategy's (the ledger's rule)
+    assert order['quantity'] == row['target'] - (row['position'] - row['manual']) and order['status'] == 'Filled'
+    assert rig.position('SPY') == row['target'] + row['manual']   # the strategy's target beside the manual shares
     assert {p.instrument.symbol: p.quantity for _, p in rig.sim.broker.positions(ACCOUNT)
             if p.instrument.symbol != 'SPY'} == held_elsewhere    # the activity's positions are left alone
     assert rig.sim.broker.open_orders() == []
     counters = requests_of(rig.sim, result.gateway.client_id)
-    # no executions or completed orders downloaded: not a takeover, and the account's history is not needed
-    assert counters['in'].get(7, 0) == 0 and counters['in'].get(99, 0) == 0
+    # no completed orders (not a takeover); the day's executions once, for the ledger's booking only
+    assert counters['in'].get(99, 0) == 0 and counters['in'].get(7, 0) == 1
 
 
 def test_a_takeover_on_a_busy_account_looks_only_at_the_executions_since_its_claim(make_rig):  # noqa: F811
@@ -98,9 +99,9 @@ def test_a_takeover_on_a_busy_account_looks_only_at_the_executions_since_its_cla
     assert redelivered.status == 'ok' and redelivered.result['takeover'] is True
     assert len([o for o in rig.order_log() if o.orderRef.startswith('ibj:')]) == 1
     counters = requests_of(rig.sim, redelivered.gateway.client_id)
-    assert counters['in'].get(7) == 1 and counters['in'].get(99) == 1   # it did look: executions, completed orders
-    # execDetails sent to it: at most the live fill of the order it placed, none of the earlier activity
-    assert counters['out'].get(11, 0) <= 1
+    # it did look: executions since its claim and completed orders; plus the day's executions once for the
+    # ledger's booking (allocation books them before sizing: lib/ledger.py), which a takeover does not add to
+    assert counters['in'].get(7) == 2 and counters['in'].get(99) == 1
 
 
 def wait_for_open_order(sim: Simulator, client_id: int) -> bool:
