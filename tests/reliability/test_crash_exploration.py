@@ -53,6 +53,7 @@ class TrialSpec:
     key: str | None = None            # idempotencyKey; None: the derived key
     messages: int = 1                 # copies of the request, each its own messageId (a Scheduler double-run)
     duplicate_chance: float = 0.0
+    partial_fill: float | None = None   # the gateway fills this fraction at once, the rest keeps working
     variants: tuple[str, ...] = ()
 
 
@@ -68,11 +69,17 @@ def _double_run(rng: random.Random, spec: TrialSpec) -> TrialSpec:
     return replace(spec, messages=2)
 
 
-# name -> (weight, how it changes a drawn trial). Other issues add variants here (partial fills, two accounts).
+def _partial_fills(rng: random.Random, spec: TrialSpec) -> TrialSpec:
+    # filled plus working is what the pass rule counts, so one clean (fully filled) delivery stays the measure
+    return replace(spec, partial_fill=0.5)
+
+
+# name -> (weight, how it changes a drawn trial). Still to add: two accounts on one gateway.
 VARIANTS: dict[str, tuple[float, Callable[[random.Random, TrialSpec], TrialSpec]]] = {
     'idempotency-key': (0.5, _with_key),
     'duplicate-pushes': (0.3, _duplicate_pushes),
     'scheduler-double-run': (0.2, _double_run),
+    'partial-fill': (0.3, _partial_fills),
 }
 
 
@@ -126,7 +133,8 @@ def run_trial(rig: DeliveryRig, spec: TrialSpec, rng: random.Random) -> tuple[di
     request = dict(spec.example.request)
     if spec.key:
         request['idempotencyKey'] = spec.key
-    rig.fresh_gateway(spec.example.prepare)
+    sim = rig.fresh_gateway(spec.example.prepare)
+    sim.faults.partial_fill = spec.partial_fill
     messages = [pubsub_message(request) for _ in range(spec.messages)]
     rig.arm(spec.step)
     model = rig.model(replace(POLICY, duplicate_chance=spec.duplicate_chance), random.Random(rng.random()))
@@ -183,6 +191,7 @@ def test_killed_at_every_step_then_delivered_as_pubsub_does(rig):
     seconds = time.monotonic() - started
     print(f'\ncrash exploration: {report.trials} trials in {seconds:.0f} s, CRASH_SEED={CRASH_SEED}; kills per step '
           f'{dict(report.hits)}; lost {report.lost}; over- or under-traded {report.miscounted}; '
-          f'pushes per message {dict(sorted(report.pushes.items()))}; results {dict(report.statuses)}')
+          f'pushes per message {dict(sorted(report.pushes.items()))}; results {dict(report.statuses)}; '
+          f'variants {dict(Counter(name for spec in specs for name in spec.variants))}')
     assert not failures, '\n'.join(failures[:10])
     assert {step: report.hits[step] for step in STEPS if report.hits[step] == 0} == {}, report.hits
