@@ -47,21 +47,24 @@ class _NoopPlacing(_Noop):
     readonly = False
 
 
-_startups: dict[bool, int] = {}
+_startups: dict[tuple, int] = {}
 
 
-def startup_messages(sim: Any, *, readonly: bool) -> int:
-    """How many messages a session sends while connecting (handshake included), before any intent request.
+def startup_messages(sim: Any, intent_cls: type[Intent]) -> int:
+    """How many messages `intent_cls`'s session sends while connecting (handshake and the account state
+    the intent declares, see lib/session.py), before any request of the intent itself.
 
-    Measured once per kind of session, with an intent that does nothing.
+    Measured once per kind of session, with an intent that does nothing but connects the same way.
     """
-    if readonly not in _startups:
-        noop = _Noop if readonly else _NoopPlacing
+    kind = (intent_cls.readonly, intent_cls.account_state)
+    if kind not in _startups:
+        noop = type('ReliabilityNoop', (_Noop if intent_cls.readonly else _NoopPlacing,),
+                    {'account_state': intent_cls.account_state})
         before = len(sim.counters())
         outcome = run_isolated(noop, noop.Params(), dry_run=False, settings=settings_for(sim))
         assert outcome.status == 'ok', outcome.error
-        _startups[readonly] = sim.counters()[before]['messagesIn']
-    return _startups[readonly]
+        _startups[kind] = sim.counters()[before]['messagesIn']
+    return _startups[kind]
 
 
 @contextlib.contextmanager

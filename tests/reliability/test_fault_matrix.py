@@ -95,7 +95,7 @@ def expects_orders(example: Example, fault_name: str) -> bool:
 def run_cell(example: Example, fault_name: str, gateway: Simulator, capsys, store_dir: Path, *,
              concurrent: int = 1, drop_after: int | None = None) -> None:
     intent_cls = get_intent(example.intent)
-    startup = startup_messages(gateway, readonly=intent_cls.readonly)
+    startup = startup_messages(gateway, intent_cls)
     expected = clean_run_legs(example, store_dir / 'clean-run.sqlite3')
     capsys.readouterr()
     if example.prepare:
@@ -155,7 +155,7 @@ def test_fault_with_concurrent_deliveries(example, fault_name, gateway, capsys, 
 def test_drop_after_every_message_count(name, capsys, tmp_path):
     example = examples_for(name)[0]
     with Simulator(time=MARKET_OPEN, seed=7) as probe:
-        startup = startup_messages(probe, readonly=get_intent(name).readonly)
+        startup = startup_messages(probe, get_intent(name))
     for count in range(1, startup + 6):
         with using_store(tmp_path / f'drop-after-{count}.sqlite3'), Simulator(time=MARKET_OPEN, seed=7) as gateway:
             run_cell(example, 'drop-in-intent', gateway, capsys, tmp_path, drop_after=count)
