@@ -141,7 +141,7 @@ def test_empty_data_with_intent_attribute_through_pubsub(deployment, module_pubs
 
 def test_twenty_concurrent_invocations_use_distinct_client_ids(deployment, gateway):
     server, _, inbox = deployment
-    gateway.faults.latency_ms = 30     # make the runs long enough to overlap for certain
+    gateway.faults.latency_ms = 100    # make the runs long enough to overlap for certain (a lean health is 3 round trips)
     try:
         with ThreadPoolExecutor(max_workers=20) as pool:
             posted = list(pool.map(lambda _: post_binary(server, {'intent': 'health'}), range(20)))
