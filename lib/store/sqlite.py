@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -212,13 +213,29 @@ class SqliteStore:
             # Autocommit mode: transactions are explicit BEGIN IMMEDIATE ... COMMIT.
             db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
             try:
-                db.execute('PRAGMA journal_mode = WAL')
-                db.executescript(_SCHEMA)
+                self._prepare(db)
             except sqlite3.Error:
                 db.close()
                 raise
             self._connection = db
         return self._connection
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        """Switch the file to WAL and create the tables, waiting (up to the timeout) for other writers.
+
+        The switch to WAL takes its exclusive lock without SQLite's busy handler, so while another
+        connection holds a write lock it fails at once with "database is locked" instead of waiting.
+        """
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                db.execute('PRAGMA journal_mode = WAL')
+                db.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
 
 
 def _read_claim(db: sqlite3.Connection, key: str) -> ClaimRecord | None:
@@ -229,6 +246,11 @@ def _read_claim(db: sqlite3.Connection, key: str) -> ClaimRecord | None:
     run_id, status, lease_until, attempt, created_at, result = row
     return ClaimRecord(key, run_id, status, datetime.fromisoformat(lease_until), attempt,
                        datetime.fromisoformat(created_at), None if result is None else _loads(result))
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    primary_code = getattr(exc, 'sqlite_errorcode', sqlite3.SQLITE_BUSY) & 0xFF   # extended codes keep it in the low byte
+    return primary_code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _micros(moment: datetime) -> int:

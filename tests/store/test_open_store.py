@@ -1,6 +1,7 @@
 """open_store: the backend from the environment, one instance per configuration, nothing until first use."""
 from __future__ import annotations
 
+import sqlite3
 import threading
 import uuid
 from datetime import datetime, timezone
@@ -8,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from lib.config import ConfigError
-from lib.store import open_store
+from lib.store import StoreUnavailable, open_store
 from lib.store.firestore import FirestoreStore
 from lib.store.sqlite import SqliteStore
 
@@ -27,6 +28,41 @@ def test_sqlite_is_the_default_and_creates_its_file_on_first_use(tmp_path):
     reopened = SqliteStore(path)      # as after a process restart
     assert reopened.get_settings() == {'tradingEnabled': False}
     reopened.close()
+
+
+def test_opening_waits_for_another_connections_write_lock_instead_of_failing(tmp_path):
+    """The switch to WAL bypasses SQLite's busy handler; a store opened while another opener writes must wait."""
+    path = tmp_path / 'state.sqlite3'
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)   # rollback journal, as on a fresh file
+    other.execute('CREATE TABLE opener (n)')
+    other.execute('BEGIN IMMEDIATE')
+    other.execute('INSERT INTO opener VALUES (1)')
+    releaser = threading.Timer(0.3, lambda: other.execute('COMMIT'))
+    releaser.start()
+    store = SqliteStore(path, timeout=5)
+    try:
+        store.put_settings({'tradingEnabled': False})
+        assert store.get_settings() == {'tradingEnabled': False}
+    finally:
+        releaser.join()
+        store.close()
+        other.close()
+
+
+def test_opening_still_gives_up_at_its_timeout(tmp_path):
+    path = tmp_path / 'state.sqlite3'
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute('CREATE TABLE opener (n)')
+    other.execute('BEGIN IMMEDIATE')
+    other.execute('INSERT INTO opener VALUES (1)')
+    store = SqliteStore(path, timeout=0.3)
+    try:
+        with pytest.raises(StoreUnavailable, match='database is locked'):
+            store.get_settings()
+    finally:
+        other.execute('ROLLBACK')
+        other.close()
+        store.close()
 
 
 def test_one_instance_per_configuration_even_when_asked_concurrently(tmp_path):
