@@ -1,8 +1,14 @@
 """Alert policies as code (deploy/alerts/*.json) and the log-based metric one of them reads.
 
 - error-result: any result the function logs with status `error`;
-- missing-health: no `health` result with status `ok` for 35 minutes on a weekday in market hours;
+- rejected-result: a result with status `rejected`, except `TradingDisabled` (trading was disabled on purpose);
+- degraded-result: a run that finished with `result.degraded` (a strategy or data problem), health runs aside;
+- unhealthy-gateway: a `health` run that reached the gateway and found it unhealthy (`healthy: false`);
+- missing-health: no healthy `health` result for 35 minutes on a weekday in market hours;
 - stuck-claim: `health` logged a stuck claim (an order run still `running` 900 s past its lease).
+
+The filters match the one line functions/handler.py logs per run (`status`, `error.type`, `degraded`,
+`healthy` in the JSON payload; the intent as the `intent` label).
 
 The JSON files are Cloud Monitoring AlertPolicy documents with ${...} placeholders filled from the
 deploy config. Policies are found again by display name, so a re-run updates them in place.
@@ -18,18 +24,19 @@ from deploy.config import DeployConfig
 from deploy.steps import Ensure, Ref, Remove, Step, WriteFile, gcloud
 
 ALERTS_DIR = Path(__file__).resolve().parent / 'alerts'
-POLICY_FILES = ('error-result.json', 'missing-health.json', 'stuck-claim.json')
+POLICY_FILES = ('error-result.json', 'rejected-result.json', 'degraded-result.json', 'unhealthy-gateway.json',
+                'missing-health.json', 'stuck-claim.json')
 
 
 def health_metric(cfg: DeployConfig) -> str:
-    """Name of the log-based metric counting ok health results (underscores: PromQL reads it)."""
+    """Name of the log-based metric counting healthy health results (underscores: PromQL reads it)."""
     return f'{cfg.name_prefix.replace("-", "_")}_health_ok'
 
 
 def health_filter(cfg: DeployConfig) -> str:
-    """Cloud Logging filter for the function's ok `health` results."""
+    """Cloud Logging filter for the function's `health` results that found the gateway healthy."""
     return (f'resource.type="cloud_run_revision" AND resource.labels.service_name="{cfg.function_name}" '
-            'AND labels.intent="health" AND jsonPayload.status="ok"')
+            'AND labels.intent="health" AND jsonPayload.status="ok" AND jsonPayload.healthy=true')
 
 
 def render_policy(cfg: DeployConfig, file_name: str) -> dict[str, Any]:
@@ -53,7 +60,7 @@ def _find_policy(cfg: DeployConfig, display_name: str):
 def alert_steps(cfg: DeployConfig, work_dir: Path) -> list[Step]:
     """The health metric, then each policy: created, or updated when one with its display name exists."""
     metric = health_metric(cfg)
-    description = f'{cfg.function_name}: health intents that finished ok'
+    description = f'{cfg.function_name}: health intents that found the gateway healthy'
     steps: list[Step] = [Ensure(
         f'log metric {metric}',
         probe=gcloud(cfg.project, 'logging', 'metrics', 'describe', metric),

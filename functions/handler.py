@@ -180,13 +180,24 @@ def conclude(result: IntentResult) -> IntentResult:
 def _log_run(result: IntentResult, publish_ms: float) -> None:
     fields = {'status': result.status, 'durationMs': result.duration_ms,
               'timings': {**result.timings.to_wire(), 'publishMs': publish_ms}, 'account': result.account,
-              'error': result.error.to_wire() if result.error else None}
+              'error': result.error.to_wire() if result.error else None, **_alert_fields(result.result)}
     client_id = result.gateway.client_id if result.gateway else None
     summary = f'{result.intent or "message"} {result.status} in {result.duration_ms:.0f} ms'
     if result.error is not None:
         summary += f': {result.error.type}: {result.error.message}'
     level = _LOG_LEVELS.get(result.status, logging.INFO)
     logger.log(level, summary, extra={'fields': fields, 'labels': {'clientId': client_id}})
+
+
+def _alert_fields(body: dict[str, Any] | None) -> dict[str, Any]:
+    """What the deploy's alert policies match in the run's log line (deploy/alerts): `degraded`, the problem
+    codes, and `healthy` for a health run."""
+    body = body or {}
+    fields: dict[str, Any] = {'degraded': bool(body.get('degraded')),
+                              'problemCodes': [p.get('code') for p in body.get('problems') or []]}
+    if isinstance(body.get('healthy'), bool):
+        fields['healthy'] = body['healthy']
+    return fields
 
 
 def _rejected(error_type: str, message: str) -> Outcome:

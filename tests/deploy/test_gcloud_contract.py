@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from deploy.alerts import POLICY_FILES, render_policy
+from deploy.alerts import POLICY_FILES, health_filter, render_policy
 from deploy.config import config_from_values
 from deploy.schedules import job_id, load_jobs
 from tests.deploy.conftest import CONTRACT_PROJECT as P, REPO
@@ -153,11 +153,13 @@ def test_alert_policies_and_their_metric(gcloud_contract):
     stub = gcloud_contract.created.stub
     cfg = config_from_values({'PROJECT': P}, environ={})
     policies = {r.body['displayName']: r.body for r in stub.sent('monitoring', 'POST', r'/alertPolicies$')}
-    assert set(policies) == {render_policy(cfg, name)['displayName'] for name in POLICY_FILES}
-    for policy in policies.values():
-        assert policy['conditions'], policy
+    rendered = {policy['displayName']: policy for policy in (render_policy(cfg, name) for name in POLICY_FILES)}
+    assert set(policies) == set(rendered)
+    for name, policy in policies.items():   # what Google receives is what deploy/alerts says, condition by condition
+        assert policy['conditions'] == rendered[name]['conditions'], name
+        assert policy['alertStrategy'] == rendered[name]['alertStrategy'], name
     metric = stub.body_of('logging', 'POST', r'/metrics$')
-    assert metric['name'] == 'ib_jobs_health_ok' and 'jsonPayload.status="ok"' in metric['filter']
+    assert metric['name'] == 'ib_jobs_health_ok' and metric['filter'] == health_filter(cfg)
 
 
 def test_secrets_go_in_request_bodies_only(gcloud_contract):
