@@ -57,9 +57,10 @@ class DeployConfig:
     zone: str = 'us-central1-a'
     name_prefix: str = 'ib-jobs'
     function_name: str = ''
-    intents_topic: str = 'intents'
-    results_topic: str = 'results'
-    dead_letter_topic: str = 'intents-dead-letter'
+    # the topics and the database default to names derived from name_prefix (see config_from_values)
+    intents_topic: str = 'ib-jobs-intents'
+    results_topic: str = 'ib-jobs-results'
+    dead_letter_topic: str = 'ib-jobs-intents-dead-letter'
     function_memory: str = '512Mi'
     function_cpu: float = 1.0
     function_concurrency: int = 4
@@ -212,6 +213,8 @@ def config_from_values(values: Mapping[str, str], environ: Mapping[str, str]) ->
         raise ConfigError('STORE_BACKEND must be firestore in the cloud: instances share no disk, '
                           'so an SQLite store could not see claims made by another instance')
     schedules = Path(reader.text('SCHEDULES_FILE', str(defaults.schedules_file)))
+    # Named after the prefix, so two deploys (paper and live) in one project share no topic or database.
+    intents_topic = reader.topic('INTENTS_TOPIC', f'{prefix}-intents')
     secrets = {name: environ.get(name) or values.get(name, '') for name in SECRET_VALUE_NAMES}
     config = DeployConfig(
         project=project,
@@ -219,9 +222,9 @@ def config_from_values(values: Mapping[str, str], environ: Mapping[str, str]) ->
         zone=reader.name('ZONE', defaults.zone),
         name_prefix=prefix,
         function_name=reader.name('FUNCTION_NAME', f'{prefix}-intents'),
-        intents_topic=reader.topic('INTENTS_TOPIC', defaults.intents_topic),
-        results_topic=reader.topic('RESULTS_TOPIC', defaults.results_topic),
-        dead_letter_topic=reader.topic('DEAD_LETTER_TOPIC', defaults.dead_letter_topic),
+        intents_topic=intents_topic,
+        results_topic=reader.topic('RESULTS_TOPIC', f'{prefix}-results'),
+        dead_letter_topic=reader.topic('DEAD_LETTER_TOPIC', f'{intents_topic}-dead-letter'),
         function_memory=reader.matching('FUNCTION_MEMORY', defaults.function_memory,
                                         r'^[0-9]+(k|M|G|Ki|Mi|Gi)$', 'a size such as 512Mi or 1Gi'),
         function_cpu=reader.number('FUNCTION_CPU', defaults.function_cpu, float, minimum=0.083),
@@ -242,7 +245,7 @@ def config_from_values(values: Mapping[str, str], environ: Mapping[str, str]) ->
         ib_account=reader.text('IB_ACCOUNT', ''),
         trading_mode=trading_mode,
         allow_live_trading=reader.boolean('ALLOW_LIVE_TRADING', defaults.allow_live_trading),
-        firestore_database=reader.name('FIRESTORE_DATABASE', defaults.firestore_database),
+        firestore_database=reader.name('FIRESTORE_DATABASE', prefix),
         firestore_location=reader.name('FIRESTORE_LOCATION', defaults.firestore_location),
         network=reader.name('NETWORK', defaults.network),
         subnet=reader.name('SUBNET', defaults.subnet),
@@ -275,6 +278,10 @@ def config_from_values(values: Mapping[str, str], environ: Mapping[str, str]) ->
 
 
 def _check_limits(config: DeployConfig) -> None:
+    database = config.firestore_database
+    if database != '(default)' and not 4 <= len(database) <= 63:
+        raise ConfigError(f'FIRESTORE_DATABASE={database!r} must be 4 to 63 characters (Firestore database ids); '
+                          'it defaults to NAME_PREFIX, so set it or use a longer prefix')
     slots = config.client_slots
     if slots >= GATEWAY_API_CLIENTS:
         raise ConfigError(f'FUNCTION_CONCURRENCY x FUNCTION_MAX_INSTANCES = {slots}: it must stay below the '

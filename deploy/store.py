@@ -1,18 +1,26 @@
-"""The store: a Firestore (native mode) database with delete protection."""
+"""The store: a Firestore (native mode) database with delete protection, and the run history's TTL policy."""
 from __future__ import annotations
 
 from deploy.config import DeployConfig
-from deploy.steps import Ensure, Remove, Step, gcloud
+from deploy.steps import Always, Ensure, Remove, Step, gcloud
+from lib.store.common import HISTORY_COLLECTION, HISTORY_EXPIRY_FIELD
 
 
 def store_steps(cfg: DeployConfig) -> list[Step]:
-    """Create the database when missing; an existing one is left as it is."""
+    """Create the database when missing (an existing one is left as it is), then make Firestore delete run
+    history documents once their expiry time has passed. Setting the TTL policy again is harmless; `--async`
+    because Firestore may take minutes to apply it to an existing collection (`gcloud firestore fields ttls list
+    --database=...` shows its state).
+    """
     database = f'--database={cfg.firestore_database}'
     return [Ensure(f'Firestore database {cfg.firestore_database}',
                    probe=gcloud(cfg.project, 'firestore', 'databases', 'describe', database),
                    create=(gcloud(cfg.project, 'firestore', 'databases', 'create', database,
                                   f'--location={cfg.firestore_location}', '--type=firestore-native',
-                                  '--delete-protection'),))]
+                                  '--delete-protection'),)),
+            Always(f'TTL policy: {HISTORY_COLLECTION} documents expire at their {HISTORY_EXPIRY_FIELD}',
+                   (gcloud(cfg.project, 'firestore', 'fields', 'ttls', 'update', HISTORY_EXPIRY_FIELD,
+                           f'--collection-group={HISTORY_COLLECTION}', '--enable-ttl', database, '--async'),))]
 
 
 def remove_store(cfg: DeployConfig) -> list[Step]:

@@ -10,6 +10,11 @@ from typing import Any, Literal, Mapping
 from lib.store import ClaimRecord
 
 
+# Firestore's run history: collection and the timestamp field its TTL policy deletes by (deploy/store.py sets it).
+HISTORY_COLLECTION = 'history'
+HISTORY_EXPIRY_FIELD = 'expireAt'
+
+
 def utc(moment: datetime, name: str = 'now') -> datetime:
     """`moment` in UTC; naive datetimes are refused because their zone is a guess."""
     if not isinstance(moment, datetime) or moment.tzinfo is None or moment.utcoffset() is None:

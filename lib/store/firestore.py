@@ -36,11 +36,12 @@ from google.cloud.firestore_v1.field_path import FieldPath
 
 from lib.store import Claim, ClaimRecord, Lease, StoreUnavailable
 from lib.store.common import (
-    clean_settings, clean_targets, existing_outcome, fill_entry, iso, lease_end, to_json, utc,
+    HISTORY_COLLECTION, HISTORY_EXPIRY_FIELD, clean_settings, clean_targets, existing_outcome, fill_entry, iso,
+    lease_end, to_json, utc,
 )
 
 SETTINGS_DOCUMENT = ('settings', 'trading')
-HISTORY = 'history'            # the deploy sets a TTL policy on its expireAt field
+HISTORY = HISTORY_COLLECTION   # the deploy sets a TTL policy on its HISTORY_EXPIRY_FIELD
 HISTORY_SCAN_FACTOR = 20       # runs read per run wanted when filtering by intent
 HISTORY_SCAN_MAX = 1000
 CONDITIONAL_WRITE_ATTEMPTS = 20
@@ -210,7 +211,7 @@ class FirestoreStore:
     def record_run(self, run_id: str, intent: str | None, status: str, finished_at: datetime, document: str,
                    keep_until: datetime) -> None:
         fields = {'runId': run_id, 'intent': intent, 'status': status, 'finishedAt': utc(finished_at, 'finished_at'),
-                  'expireAt': utc(keep_until, 'keep_until'), 'document': document}
+                  HISTORY_EXPIRY_FIELD: utc(keep_until, 'keep_until'), 'document': document}
         with self._unavailable_on_error():
             self._doc(HISTORY, run_id).set(fields, **self._call())
 
@@ -222,7 +223,7 @@ class FirestoreStore:
             query = (self._client_or_connect().collection(HISTORY)
                      .order_by('finishedAt', direction=firestore.Query.DESCENDING).limit(scan))
             documents = [snapshot.to_dict() for snapshot in query.stream(**self._call())]
-        kept = [fields for fields in documents if fields['expireAt'] > utc(now)
+        kept = [fields for fields in documents if fields[HISTORY_EXPIRY_FIELD] > utc(now)
                 and (intent is None or fields['intent'] == intent)]
         return [json.loads(fields['document']) for fields in kept[:limit]]
 

@@ -141,7 +141,7 @@ def _first_deploy_errors() -> dict[str, tuple[int, dict[str, Any]]]:
         f'cloudfunctions POST /v2/{location}/functions': (200, {
             'name': f'{location}/operations/op-eventarc-not-ready', 'done': True,
             'error': {'code': 9, 'message': EVENTARC_NOT_READY}}),
-        f'pubsub POST /v1/projects/{CONTRACT_PROJECT}/topics/intents-dead-letter:setIamPolicy': (400, {
+        f'pubsub POST /v1/projects/{CONTRACT_PROJECT}/topics/ib-jobs-intents-dead-letter:setIamPolicy': (400, {
             'error': {'code': 400, 'status': 'INVALID_ARGUMENT',
                       'message': f'Service account {agent} does not exist.'}}),
     }

@@ -73,6 +73,12 @@ class Cloud:
             return self.binding(kind, name, verb, flags)
         if kind == 'alpha monitoring policies':
             return self.policy(verb, name, flags)
+        if kind == 'firestore fields ttls':   # a setting of a field in an existing database, not a resource
+            database = flags.get('database', '(default)')
+            if f'firestore databases/{database}' not in self.resources:
+                return _fail(f'NOT_FOUND: database {database}')
+            self.resources[f'{kind}/{database}/{flags["collection-group"]}/{name}'] = {'argv': argv}
+            return 0
         key = f'{kind}/{name}'
         if verb == 'describe':
             return self.describe(kind, key, name, flags)
@@ -119,6 +125,10 @@ class Cloud:
 
     def delete(self, key: str) -> None:
         self.resources.pop(key, None)
+        if key.startswith('firestore databases/'):   # its fields' settings go with it
+            database = key.split('/', 1)[1]
+            for setting in [k for k in self.resources if k.startswith(f'firestore fields ttls/{database}/')]:
+                self.resources.pop(setting)
         self.state['bindings'] = [b for b in self.state['bindings'] if b['resource'] != key]
 
     def binding(self, kind: str, name: str, verb: str, flags: dict) -> int:

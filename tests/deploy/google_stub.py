@@ -242,6 +242,8 @@ class _Handler(BaseHTTPRequestHandler):
             stub.resources[key] = {'name': key.split('/', 2)[2], 'state': 'ENABLED',
                                    'clientSpecifiedPayloadChecksum': True}
             return 200, stub.resources[key]
+        if r.api == 'firestore' and r.method == 'PATCH' and re.search(r'/collectionGroups/[^/]+/fields/[^/]+$', p):
+            return _firestore_field_patch(stub, r)
         if r.api == 'eventarc' and r.method == 'GET' and '/triggers/' in p:   # made with the function
             return 200, _existing(stub.url, r)
         if r.api == 'serviceusage' and r.method == 'GET' and '/services/' in p:
@@ -292,6 +294,45 @@ class _Handler(BaseHTTPRequestHandler):
         resource = _merge(current, _resource_body(r, body))
         stub.resources[key] = resource
         return 200, _done(stub, r, key, resource)
+
+
+def _firestore_field_patch(stub: GoogleStub, r: Request) -> tuple[int, Any]:
+    """Firestore Admin API `fields.patch` as `gcloud firestore fields ttls update` meets it.
+
+    gcloud (surface/firestore/fields/ttls/update.yaml, command_lib/firestore/util.py UpdateFieldRequestTtls)
+    sends PATCH .../collectionGroups/G/fields/F?updateMask=ttlConfig with body {name, ttlConfig: {}} to enable
+    and {name} to disable. The API answers a long-running Operation (FieldOperationMetadata, response Field;
+    polled at projects/P/databases/D/operations/X, the yaml's async collection), and the field's
+    ttlConfig.state is CREATING until every existing document is processed, then ACTIVE (Field.TtlConfig.State
+    in the Admin API reference). A database that does not exist is NOT_FOUND.
+    """
+    path = r.path
+    database = path.split('/collectionGroups/', 1)[0]
+    if stub.mode == 'create' and database not in stub.resources:
+        return _not_found(database)
+    body = r.body if isinstance(r.body, dict) else {}
+    name = path.split('/', 2)[2]
+    if body.get('name') not in (None, name):
+        return 400, {'error': {'code': 400, 'status': 'INVALID_ARGUMENT', 'message': f'name {body.get("name")} is not {name}'}}
+    field = dict(stub.resources.get(path) or {'name': name, 'indexConfig': {'usesAncestorConfig': True}})
+    mask = set(filter(None, r.query.get('updateMask', '').split(',')))
+    delta = None
+    if 'ttlConfig' in mask:
+        if body.get('ttlConfig') is not None:
+            delta = None if 'ttlConfig' in field else 'ADD'
+            field['ttlConfig'] = {'state': 'CREATING'}
+        else:
+            delta = 'REMOVE' if 'ttlConfig' in field else None
+            field.pop('ttlConfig', None)
+    stub.resources[path] = field
+    operation = f'{database.split("/", 2)[2]}/operations/field-op-{len(stub.requests)}'
+    metadata = {'@type': 'type.googleapis.com/google.firestore.admin.v1.FieldOperationMetadata', 'field': name,
+                'state': 'PROCESSING', **({'ttlConfigDelta': {'changeType': delta}} if delta else {})}
+    finished = {**field, 'ttlConfig': {'state': 'ACTIVE'}} if 'ttlConfig' in field else field
+    stub.resources['operation:' + operation] = {
+        'name': operation, 'done': True, 'metadata': {**metadata, 'state': 'SUCCESSFUL'},
+        'response': {'@type': 'type.googleapis.com/google.firestore.admin.v1.Field', **finished}}
+    return 200, {'name': operation, 'metadata': metadata}
 
 
 # --- shapes of answers ------------------------------------------------------------------------
@@ -400,7 +441,7 @@ def _existing(url: str, r: Request) -> dict[str, Any]:
         project, location, function = p.split('/')[3], p.split('/')[5], p.rsplit('/', 1)[1]
         base.update({'environment': 'GEN_2', 'state': 'ACTIVE',
                      'eventTrigger': {'trigger': f'projects/{project}/locations/{location}/triggers/{function}-t1',
-                                      'pubsubTopic': f'projects/{project}/topics/intents'},
+                                      'pubsubTopic': f'projects/{project}/topics/{function}'},
                      'serviceConfig': {'service': f'projects/{project}/locations/{location}/services/{function}'},
                      'buildConfig': {'runtime': 'python312', 'entryPoint': 'run_intent'}})
     if r.api == 'eventarc' and '/triggers/' in p:

@@ -60,7 +60,7 @@ def test_function_is_gen2_pubsub_triggered_private_and_sized_for_the_gateway(dep
     [deploy] = deployed.commands('functions', 'deploy')
     assert '--gen2' in deploy and '--retry' in deploy
     assert flag(deploy, 'runtime') == 'python312'
-    assert flag(deploy, 'trigger-topic') == 'intents'
+    assert flag(deploy, 'trigger-topic') == 'ib-jobs-intents'
     assert flag(deploy, 'entry-point') == 'run_intent'
     env = dict(pair.split('=', 1) for pair in flag(deploy, 'set-env-vars').split(','))
     timeout = int(flag(deploy, 'timeout').rstrip('s'))
@@ -72,7 +72,7 @@ def test_function_is_gen2_pubsub_triggered_private_and_sized_for_the_gateway(dep
     assert high - low + 1 >= concurrency * max_instances
     assert env['IB_GATEWAY_HOST'] == '10.128.0.9'            # the reserved internal address
     assert env['IB_GATEWAY_PORT'] == '4004' and env['TRADING_MODE'] == 'paper'
-    assert env['RESULTS_TOPIC'] == 'results' and env['GOOGLE_CLOUD_PROJECT'] == PROJECT
+    assert env['RESULTS_TOPIC'] == 'ib-jobs-results' and env['GOOGLE_CLOUD_PROJECT'] == PROJECT
     assert env['STORE_BACKEND'] == 'firestore' and env['IB_ACCOUNT'] == 'DU1234567'
     assert flag(deploy, 'ingress-settings') == 'internal-only'
     assert '--no-allow-unauthenticated' in deploy and '--allow-unauthenticated' not in deploy
@@ -92,13 +92,13 @@ def test_trigger_subscription_outlasts_the_function_and_dead_letters(deployed):
     [update] = [argv for argv in deployed.commands('pubsub', 'subscriptions', 'update') if 'eventarc' in argv[3]]
     assert update[3] == 'projects/p/subscriptions/eventarc-ib-jobs-intents-sub-001'
     assert timeout < int(flag(update, 'ack-deadline')) <= 600
-    assert flag(update, 'dead-letter-topic') == f'projects/{PROJECT}/topics/intents-dead-letter'
+    assert flag(update, 'dead-letter-topic') == f'projects/{PROJECT}/topics/ib-jobs-intents-dead-letter'
     assert 5 <= int(flag(update, 'max-delivery-attempts')) <= 100
     state = deployed.state()
-    assert 'pubsub subscriptions/intents-dead-letter-pull' in state['resources']
+    assert 'pubsub subscriptions/ib-jobs-intents-dead-letter-pull' in state['resources']
     agent = 'serviceAccount:service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com'
     agent_roles = {(b['resource'], b['role']) for b in state['bindings'] if b['member'] == agent}
-    assert agent_roles == {('pubsub topics/intents-dead-letter', 'roles/pubsub.publisher'),
+    assert agent_roles == {('pubsub topics/ib-jobs-intents-dead-letter', 'roles/pubsub.publisher'),
                            ('pubsub subscriptions/' + update[3], 'roles/pubsub.subscriber'),
                            # signs the push tokens of the trigger account (projects from before 2021-04-08)
                            (f'iam service-accounts/{sa("trigger").split(":")[1]}',
@@ -111,10 +111,10 @@ def test_service_accounts_get_only_what_they_need(deployed):
     for binding in bindings:
         by_member.setdefault(binding['member'], set()).add((binding['resource'], binding['role'], binding['condition']))
     database_only = f'expression=resource.name=="projects/{PROJECT}/databases/ib-jobs",title=ib-jobs-store-only'
-    assert by_member[sa('runtime')] == {('pubsub topics/results', 'roles/pubsub.publisher', None),
+    assert by_member[sa('runtime')] == {('pubsub topics/ib-jobs-results', 'roles/pubsub.publisher', None),
                                        (f'projects/{PROJECT}', 'roles/datastore.user', database_only)}
     assert by_member[sa('trigger')] == {('functions/ib-jobs-intents', 'roles/run.invoker', None)}
-    assert by_member[sa('scheduler')] == {('pubsub topics/intents', 'roles/pubsub.publisher', None)}
+    assert by_member[sa('scheduler')] == {('pubsub topics/ib-jobs-intents', 'roles/pubsub.publisher', None)}
     assert by_member[sa('gateway')] == {
         ('secrets/ib-jobs-ib-username', 'roles/secretmanager.secretAccessor', None),
         ('secrets/ib-jobs-ib-password', 'roles/secretmanager.secretAccessor', None),
@@ -165,7 +165,7 @@ def test_scheduler_jobs_publish_valid_requests_in_new_york_time(deployed):
     for argv in jobs:
         assert flag(argv, 'time-zone') == 'America/New_York'
         parse_cron(flag(argv, 'schedule'))
-        assert flag(argv, 'uri') == f'https://pubsub.googleapis.com/v1/projects/{PROJECT}/topics/intents:publish'
+        assert flag(argv, 'uri') == f'https://pubsub.googleapis.com/v1/projects/{PROJECT}/topics/ib-jobs-intents:publish'
         assert 'serviceAccount:' + flag(argv, 'oauth-service-account-email') == sa('scheduler')
         [message] = json.loads(flag(argv, 'message-body'))['messages']
         request = json.loads(base64.b64decode(message['data']))
@@ -244,7 +244,8 @@ def test_teardown_removes_what_deploy_created(deployed_copy, config):
     result = deployed.deploy('teardown', '--config', str(config), '--yes')
     assert result.returncode == 0, result.stderr
     state = deployed.state()
-    assert set(state['resources']) == {'firestore databases/ib-jobs', 'secrets/ib-jobs-ib-username',
+    assert set(state['resources']) == {'firestore databases/ib-jobs', 'firestore fields ttls/ib-jobs/history/expireAt',
+                                       'secrets/ib-jobs-ib-username',
                                        'secrets/ib-jobs-ib-password'}, 'data is kept without --delete-data'
     assert [b for b in state['bindings'] if not b['resource'].startswith('secrets/')] == []
     result = deployed.deploy('teardown', '--config', str(config), '--yes', '--delete-data')
@@ -276,9 +277,10 @@ def test_bigquery_subscription_writes_results_to_a_table_matching_the_contract(f
     config = write_config(tmp_path / 'bq.env', BIGQUERY_TABLE='trading.results')
     result = fake_cloud.deploy('apply', '--config', str(config))
     assert result.returncode == 0, result.stderr
-    [create] = [argv for argv in fake_cloud.commands('pubsub', 'subscriptions', 'create') if 'results-bigquery' in argv]
+    [create] = [argv for argv in fake_cloud.commands('pubsub', 'subscriptions', 'create')
+                if 'ib-jobs-results-bigquery' in argv]
     assert flag(create, 'bigquery-table') == f'{PROJECT}:trading.results'
-    assert '--use-table-schema' in create and flag(create, 'topic') == 'results'
+    assert '--use-table-schema' in create and flag(create, 'topic') == 'ib-jobs-results'
     table = [call['argv'] for call in fake_cloud.calls() if call['program'] == 'bq' and '--table' in call['argv']][0]
     columns = {column['name'] for column in json.loads(Path(table[-1]).read_text())}
     result_fields = json.loads((REPO / 'schemas' / 'intent-result.schema.json').read_text())['properties']

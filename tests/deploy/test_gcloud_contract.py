@@ -64,7 +64,7 @@ def test_function_create_body(gcloud_contract):
     assert build['serviceAccount'] == f'projects/{P}/serviceAccounts/{sa("build")}'
     assert build['source']['storageSource']['object'] == 'function-source.zip'   # what was uploaded
     assert trigger['eventType'] == 'google.cloud.pubsub.topic.v1.messagePublished'
-    assert trigger['pubsubTopic'] == f'projects/{P}/topics/intents'
+    assert trigger['pubsubTopic'] == f'projects/{P}/topics/ib-jobs-intents'
     assert trigger['retryPolicy'] == 'RETRY_POLICY_RETRY'
     assert trigger['serviceAccountEmail'] == sa('trigger')
     assert service['ingressSettings'] == 'ALLOW_INTERNAL_ONLY'
@@ -85,7 +85,7 @@ def test_first_deploy_propagation_errors_are_waited_out(gcloud_contract):
     assert 'not ready yet: waiting 0.2 s for the Eventarc service agent to receive its permissions' in output
     assert 'not ready yet: waiting 0.2 s for a Google service agent to be created' in output
     stub = gcloud_contract.created.stub
-    assert len(stub.sent('pubsub', 'POST', r'/topics/intents-dead-letter:setIamPolicy$')) == 2
+    assert len(stub.sent('pubsub', 'POST', r'/topics/ib-jobs-intents-dead-letter:setIamPolicy$')) == 2
 
 
 def test_firewall_rules_admit_the_connector_and_deny_everyone_else(gcloud_contract):
@@ -104,10 +104,10 @@ def test_iam_grants_are_exactly_the_documented_ones(gcloud_contract):
     database_only = f'resource.name=="projects/{P}/databases/ib-jobs"'
     project = f'projects/{P}'
     assert by_member.pop(f'serviceAccount:{sa("runtime")}') == {
-        (f'{project}/topics/results', 'roles/pubsub.publisher', None),
+        (f'{project}/topics/ib-jobs-results', 'roles/pubsub.publisher', None),
         (project, 'roles/datastore.user', database_only)}
     assert by_member.pop(f'serviceAccount:{sa("scheduler")}') == {
-        (f'{project}/topics/intents', 'roles/pubsub.publisher', None)}
+        (f'{project}/topics/ib-jobs-intents', 'roles/pubsub.publisher', None)}
     assert by_member.pop(f'serviceAccount:{sa("gateway")}') == {
         (f'{project}/secrets/ib-jobs-ib-username', 'roles/secretmanager.secretAccessor', None),
         (f'{project}/secrets/ib-jobs-ib-password', 'roles/secretmanager.secretAccessor', None),
@@ -119,7 +119,7 @@ def test_iam_grants_are_exactly_the_documented_ones(gcloud_contract):
     assert invoker[0].endswith('/services/ib-jobs-intents') and invoker[1] == 'roles/run.invoker'
     agent = by_member.pop(PUBSUB_AGENT)
     assert {(resource.rsplit('/', 1)[-1], role) for resource, role, _ in agent} == {
-        ('intents-dead-letter', 'roles/pubsub.publisher'),
+        ('ib-jobs-intents-dead-letter', 'roles/pubsub.publisher'),
         ('eventarc-trigger-sub-001', 'roles/pubsub.subscriber'),
         (sa('trigger'), 'roles/iam.serviceAccountTokenCreator')}
     assert by_member == {}, f'grants nobody asked for: {by_member}'
@@ -129,7 +129,7 @@ def test_trigger_subscription_patch(gcloud_contract):
     patch = gcloud_contract.created.stub.body_of('pubsub', 'PATCH', r'/subscriptions/eventarc-trigger-sub-001$')
     subscription = patch['subscription']
     assert subscription['ackDeadlineSeconds'] == 600
-    assert subscription['deadLetterPolicy'] == {'deadLetterTopic': f'projects/{P}/topics/intents-dead-letter',
+    assert subscription['deadLetterPolicy'] == {'deadLetterTopic': f'projects/{P}/topics/ib-jobs-intents-dead-letter',
                                                 'maxDeliveryAttempts': 10}
     assert subscription['retryPolicy'] == {'minimumBackoff': '10s', 'maximumBackoff': '600s'}
     assert set(patch['updateMask'].split(',')) == {'ackDeadlineSeconds', 'deadLetterPolicy', 'retryPolicy'}
@@ -141,7 +141,7 @@ def test_scheduler_jobs_publish_valid_requests_as_the_scheduler_account(gcloud_c
     for job in jobs:
         target = job['httpTarget']
         assert job['timeZone'] == 'America/New_York'
-        assert target['uri'] == f'https://pubsub.googleapis.com/v1/projects/{P}/topics/intents:publish'
+        assert target['uri'] == f'https://pubsub.googleapis.com/v1/projects/{P}/topics/ib-jobs-intents:publish'
         assert target['httpMethod'] == 'POST'
         assert target['oauthToken']['serviceAccountEmail'] == sa('scheduler')
         [message] = json.loads(base64.b64decode(target['body']))['messages']
@@ -160,6 +160,17 @@ def test_alert_policies_and_their_metric(gcloud_contract):
         assert policy['alertStrategy'] == rendered[name]['alertStrategy'], name
     metric = stub.body_of('logging', 'POST', r'/metrics$')
     assert metric['name'] == 'ib_jobs_health_ok' and metric['filter'] == health_filter(cfg)
+
+
+def test_run_history_expires_by_a_firestore_ttl_policy(gcloud_contract):
+    created = gcloud_contract.created.stub
+    database = f'/v1/projects/{P}/databases/ib-jobs'
+    for stub in (created, gcloud_contract.updated.stub):
+        [patch] = stub.sent('firestore', 'PATCH', r'/fields/')
+        assert patch.path == f'{database}/collectionGroups/history/fields/expireAt'   # what lib/store writes
+        assert patch.query['updateMask'] == 'ttlConfig' and patch.body['ttlConfig'] == {}
+    [create] = created.sent('firestore', 'POST', r'/databases$')
+    assert created.requests.index(create) < created.requests.index(created.sent('firestore', 'PATCH', '')[0])
 
 
 def test_secrets_go_in_request_bodies_only(gcloud_contract):
@@ -213,8 +224,8 @@ def test_teardown_deletes_everything_apply_created(gcloud_contract):
         f'projects/{P}/regions/{REGION}/addresses/ib-jobs-gateway-ip',
         f'projects/{P}/regions/{REGION}/routers/ib-jobs-router', f'{LOCATION}/connectors/ib-jobs-conn',
         f'projects/{P}/databases/ib-jobs', f'projects/{P}/metrics/ib_jobs_health_ok',
-        *(f'projects/{P}/topics/{t}' for t in ('intents', 'results', 'intents-dead-letter')),
-        *(f'projects/{P}/subscriptions/{s}' for s in ('results-pull', 'intents-dead-letter-pull')),
+        *(f'projects/{P}/topics/{t}' for t in ('ib-jobs-intents', 'ib-jobs-results', 'ib-jobs-intents-dead-letter')),
+        *(f'projects/{P}/subscriptions/{s}' for s in ('ib-jobs-results-pull', 'ib-jobs-intents-dead-letter-pull')),
         *(f'projects/{P}/secrets/ib-jobs-{s}' for s in ('ib-username', 'ib-password')),
 
         *(f'{LOCATION}/jobs/{name}' for name in job_names()),
