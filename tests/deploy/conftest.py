@@ -107,6 +107,7 @@ class GcloudContract:
 
 
 CONTRACT_PROJECT = 'demo-proj-123'
+CONTRACT_TABLE = 'trading.results'     # so the BigQuery steps (bq and gcloud) run too
 
 
 def _existing_listings() -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -151,6 +152,8 @@ def _deploy(stub: Any, base: Path, config: Path, *args: str) -> subprocess.Popen
     """Start `python -m deploy ARGS` with the real gcloud pointed at `stub`; output goes to base/<command>.txt."""
     env = stub.gcloud_env(base / 'gcloud-config')
     env = {key: value for key, value in env.items() if key not in ('IB_USERNAME', 'IB_PASSWORD')}
+    if not (base / 'gcloud-config' / 'fake-key.json').exists():
+        stub.activate_fake_account(env)      # bq runs only with an active account
     env['DEPLOY_RETRY_DELAYS'] = '0.2,0.2'
     argv = [sys.executable, '-m', 'deploy', *args, '--config', str(config), '--work-dir', str(base / 'work')]
     with open(base / f'{args[0]}.txt', 'w') as out:
@@ -174,7 +177,7 @@ def gcloud_contract(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gcloud
     require_tool('gcloud', 'the deploy cannot be checked against the real gcloud')
     base = tmp_path_factory.mktemp('gcloud-contract')
     config = write_config(base / 'config.env', PROJECT=CONTRACT_PROJECT, IB_USERNAME='ib-user-8f3k',
-                          IB_PASSWORD='pw-Zq9!x7#secret')
+                          IB_PASSWORD='pw-Zq9!x7#secret', BIGQUERY_TABLE=CONTRACT_TABLE)
     empty = GoogleStub(mode='create', fail_once=_first_deploy_errors()).start()
     deployed = GoogleStub(mode='exists', listings=_existing_listings()).start()
     try:

@@ -13,6 +13,13 @@ Whatever gcloud creates or patches is kept and read
 back, long-running operations are answered done, `functions generateUploadUrl` hands out an upload
 URL on this server, and the uploaded archive is kept in `uploads`.
 
+`bq` is driven too: it refuses to run without an active account, so `activate_fake_account` activates a
+service-account key made on the spot whose token endpoint is this server (gcloud's `auth/token_host` points
+here as well), `BIGQUERYRC` sets bq's `api` to this server, and bq's discovery request
+(`<api>/$discovery/rest?version=v2`, bq's utils/bq_api_utils.py) is answered with the discovery document the
+SDK bundles for bq (platform/bq/discovery_next/bigquery.json: the one bq itself loads when it talks to
+Google's endpoint); bq then replaces its rootUrl with `api` (BigqueryClient.OverrideEndpoint).
+
 To serve a new API: add it to APIS (its override name and the path prefix its requests carry) and,
 where its answers differ from the generic resource store, a case in `_Handler._special`.
 """
@@ -22,6 +29,8 @@ import base64
 import json
 import os
 import re
+import shutil
+import subprocess
 import threading
 import time
 import traceback
@@ -37,6 +46,14 @@ APIS = ('cloudfunctions', 'compute', 'pubsub', 'cloudscheduler', 'secretmanager'
         'cloudbuild', 'storage', 'bigquery')
 PROJECT_NUMBER = '123456789012'
 GATEWAY_IP = '10.128.0.9'
+FAKE_ACCOUNT = 'deployer@demo-proj-123.iam.gserviceaccount.com'
+
+
+def sdk_root() -> Path:
+    """The Google Cloud SDK's root: the directory above gcloud's bin/."""
+    gcloud = shutil.which('gcloud')
+    assert gcloud is not None, 'gcloud is not on PATH'
+    return Path(os.path.realpath(gcloud)).parent.parent
 
 
 @dataclass
@@ -112,8 +129,9 @@ class GoogleStub:
         (config_dir / 'configurations').mkdir(exist_ok=True)
         (config_dir / 'active_config').write_text('default')
         overrides = ''.join(f'{api} = {self.url}/{api}/\n' for api in APIS)
+        (config_dir / 'bigqueryrc').write_text(f'api = {self.url}\n')
         (config_dir / 'configurations' / 'config_default').write_text(
-            '[auth]\ndisable_credentials = true\n'
+            f'[auth]\ndisable_credentials = true\ntoken_host = {self.url}/token\n'
             '[core]\ndisable_usage_reporting = true\ncheck_gce_metadata = false\n'
             '[component_manager]\ndisable_update_check = true\n'
             f'[api_endpoint_overrides]\n{overrides}')
@@ -121,7 +139,24 @@ class GoogleStub:
                if not key.lower().endswith('_proxy') and not key.startswith('CLOUDSDK_')}
         return {**env, 'CLOUDSDK_CONFIG': str(config_dir), 'HTTPS_PROXY': self.url, 'HTTP_PROXY': self.url,
                 'https_proxy': self.url, 'http_proxy': self.url, 'NO_PROXY': '127.0.0.1', 'no_proxy': '127.0.0.1',
-                'CLOUDSDK_CORE_DISABLE_PROMPTS': '1'}
+                'CLOUDSDK_CORE_DISABLE_PROMPTS': '1', 'BIGQUERYRC': str(config_dir / 'bigqueryrc')}
+
+    def activate_fake_account(self, env: dict[str, str]) -> None:
+        """Make `bq` usable in `env` (from gcloud_env): activate a service-account key made now, with its
+        token endpoint on this server. No real key or token exists anywhere."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+        key_file = Path(env['CLOUDSDK_CONFIG']) / 'fake-key.json'
+        key_file.write_text(json.dumps({
+            'type': 'service_account', 'project_id': FAKE_ACCOUNT.split('@')[1].split('.')[0],
+            'private_key_id': 'fake', 'private_key': pem, 'client_email': FAKE_ACCOUNT, 'client_id': '1',
+            'token_uri': f'{self.url}/token'}))
+        subprocess.run(['gcloud', 'auth', 'activate-service-account', f'--key-file={key_file}'], env=env,
+                       check=True, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
 
     def recorded(self, since: int = 0, until: int | None = None) -> Recorded:
         """What gcloud sent from request number `since` up to `until` (take `len(stub.requests)` between runs)."""
@@ -215,6 +250,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _special(self, r: Request) -> tuple[int, Any] | None:
         stub = self.stub
         p = r.path
+        if r.api == 'token' and r.method == 'POST':   # OAuth token endpoint of the fake account
+            return 200, {'access_token': 'stub-access-token', 'expires_in': 3600, 'token_type': 'Bearer'}
+        if r.api == '$discovery' and r.method == 'GET' and p == '/rest':
+            if r.query.get('version') != 'v2':
+                return _not_found(f'$discovery/rest?version={r.query.get("version")}')
+            return 200, json.loads((sdk_root() / 'platform' / 'bq' / 'discovery_next' / 'bigquery.json').read_text())
         if r.api == 'cloudfunctions' and p.endswith('/functions:generateUploadUrl'):
             return 200, {'uploadUrl': f'{stub.url}/upload/function-source.zip',
                          'storageSource': {'bucket': 'gcf-v2-uploads', 'object': 'function-source.zip'}}
@@ -281,6 +322,9 @@ class _Handler(BaseHTTPRequestHandler):
         if r.method == 'POST' and is_collection(p):       # insert into a collection
             name = (_resource_id(r) or body.get('name', '').rsplit('/', 1)[-1] or body.get('accountId')
                     or f'item-{len(stub.resources)}')
+            if r.api == 'bigquery':   # bq names what it inserts in a reference, not in the query
+                name = (body.get('datasetReference') or body.get('tableReference') or {}).get(
+                    'tableId' if p.endswith('/tables') else 'datasetId', name)
             if r.api == 'iam' and p.endswith('/serviceAccounts'):
                 name = f'{body.get("accountId")}@{p.split("/")[3]}.iam.gserviceaccount.com'
             key = f'{p}/{name}'

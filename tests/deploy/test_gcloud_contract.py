@@ -23,6 +23,7 @@ from tests.deploy.google_stub import PROJECT_NUMBER, Recorded, is_collection
 REGION = 'us-central1'
 LOCATION = f'projects/{P}/locations/{REGION}'
 REQUEST_SCHEMA = json.loads((REPO / 'schemas' / 'intent-request.schema.json').read_text())
+RESULT_SCHEMA = json.loads((REPO / 'schemas' / 'intent-result.schema.json').read_text())
 PUBSUB_AGENT = f'serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com'
 
 
@@ -119,6 +120,7 @@ def test_iam_grants_are_exactly_the_documented_ones(gcloud_contract):
     assert invoker[0].endswith('/services/ib-jobs-intents') and invoker[1] == 'roles/run.invoker'
     agent = by_member.pop(PUBSUB_AGENT)
     assert {(resource.rsplit('/', 1)[-1], role) for resource, role, _ in agent} == {
+        ('results', 'roles/bigquery.dataEditor'),                # the BigQuery table, only with BIGQUERY_TABLE
         ('ib-jobs-intents-dead-letter', 'roles/pubsub.publisher'),
         ('eventarc-trigger-sub-001', 'roles/pubsub.subscriber'),
         (sa('trigger'), 'roles/iam.serviceAccountTokenCreator')}
@@ -173,6 +175,29 @@ def test_run_history_expires_by_a_firestore_ttl_policy(gcloud_contract):
     assert created.requests.index(create) < created.requests.index(created.sent('firestore', 'PATCH', '')[0])
 
 
+def test_bigquery_dataset_table_grant_and_subscription_through_bq_and_gcloud(gcloud_contract):
+    stub = gcloud_contract.created.stub
+    assert stub.sent('$discovery', 'GET', r'^/rest$'), 'bq did not load its discovery document from the stub'
+    dataset = stub.body_of('bigquery', 'POST', r'/projects/[^/]+/datasets$')
+    assert dataset['datasetReference'] == {'projectId': P, 'datasetId': 'trading'}
+    assert dataset['location'] == REGION
+    table = stub.body_of('bigquery', 'POST', r'/datasets/trading/tables$')
+    assert table['tableReference'] == {'projectId': P, 'datasetId': 'trading', 'tableId': 'results'}
+    assert table['timePartitioning']['field'] == 'startedAt'
+    columns = {field['name']: field['type'] for field in table['schema']['fields']}
+    assert columns['result'] == 'JSON' and columns['startedAt'] == 'TIMESTAMP'
+    assert set(RESULT_SCHEMA['properties']) <= set(columns)
+    subscription = stub.body_of('pubsub', 'PUT', r'/subscriptions/ib-jobs-results-bigquery$')
+    assert subscription['topic'] == f'projects/{P}/topics/ib-jobs-results'
+    assert subscription['bigqueryConfig'] == {'table': f'{P}.trading.results', 'useTableSchema': True,
+                                              'writeMetadata': True}
+    assert stub.sent('bigquery', 'PATCH', '') == []
+    updated = gcloud_contract.updated.stub
+    assert updated.sent('bigquery', 'POST', r'/(datasets|tables)$') == []
+    assert len(updated.sent('bigquery', 'PATCH', r'/datasets/trading/tables/results$')
+               + updated.sent('bigquery', 'PUT', r'/datasets/trading/tables/results$')) == 1
+
+
 def test_secrets_go_in_request_bodies_only(gcloud_contract):
     stub = gcloud_contract.created.stub
     added = {r.path.split('/secrets/')[1].split(':')[0]: base64.b64decode(r.body['payload']['data']).decode()
@@ -225,7 +250,8 @@ def test_teardown_deletes_everything_apply_created(gcloud_contract):
         f'projects/{P}/regions/{REGION}/routers/ib-jobs-router', f'{LOCATION}/connectors/ib-jobs-conn',
         f'projects/{P}/databases/ib-jobs', f'projects/{P}/metrics/ib_jobs_health_ok',
         *(f'projects/{P}/topics/{t}' for t in ('ib-jobs-intents', 'ib-jobs-results', 'ib-jobs-intents-dead-letter')),
-        *(f'projects/{P}/subscriptions/{s}' for s in ('ib-jobs-results-pull', 'ib-jobs-intents-dead-letter-pull')),
+        *(f'projects/{P}/subscriptions/{s}' for s in ('ib-jobs-results-pull', 'ib-jobs-intents-dead-letter-pull',
+                                                      'ib-jobs-results-bigquery')),
         *(f'projects/{P}/secrets/ib-jobs-{s}' for s in ('ib-username', 'ib-password')),
 
         *(f'{LOCATION}/jobs/{name}' for name in job_names()),
