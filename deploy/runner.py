@@ -195,10 +195,11 @@ class Runner:
             return bool(found)
         if result.returncode == 0:
             return True
-        if _NOT_FOUND.search(result.stderr):
+        if _NOT_FOUND.search(result.stderr) or _NOT_FOUND.search(result.stdout):   # bq reports errors on stdout
             return False
+        detail = (result.stderr or result.stdout).strip()[-2000:]
         raise DeployError(f'cannot tell whether it exists: {self._show(probe)} failed '
-                          f'(exit {result.returncode}): {self._scrub(result.stderr.strip()[-2000:])}')
+                          f'(exit {result.returncode}): {self._scrub(detail)}')
 
     def _execute(self, command: Command) -> None:
         self._say(('' if self.dry_run else '+ ') + self._show(command)

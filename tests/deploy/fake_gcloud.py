@@ -193,17 +193,24 @@ class Cloud:
         name = next(word for word in words[1:] if ':' in word)
         key = f'bq/{name}'
         if verb == 'show':
-            return 0 if key in self.resources else _fail(f'Not found: {name}')
+            return 0 if key in self.resources else _bq_fail(verb, f'Not found: {name}')
         if verb == 'mk':
             if key in self.resources:
-                return _fail(f'Already Exists: {name}')
+                return _bq_fail(verb, f'Already Exists: {name}')
             self.resources[key] = {'argv': words}
             return 0
         if verb == 'add-iam-policy-binding':
             self.state['bindings'].append({'resource': key, 'member': flags['member'], 'role': flags['role'],
                                            'condition': None})
             return 0
-        return 0 if key in self.resources else _fail(f'Not found: {name}')
+        return 0 if key in self.resources else _bq_fail(verb, f'Not found: {name}')
+
+
+def _bq_fail(verb: str, message: str) -> int:
+    # bq prints its errors on standard output, exit 2 for not found and already exists
+    # (platform/bq/utils/bq_error_utils.py ProcessError)
+    print(f'BigQuery error in {verb} operation: {message}')
+    return 2
 
 
 if __name__ == '__main__':
