@@ -357,7 +357,8 @@ def _firestore_field_patch(stub: GoogleStub, r: Request) -> tuple[int, Any]:
     body = r.body if isinstance(r.body, dict) else {}
     name = path.split('/', 2)[2]
     if body.get('name') not in (None, name):
-        return 400, {'error': {'code': 400, 'status': 'INVALID_ARGUMENT', 'message': f'name {body.get("name")} is not {name}'}}
+        return 400, {'error': {'code': 400, 'status': 'INVALID_ARGUMENT',
+                               'message': f'name {body.get("name")} is not {name}'}}
     field = dict(stub.resources.get(path) or {'name': name, 'indexConfig': {'usesAncestorConfig': True}})
     mask = set(filter(None, r.query.get('updateMask', '').split(',')))
     delta = None

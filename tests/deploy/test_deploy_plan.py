@@ -165,7 +165,8 @@ def test_scheduler_jobs_publish_valid_requests_in_new_york_time(deployed):
     for argv in jobs:
         assert flag(argv, 'time-zone') == 'America/New_York'
         parse_cron(flag(argv, 'schedule'))
-        assert flag(argv, 'uri') == f'https://pubsub.googleapis.com/v1/projects/{PROJECT}/topics/ib-jobs-intents:publish'
+        topic = f'projects/{PROJECT}/topics/ib-jobs-intents'
+        assert flag(argv, 'uri') == f'https://pubsub.googleapis.com/v1/{topic}:publish'
         assert 'serviceAccount:' + flag(argv, 'oauth-service-account-email') == sa('scheduler')
         [message] = json.loads(flag(argv, 'message-body'))['messages']
         request = json.loads(base64.b64decode(message['data']))
