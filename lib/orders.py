@@ -120,8 +120,9 @@ class ExecutionReport:
 
     @property
     def status(self) -> str:
-        """'ok' when something was placed, planned or found; else 'skipped'."""
-        return 'ok' if self.orders or self.placing or self.already_placed else 'skipped'
+        """'ok' when something was placed or planned, or an order found at the broker works or filled; else
+        'skipped'. A found order that was rejected or cancelled unfilled did nothing, so it does not count."""
+        return 'ok' if self.orders or self.placing or any(map(took_effect, self.already_placed)) else 'skipped'
 
     @property
     def unacknowledged(self) -> list[str]:
@@ -144,6 +145,12 @@ class ExecutionReport:
         orders = self.orders + [{**_describe_plan(p), **trade_state(t)} for p, t in self.placing]
         return {'orders': orders, 'alreadyPlaced': self.already_placed, 'workingOrders': self.working,
                 'skipped': self.skipped, 'notPlaced': self.not_placed, 'problems': self.problems}
+
+
+def took_effect(found: dict) -> bool:
+    """Whether an order found at the broker (run_orders_at_broker) works or filled: not one the gateway
+    rejected (TWS lists those among completed orders, Cancelled or Inactive) or that was cancelled unfilled."""
+    return bool(found.get('filled')) or found.get('status') not in ('Cancelled', 'ApiCancelled', 'Inactive')
 
 
 def check_legs(legs: list[Leg], settings: ExecutionSettings) -> None:

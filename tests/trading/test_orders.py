@@ -97,7 +97,8 @@ def test_a_rejected_order_is_reported_with_the_gateways_reason(rig, connect):
     rig.sim.faults.reject_orders = 'No trading permissions'
     report = ib.run(execute(ib, [leg(ib, 'SPY', 10)], settings_for(ib)))
     order = report.orders[0]
-    assert order['acknowledged'] is True and order['status'] == 'Cancelled'
+    # ib_insync marks it Cancelled at the 201; the gateway's Inactive that follows may already be in
+    assert order['acknowledged'] is True and order['status'] in ('Cancelled', 'Inactive')
     assert any('201' in m and 'No trading permissions' in m for m in order['messages'])
     assert report.problems[0]['code'] == 'order-rejected' and report.problems[0]['orderRef'] == order['orderRef']
     assert 'No trading permissions' in report.problems[0]['message']
