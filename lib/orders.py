@@ -368,10 +368,10 @@ def on_account(account_field: str, account: str, managed: list[str]) -> bool:
     """Whether an order or execution whose account field reads `account_field` is on `account`, at a gateway
     managing the accounts `managed`.
 
-    An empty field means the gateway's default account (placeOrder's account '' is "the default", see
-    research/tws-protocol.md §6.8, placeOrder field 23). A gateway that manages one account has only that one, so the order is
-    on it; with several accounts the default could be any of them, so it is never taken for `account`
-    (not found by a takeover, not counted as working, not cancelled as stale).
+    An empty field means the gateway's default account (placeOrder's account '' is "the default":
+    research/tws-protocol.md §6.8, placeOrder field 23). A gateway that manages one account has only that
+    one, so the order is on it; with several accounts the default could be any of them, so it is never
+    taken for `account` (not found by a takeover, not counted as working, not cancelled as stale).
     """
     return account_field == account or (not account_field and list(managed) == [account])
 
