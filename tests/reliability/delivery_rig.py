@@ -3,8 +3,8 @@
 One functions-framework server (gunicorn, one worker, as deployed) serves a whole module of trials; a
 second account of the gateway gets a deployment of its own (another server, its own IB_ACCOUNT, store
 and crash control file), as separate deployments would. Each trial gets a fresh simulator on the same
-port (the servers read their gateway address once), emptied SQLite stores, and messages of its own. Results go to a results topic on the Pub/Sub emulator and are
-pulled back by messageId. The simulator's clock is frozen at MARKET_OPEN so that prices, and with them
+port (the servers read their gateway address once), emptied SQLite stores, and messages of its own.
+Results go to a results topic on the Pub/Sub emulator and are pulled back by messageId. The simulator's clock is frozen at MARKET_OPEN so that prices, and with them
 the quantities an allocation computes, are the same for a clean delivery and for one redelivered later.
 """
 from __future__ import annotations

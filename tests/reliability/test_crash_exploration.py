@@ -178,12 +178,14 @@ def run_trial(rig: DeliveryRig, spec: TrialSpec, rng: random.Random) -> tuple[di
     sim = rig.fresh_gateway(mirror_accounts(spec.example.prepare, spec.accounts), accounts=spec.accounts)
     sim.faults.partial_fill = spec.partial_fill
     published = datetime.now(timezone.utc)          # one schedule slot: every message derives the same key
-    models = [(rig.model(replace(POLICY, duplicate_chance=spec.duplicate_chance), random.Random(rng.random()),
-                         account=account), [pubsub_message(request, published=published) for _ in range(spec.messages)])
-              for account in spec.accounts]
+    policy = replace(POLICY, duplicate_chance=spec.duplicate_chance)
+    deliveries = [(rig.model(policy, random.Random(rng.random()), account=account),
+                   [pubsub_message(request, published=published) for _ in range(spec.messages)])
+                  for account in spec.accounts]
     rig.arm(spec.step, account=spec.crashed)
-    with ThreadPoolExecutor(len(models)) as pool:
-        fates = [fate for delivered in pool.map(lambda m: m[0].deliver_all(m[1]), models) for fate in delivered]
+    with ThreadPoolExecutor(len(deliveries)) as pool:
+        delivered = pool.map(lambda delivery: delivery[0].deliver_all(delivery[1]), deliveries)
+        fates = [fate for account_fates in delivered for fate in account_fates]
     if spec.step is not None and not rig.killed(spec.crashed):
         rig.arm(None, account=spec.crashed)
     return rig.exposure(), rig.orders(), fates
