@@ -116,6 +116,7 @@ class DeliveryRig:
     env: dict[str, str]
     sim: Simulator | None = None
     first_perm_id: int = 0
+    positions_before: dict[tuple[str, int], float] | None = None
 
     @classmethod
     def start(cls, pubsub: PubSub, work: Path, *, deadline: float, lease: float, **env: str) -> DeliveryRig:
@@ -186,6 +187,7 @@ class DeliveryRig:
             prepare(sim)
         self.sim = sim
         self.first_perm_id = max((o.permId for o in self.orders(all_orders=True)), default=0)
+        self.positions_before = self._positions()
         for deployment in self.deployments:
             deployment.empty_store()
         return sim
@@ -215,6 +217,25 @@ class DeliveryRig:
             working = o.remaining if o.status in ('PreSubmitted', 'Submitted') else 0.0
             totals[(o.account, o.instrument.conId)] += (1 if o.action == 'BUY' else -1) * (o.filled + working)
         return {key: qty for key, qty in totals.items() if qty}
+
+    def fills(self) -> tuple[dict, dict, dict]:
+        """This trial's signed fills per (account, conId), three ways the gateway tells them: the orders'
+        filled quantities, its executions, and how far the positions moved. They agree unless a fill was
+        booked to the wrong account or contract."""
+        by_orders: dict[tuple[str, int], float] = defaultdict(float)
+        for o in self.orders():
+            by_orders[(o.account, o.instrument.conId)] += (1 if o.action == 'BUY' else -1) * o.filled
+        by_executions: dict[tuple[str, int], float] = defaultdict(float)
+        for e in self.sim.broker.executions():
+            if e.permId > self.first_perm_id:
+                by_executions[(e.account, e.instrument.conId)] += (1 if e.side == 'BOT' else -1) * e.shares
+        now, before = self._positions(), self.positions_before or {}
+        moved = {key: now.get(key, 0.0) - before.get(key, 0.0) for key in now.keys() | before.keys()}
+        return tuple({key: round(q, 6) for key, q in view.items() if round(q, 6)}
+                     for view in (by_orders, by_executions, moved))
+
+    def _positions(self) -> dict[tuple[str, int], float]:
+        return {(account, p.instrument.conId): p.quantity for account, p in self.sim.broker.positions()}
 
     def stop(self) -> None:
         self.stop_gateway()

@@ -9,7 +9,8 @@ before-publish. The pushes in flight at the kill fail (no answer), so the model 
 
 Pass, per trial: every message is acked with a published terminal result (none dead-lettered); no
 orderRef is at the gateway twice; per account and contract, the filled plus working quantity at the
-simulator equals what one clean delivery of the same request reaches. The report counts the kills per
+simulator equals what one clean delivery of the same request reaches, and the fills agree three ways
+(the orders' filled quantities, the executions, the positions' moves). The report counts the kills per
 step; each step must be hit.
 
 Trials come from `draw_trials` (seeded with CRASH_SEED): a step to kill at, and VARIANTS that change
@@ -235,6 +236,11 @@ def test_killed_at_every_step_then_delivered_as_pubsub_does(rig):
                                 f'{[(d["status"], (d["error"] or {}).get("type")) for d in docs]}, pushes {fate.pushes}')
         refs = Counter(o.orderRef for o in orders)
         twice = [ref for ref, count in refs.items() if count > 1]
+        by_orders, by_executions, moved = rig.fills()
+        if not by_orders == by_executions == moved:
+            report.miscounted += 1
+            failures.append(f'{context}: fills per account and contract disagree: orders {by_orders}, '
+                            f'executions {by_executions}, positions moved {moved}')
         if twice or exposure != expected:
             report.miscounted += 1
             failures.append(f'{context}: at the gateway {exposure}, one clean delivery {expected}; '
