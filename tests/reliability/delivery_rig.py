@@ -15,6 +15,7 @@ import sqlite3
 import time
 import uuid
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -119,7 +120,9 @@ class DeliveryRig:
     positions_before: dict[tuple[str, int], float] | None = None
 
     @classmethod
-    def start(cls, pubsub: PubSub, work: Path, *, deadline: float, lease: float, **env: str) -> DeliveryRig:
+    def start(cls, pubsub: PubSub, work: Path, *, deadline: float, lease: float, others: tuple[str, ...] = (),
+              **env: str) -> DeliveryRig:
+        """The rig with its first deployment (env's IB_ACCOUNT, if any) and one for each of `others`."""
         results = pubsub.topic('results')
         inbox = Inbox(pubsub, pubsub.pull_subscription(results))
         port = free_port()
@@ -131,8 +134,25 @@ class DeliveryRig:
             'SYMBOL_ALLOWLIST': 'SPY,VIXY,MNQ,AAPL,EUR.USD', **env,
         }
         rig = cls([], port, inbox, pubsub, work, env)
-        rig.deployments.append(rig._start_deployment(env.get('IB_ACCOUNT'), work))
+        accounts = (env.get('IB_ACCOUNT'), *others)
+        with ThreadPoolExecutor(len(accounts)) as pool:     # each process takes seconds to start: all at once
+            starting = [pool.submit(rig._start_deployment, account, rig._work_dir(index))
+                        for index, account in enumerate(accounts)]
+        try:
+            rig.deployments.extend(future.result() for future in starting)
+        except Exception:
+            for future in starting:
+                if future.exception() is None:
+                    future.result().server.stop()
+            raise
         return rig
+
+    def _work_dir(self, index: int) -> Path:
+        if index == 0:
+            return self.work
+        work = self.work / f'deployment-{index}'
+        work.mkdir(exist_ok=True)
+        return work
 
     def _start_deployment(self, account: str | None, work: Path) -> Deployment:
         store_path, crash_file = work / 'state.sqlite3', work / 'crash-at'
@@ -150,9 +170,7 @@ class DeliveryRig:
         for deployment in self.deployments:
             if deployment.account == account:
                 return deployment
-        work = self.work / f'deployment-{len(self.deployments)}'
-        work.mkdir(exist_ok=True)
-        deployment = self._start_deployment(account, work)
+        deployment = self._start_deployment(account, self._work_dir(len(self.deployments)))
         self.deployments.append(deployment)
         return deployment
 

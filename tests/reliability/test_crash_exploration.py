@@ -145,7 +145,7 @@ class Report:
 @pytest.fixture(scope='module')
 def rig(module_pubsub, tmp_path_factory) -> DeliveryRig:
     rig = DeliveryRig.start(module_pubsub, tmp_path_factory.mktemp('crash'), deadline=DEADLINE_SECONDS,
-                            lease=LEASE_SECONDS, IB_ACCOUNT=ACCOUNT)
+                            lease=LEASE_SECONDS, others=(SECOND_ACCOUNT,), IB_ACCOUNT=ACCOUNT)
     try:
         yield rig
     finally:
