@@ -189,7 +189,8 @@ def test_bigquery_dataset_table_grant_and_subscription_through_bq_and_gcloud(gcl
     assert set(RESULT_SCHEMA['properties']) <= set(columns)
     subscription = stub.body_of('pubsub', 'PUT', r'/subscriptions/ib-jobs-results-bigquery$')
     assert subscription['topic'] == f'projects/{P}/topics/ib-jobs-results'
-    assert subscription['bigqueryConfig'] == {'table': f'{P}.trading.results', 'useTableSchema': True,
+    # the form gcloud's --bigquery-table documents and passes on as it is
+    assert subscription['bigqueryConfig'] == {'table': f'{P}:trading.results', 'useTableSchema': True,
                                               'writeMetadata': True}
     assert stub.sent('bigquery', 'PATCH', '') == []
     updated = gcloud_contract.updated.stub
