@@ -75,7 +75,7 @@ class Allocation(OrderIntent):
         if not names:
             raise IntentRejected('no strategy to allocate: pass params.strategies or set exposure.strategies')
         start = await self.prepare()
-        ledger, unattributed = await ledger_holdings(self)
+        ledger, unattributed = await ledger_holdings(self, start.now)
         self.report.problems += unattributed
         evaluations = await asyncio.gather(*(self._evaluate(name, start.today) for name in names))
         left_alone = {info.con_id for e in evaluations if e.weights is None for info in e.universe.values()}

@@ -66,7 +66,7 @@ class CloseAll(OrderIntent):
         start = await self.prepare()
         every_scope = self.params.scope == 'all'
         names = self.params.strategies or sorted(self.trading.strategies)
-        ledger, unattributed = await ledger_holdings(self)
+        ledger, unattributed = await ledger_holdings(self, start.now)
         self.report.problems += unattributed
         universes = await self._universes(names, start.today)
         held = {c: h for c, h in ledger.items() if any(h.strategies.get(name) for name in names)}

@@ -103,14 +103,15 @@ async def account_positions(intent: Intent) -> dict[int, Position]:
     return {p.contract.conId: p for p in positions if p.account == intent.session.account and p.position}
 
 
-async def ledger_holdings(intent: Intent) -> tuple[dict[int, Holding], list[dict]]:
-    """Book the day's executions, then each contract's holdings by strategy (and manual) from the ledger.
+async def ledger_holdings(intent: Intent, now: datetime) -> tuple[dict[int, Holding], list[dict]]:
+    """Book the executions since the last booking (lib.ledger.book_executions; `now` is the gateway's time),
+    then each contract's holdings by strategy (and manual) from the ledger.
 
     Fills of ours whose run recorded nothing yet cannot be attributed: each is a `fill-unattributed` problem,
     but for a takeover's own earlier attempt, whose orders this run finds and records.
     """
     store, account = intent.context.store, intent.session.account
-    booking = await book_executions(intent.ib, store, account)
+    booking = await book_executions(intent.ib, store, account, now)
     ledger = await asyncio.to_thread(store.fills)
     return holdings(ledger, account), booking.problems(intent.context.reference if intent.context.takeover else None)
 
