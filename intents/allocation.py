@@ -7,7 +7,7 @@ strategies' universe. Manual holdings (fills of orders that were not ours, in th
 A strategy with no opinion or an error keeps its last stored targets; without stored targets its
 contracts are left alone. Our open orders from earlier runs on these contracts are cancelled first.
 
-The day's executions are booked into the ledger first (lib.ledger), so each strategy's holding is known:
+The executions since the last booking are booked into the ledger first (lib.ledger), so each strategy's holding is known:
 its own trade is its target minus that holding; what strategies' trades net out between them is booked
 as an internal transfer. A strategy's holding in a contract no longer in its universe (expired, rolled,
 removed from the config) is closed with a reduce-only order; one that cannot be closed is a problem that

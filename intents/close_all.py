@@ -1,8 +1,8 @@
 """The `close-all` intent: cancel our open orders, then close what the strategies hold, reducing risk only.
 
 By default only what the given strategies (default: every configured one) hold is touched: each
-strategy's share of each contract comes from the ledger (the day's executions are booked first), so
-another strategy's share and manual positions stay. Our own tagged working orders (this account's only)
+strategy's share of each contract comes from the ledger (the executions since the last booking are
+booked first), so another strategy's share and manual positions stay. Our own tagged working orders (this account's only)
 on the contracts they trade or hold are cancelled, each through a connection with the client id that
 placed it; manual orders stay. `scope: "all"` cancels every open order of the account and closes every
 position except forex balances, manual ones included (reqGlobalCancel when the gateway manages this
