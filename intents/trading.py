@@ -154,6 +154,9 @@ class OrderIntent(Intent):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.report = ExecutionReport()
+        # set when nothing could be evaluated (every strategy failed, no contract priced): a run that then
+        # places, plans and finds nothing ends with this error instead of a quiet `skipped`
+        self.not_evaluated: Failure | None = None
 
     @property
     def trading(self) -> TradingConfig:
@@ -244,6 +247,9 @@ class OrderIntent(Intent):
     def output(self, report: ExecutionReport, result: dict) -> IntentOutput:
         """The intent's output: ok when something was placed, planned or found, else skipped with the reason.
 
+        Skipped only when there was something to judge: when nothing could be evaluated (`not_evaluated`,
+        e.g. every strategy failed) and nothing was placed, planned or found, the run is that error,
+        retryable when its causes are (a data outage), with the strategy and data problems in the result.
         An order problem (lib.problems: not acknowledged, rejected, a stale order left working, a leg a
         safety rail stopped) makes it an error with every order's last known state. Retryable when every
         such problem is one a redelivery fixes (it takes over, looks the orders up at the broker, cancels
@@ -258,6 +264,9 @@ class OrderIntent(Intent):
             make = Failure.transient if all(ORDER_CODES[code] for code in kinds) else Failure.permanent
             return IntentOutput(status='error', result=full, reason=reason,
                                 failure=make(ERROR_TYPES.get(kinds[0], 'OrderProblems'), reason))
+        if self.not_evaluated is not None and report.status == 'skipped':
+            return IntentOutput(status='error', result=full, reason=self.not_evaluated.message,
+                                failure=self.not_evaluated)
         return IntentOutput(status=report.status, result=full, reason=report.reason)
 
     def interrupted_result(self) -> dict:
