@@ -132,7 +132,10 @@ class Blocking(Probe):
 
     async def run(self) -> IntentOutput:
         await asyncio.gather(*(asyncio.to_thread(time.sleep, 0.01) for _ in range(3)))
-        late = asyncio.ensure_future(asyncio.to_thread(time.sleep, 0.2))
+        started = threading.Event()
+        late = asyncio.ensure_future(asyncio.to_thread(lambda: (started.set(), time.sleep(0.2))))
+        while not started.is_set():     # the call is running when the intent ends
+            await asyncio.sleep(0.001)
         with probes_lock:
             probes.append({'late': late})
         return IntentOutput(result={})
