@@ -22,7 +22,7 @@ from datetime import date, datetime, timedelta, timezone
 from lib.exchange_calendar import is_trading_day
 from lib.ibapi import IB, ExecutionFilter, Fill
 from lib.idempotency import is_ours, recorded_orders, reference_of
-from lib.market_data import REQUEST_TIMEOUT_SECONDS
+from lib.market_data import REQUEST_TIMEOUT_SECONDS, execution_filter_time
 from lib.problems import FILL_UNATTRIBUTED, problem
 from lib.store import Store
 
@@ -71,7 +71,7 @@ async def book_executions(ib: IB, store: Store, account: str, now: datetime | No
     name = f'{BOOKING_CURSOR_PREFIX}{account}'
     cursor = await asyncio.to_thread(store.get_cursor, name) if now is not None and incremental else None
     since = booking_since(cursor, now)
-    wanted = ExecutionFilter(acctCode=account, time=filter_time(since) if since else '')
+    wanted = ExecutionFilter(acctCode=account, time=execution_filter_time(since) if since else '')
     fills = await asyncio.wait_for(ib.reqExecutionsAsync(wanted), REQUEST_TIMEOUT_SECONDS)
     # commission reports are attached to the Fill ib_insync saw first (at connect), not to this copy
     seen = {f.execution.execId: f for f in ib.fills()}
@@ -112,11 +112,6 @@ def booking_since(cursor: dict | None, now: datetime | None) -> datetime | None:
     if through.tzinfo is None or through > now:
         return None
     return through - BOOKING_OVERLAP
-
-
-def filter_time(moment: datetime) -> str:
-    """An ExecutionFilter's time: yyyymmdd-hh:mm:ss in UTC, whole seconds (rounded down)."""
-    return moment.astimezone(timezone.utc).strftime('%Y%m%d-%H:%M:%S')
 
 
 def ledger_entry(fill: Fill, order: dict | None) -> dict:

@@ -6,6 +6,7 @@ connection that booked; and checked against the gateway's own list of executions
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from bench.activity import ACTIVITY_CLIENT_ID, fill_activity
@@ -108,4 +109,5 @@ def book(sim: Simulator, store) -> Booking:
             return await book_executions(ib, store, ACCOUNT, now)
         finally:
             ib.disconnect()
-    return asyncio.run(run())
+    with ThreadPoolExecutor(1) as thread:    # its own loop, as a run has: the main thread's stays as it is
+        return thread.submit(asyncio.run, run()).result()
