@@ -193,3 +193,17 @@ def test_unknown_strategies_and_extra_params_are_rejected_with_the_known_names(r
     extra = rig.send('allocation', {'strategy': 'dummy'})
     assert extra.status == 'rejected' and 'params.strategy' in extra.error.message
     assert rig.order_log() == []
+
+
+def test_no_price_for_any_contract_is_a_retryable_error_and_some_prices_are_not():
+    from intents.allocation import Evaluation, _nothing_evaluated
+    from lib.ibapi import Contract
+    from lib.market_data import ContractInfo, Quote
+
+    spy, qqq = (ContractInfo(Contract(conId=con_id, symbol=symbol, localSymbol=symbol), 0.01, '', 'US/Eastern')
+                for con_id, symbol in ((1, 'SPY'), (2, 'QQQ')))
+    evaluated = [Evaluation('dummy', 'ok', 0.5, {'SPY': spy, 'QQQ': qqq}, {'SPY': 0.5, 'QQQ': 0.5}, 'new', {})]
+    nothing = Quote(None, None, None, None)
+    failure = _nothing_evaluated(evaluated, {1: spy, 2: qqq}, {1: nothing, 2: nothing}, set())
+    assert (failure.type, failure.retryable) == ('NoPrices', True) and 'SPY, QQQ' in failure.message
+    assert _nothing_evaluated(evaluated, {1: spy, 2: qqq}, {1: nothing, 2: Quote(1.0, 1.1, 1.05, 1.0)}, set()) is None
