@@ -18,22 +18,21 @@ from lib.store import open_store
 from simulator import Simulator
 from simulator.model import Order
 from tests.test_lean_connect import requests_of
-from tests.trading.conftest import make_rig  # noqa: F401  (the trading rig fixture)
 from tests.trading.support import ACCOUNT, OPEN_TIME
 
 EXEC_DETAILS = 11
 REFERENCE = 'ibj:00c0ffee00'
 
 
-def test_an_allocation_fetches_only_the_executions_since_the_last_booking(make_rig):  # noqa: F811
+def test_an_allocation_fetches_only_the_executions_since_the_last_booking(make_rig):
     rig = make_rig()
     rig.sim.clock.set(OPEN_TIME - timedelta(minutes=30))
-    fill_activity(rig.sim, 300)                                  # a busy morning, from another client id
+    fill_activity(rig.sim, 100)                                  # a busy morning, from another client id
     rig.sim.clock.set(OPEN_TIME)
     first = rig.send('allocation', {'strategies': ['dummy']}, key='first')
     assert first.status == 'ok', first.error
     # the first booking of the day fetches the day so far
-    assert requests_of(rig.sim, first.gateway.client_id)['out'].get(EXEC_DETAILS, 0) >= 300
+    assert requests_of(rig.sim, first.gateway.client_id)['out'].get(EXEC_DETAILS, 0) >= 100
     own = [e for e in rig.sim.broker.executions(account=ACCOUNT) if e.orderRef.startswith('ibj:')]
     assert own                                                    # the first allocation traded
 
@@ -53,7 +52,7 @@ def test_an_allocation_fetches_only_the_executions_since_the_last_booking(make_r
     reconciliation = rig.send('trade-reconciliation')
     assert reconciliation.status == 'ok', reconciliation.error
     assert reconciliation.result['recorded'] == []
-    assert reconciliation.result['executions'] == reconciliation.result['alreadyRecorded'] == 330 + len(own)
+    assert reconciliation.result['executions'] == reconciliation.result['alreadyRecorded'] == 130 + len(own)
     ledger = [f['execId'] for f in rig.store.fills() if not f['execId'].startswith('transfer:')]
     assert sorted(ledger) == sorted(e.execId for e in rig.sim.broker.executions(account=ACCOUNT))
     assert reconciliation.result['drift'] == []
