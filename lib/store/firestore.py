@@ -35,9 +35,8 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
 from lib.store import Claim, ClaimRecord, Lease, StoreUnavailable
-from lib.store.common import (
-    clean_settings, clean_targets, existing_outcome, fill_entry, iso, lease_end, to_json, utc,
-)
+from lib.store.common import clean_settings, clean_targets, existing_outcome, fill_entry, lease_end, to_json
+from lib.times import iso, utc
 
 SETTINGS_DOCUMENT = ('settings', 'trading')
 HISTORY = 'history'            # the deploy sets a TTL policy on its expireAt field
