@@ -76,6 +76,12 @@ def _params_rejected(intent: str, params: Any) -> bool:
     return False
 
 
+def _message(data: str | None, **kwargs: Any) -> CloudEvent:
+    """Hostile data as a push subscription delivers it, through functions-framework's conversion of the push
+    body (which refuses a message without data: that one comes as Eventarc's CloudEvent)."""
+    return pubsub_event(data, push=data is not None, **kwargs)
+
+
 @dataclass(frozen=True)
 class Hostile:
     """A drawn message and the rejection it must get; its repr stays short when hypothesis reports it."""
@@ -101,20 +107,20 @@ def _labelled(category: str, error_type: str):
 # --- unreadable data ------------------------------------------------------------------------
 
 bad_base64 = st.text(min_size=1, max_size=200).filter(lambda s: s.strip() and not _is_base64(s)).map(
-    lambda s: pubsub_event(s)).map(_labelled('bad-base64', 'InvalidMessage'))
+    lambda s: _message(s)).map(_labelled('bad-base64', 'InvalidMessage'))
 
 not_utf8 = st.binary(min_size=1, max_size=200).filter(lambda b: not _is_utf8(b)).map(
-    lambda b: pubsub_event(base64.b64encode(b).decode())).map(_labelled('not-utf8', 'InvalidMessage'))
+    lambda b: _message(base64.b64encode(b).decode())).map(_labelled('not-utf8', 'InvalidMessage'))
 
 not_json = st.text(min_size=1, max_size=200).filter(lambda s: not _is_json(s)).map(
-    lambda s: pubsub_event(base64.b64encode(s.encode('utf-8', 'surrogatepass')).decode())).map(
+    lambda s: _message(base64.b64encode(s.encode('utf-8', 'surrogatepass')).decode())).map(
     _labelled('not-json', 'InvalidMessage'))
 
 not_an_object = st.one_of(JSON_SCALARS, st.lists(JSON_VALUES, max_size=4)).map(
-    lambda v: pubsub_event(b64(v))).map(_labelled('json-not-an-object', 'InvalidMessage'))
+    lambda v: _message(b64(v))).map(_labelled('json-not-an-object', 'InvalidMessage'))
 
 no_data = st.dictionaries(st.text(max_size=10).filter(lambda k: k != 'intent'), st.text(max_size=20),
-                          max_size=3).map(lambda attrs: pubsub_event(None, attributes=attrs)).map(
+                          max_size=3).map(lambda attrs: _message(None, attributes=attrs)).map(
     _labelled('no-data-no-intent-attribute', 'InvalidMessage'))
 
 
@@ -123,19 +129,19 @@ no_data = st.dictionaries(st.text(max_size=10).filter(lambda k: k != 'intent'), 
 intent_wrong_type = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
                               st.lists(JSON_SCALARS, max_size=3), st.dictionaries(st.text(max_size=5), JSON_SCALARS,
                                                                                    max_size=3)).map(
-    lambda v: pubsub_event(b64({'intent': v}))).map(_labelled('intent-not-a-string', 'InvalidRequest'))
+    lambda v: _message(b64({'intent': v}))).map(_labelled('intent-not-a-string', 'InvalidRequest'))
 
 intent_bad_name = HOSTILE_TEXT.filter(lambda s: not _valid_intent_name(s)).map(
-    lambda s: pubsub_event(b64({'intent': s}))).map(_labelled('intent-bad-name', 'InvalidRequest'))
+    lambda s: _message(b64({'intent': s}))).map(_labelled('intent-bad-name', 'InvalidRequest'))
 
 unknown_intent = st.one_of(st.from_regex(INTENT_NAME_PATTERN, fullmatch=True),
                            st.sampled_from(['drop-table', 'rm', 'eval', 'exec', 'admin', 'shutdown', 'allocation2',
                                             'summary-', 'health_'])).filter(
-    lambda s: s not in intent_names()).map(lambda s: pubsub_event(b64({'intent': s}))).map(
+    lambda s: s not in intent_names()).map(lambda s: _message(b64({'intent': s}))).map(
     _labelled('unknown-intent', 'UnknownIntent'))
 
 missing_intent = st.dictionaries(st.sampled_from(['params', 'dryRun', 'idempotencyKey']), JSON_VALUES,
-                                 max_size=3).map(lambda d: pubsub_event(b64(d))).map(
+                                 max_size=3).map(lambda d: _message(b64(d))).map(
     _labelled('missing-intent', 'InvalidRequest'))
 
 bad_field = st.tuples(
@@ -150,7 +156,7 @@ bad_field = st.tuples(
                                                        st.text(max_size=10), st.lists(JSON_SCALARS, max_size=2))),
         st.tuples(HOSTILE_TEXT.filter(lambda k: k not in REQUEST_KEYS), JSON_VALUES),
     ),
-).map(lambda t: pubsub_event(b64({'intent': t[0], t[1][0]: t[1][1]}))).map(
+).map(lambda t: _message(b64({'intent': t[0], t[1][0]: t[1][1]}))).map(
     _labelled('bad-request-field', 'InvalidRequest'))
 
 
@@ -163,7 +169,7 @@ def _params_for(intent: str) -> st.SearchStrategy:
 
 
 bad_params = st.sampled_from(intent_names()).flatmap(
-    lambda intent: _params_for(intent).map(lambda params: pubsub_event(b64({'intent': intent, 'params': params})))
+    lambda intent: _params_for(intent).map(lambda params: _message(b64({'intent': intent, 'params': params})))
 ).map(_labelled('bad-params', 'InvalidParams'))
 
 # Intents whose params name strategies (allocation, close-all): unknown names are refused with the known ones.
@@ -171,17 +177,17 @@ STRATEGY_INTENTS = [name for name in intent_names() if 'strategies' in get_inten
 unknown_strategy = st.tuples(
     st.sampled_from(STRATEGY_INTENTS),
     st.lists(HOSTILE_TEXT.filter(lambda s: s not in strategy_names()), min_size=1, max_size=3),
-).map(lambda t: pubsub_event(b64({'intent': t[0], 'params': {'strategies': t[1]}}))).map(
+).map(lambda t: _message(b64({'intent': t[0], 'params': {'strategies': t[1]}}))).map(
     _labelled('unknown-strategy', 'InvalidParams')) if STRATEGY_INTENTS else st.nothing()
 
 stale = st.tuples(st.sampled_from(intent_names()), st.floats(min_value=0.001, max_value=3600),
                   st.floats(min_value=1.5, max_value=1000)).map(
-    lambda t: pubsub_event(b64({'intent': t[0], 'maxAgeSeconds': t[1]}),
+    lambda t: _message(b64({'intent': t[0], 'maxAgeSeconds': t[1]}),
                        published=datetime.now(timezone.utc) - timedelta(seconds=t[1] * t[2] + 1))).map(
     _labelled('stale', 'StaleMessage'))
 
 attribute_intent = HOSTILE_TEXT.filter(lambda s: s and s not in intent_names()).map(
-    lambda s: pubsub_event(None, attributes={'intent': s})).map(
+    lambda s: _message(None, attributes={'intent': s})).map(
     lambda event: Hostile('hostile-intent-attribute',
                           'UnknownIntent' if _valid_intent_name(event.data['message']['attributes']['intent'])
                           else 'InvalidRequest', event))
@@ -217,7 +223,7 @@ surrogate_envelope = st.tuples(
 
 deep_nesting = st.tuples(st.sampled_from(['[', '{"a":', '[{"b":']),
                          st.integers(min_value=1_000, max_value=200_000)).map(
-    lambda t: pubsub_event(base64.b64encode((t[0] * t[1]).encode()).decode())).map(
+    lambda t: _message(base64.b64encode((t[0] * t[1]).encode()).decode())).map(
     _labelled('deeply-nested-json', 'InvalidMessage'))
 
 HOSTILE_MESSAGES = st.one_of(
@@ -237,13 +243,13 @@ CATEGORIES = {'bad-base64', 'not-utf8', 'not-json', 'json-not-an-object', 'no-da
 def _huge(kind: str, size: int) -> Hostile:
     filler = 'A' * size
     if kind == 'garbage':
-        return Hostile('huge-garbage', 'InvalidMessage', pubsub_event(filler + '%'))
+        return Hostile('huge-garbage', 'InvalidMessage', _message(filler + '%'))
     if kind == 'intent':
-        return Hostile('huge-intent', 'InvalidRequest', pubsub_event(b64({'intent': filler.lower()})))
+        return Hostile('huge-intent', 'InvalidRequest', _message(b64({'intent': filler.lower()})))
     if kind == 'params':
         intent = intent_names()[0]
         return Hostile('huge-params', 'InvalidParams',
-                       pubsub_event(b64({'intent': intent, 'params': {'x' * 64: filler}})))
+                       _message(b64({'intent': intent, 'params': {'x' * 64: filler}})))
     raise ValueError(kind)
 
 
