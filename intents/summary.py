@@ -6,6 +6,7 @@ import asyncio
 from intents.base import Intent, IntentOutput, IntentParams, IntentRejected
 from lib.ib_values import number
 from lib.ibapi import AccountValue, Contract, ExecutionFilter, Fill, PortfolioItem, Position, Trade
+from lib.orders import on_account
 from lib.session import AccountState
 
 
@@ -41,13 +42,14 @@ class Summary(Intent):
         # repeated reqExecutions returns (the connect downloads none, but the session may have seen some).
         known_fills = {f.execution.execId: f for f in ib.fills()}
         fills = [known_fills.get(f.execution.execId, f) for f in fills]
+        managed = ib.managedAccounts()
         return IntentOutput(result={
             'account': account,
             'accountValues': account_values(ib.accountValues(account)),
             'summary': account_values(summary),
             'positions': [position(p) for p in positions if p.account == account],
             'portfolio': [portfolio_item(p) for p in ib.portfolio(account)],
-            'openOrders': [open_order(t) for t in trades if t.order.account in ('', account)],
+            'openOrders': [open_order(t) for t in trades if on_account(t.order.account, account, managed)],
             'executions': [execution(f) for f in fills if f.execution.acctNumber == account],
         })
 
