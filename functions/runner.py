@@ -1,7 +1,8 @@
 """Run one intent in a fresh thread that owns a new event loop and its own IB(); never raises.
 
-Nothing survives a call: the IB object, the loop, its tasks and the thread all end before
-run_isolated returns, so no state leaks from one invocation into the next.
+Nothing survives a call: the IB object, the loop, its tasks, its blocking calls and the thread all end
+before run_isolated returns, so no state leaks from one invocation into the next. (Blocking calls run
+on the process's thread pool, functions/blocking.py, whose idle threads do outlive the run.)
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Callable
 
 from pydantic import BaseModel
 
+from functions.blocking import RunExecutor
 from intents.base import Intent, IntentOutput, RunContext
 from lib.config import Settings
 from lib.failures import Failure, failure_of, redeliver
@@ -103,6 +105,8 @@ def _run_in_fresh_loop(intent_cls: type[Intent], params: BaseModel, dry_run: boo
                        context: RunContext, before_intent: BeforeIntent | None) -> Outcome:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)   # ib_insync looks the loop up through the policy, not the running loop
+    blocking = RunExecutor()       # to_thread on the process's pool: no thread started and joined per run
+    loop.set_default_executor(blocking)
     try:
         return loop.run_until_complete(_execute(intent_cls, params, dry_run, settings, context, before_intent))
     except BaseException as exc:   # SystemExit from an intent, or a bug here: still hand back an Outcome
@@ -111,7 +115,7 @@ def _run_in_fresh_loop(intent_cls: type[Intent], params: BaseModel, dry_run: boo
     finally:
         _cancel_leftovers(loop)
         loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.run_until_complete(loop.shutdown_default_executor())
+        blocking.shutdown(wait=True)   # the run's blocking calls are over before the run is
         asyncio.set_event_loop(None)
         loop.close()
 

@@ -22,6 +22,7 @@ from typing import Any, Iterator
 import jsonschema
 from cloudevents.http import CloudEvent
 
+from functions.blocking import THREAD_NAME_PREFIX as BLOCKING_THREADS
 from functions.contract import IntentResult, result_schema
 from functions.handler import TransientFailure, handle
 from lib.config import Settings
@@ -217,8 +218,11 @@ class Holdings:
         """What is held now that was not before."""
         leaks = []
         new_threads = self.threads - before.threads
-        if new_threads:
-            names = [t.name for t in threading.enumerate() if t.ident in new_threads]
+        # the process's pool for blocking calls (functions/blocking.py) grows to what concurrency needs and
+        # keeps its threads for later runs: bounded and reused, not a run's leftover
+        names = [t.name for t in threading.enumerate() if t.ident in new_threads
+                 and not t.name.startswith(f'{BLOCKING_THREADS}_')]
+        if names:
             leaks.append(f'threads {names}')
         if len(self.sockets) > len(before.sockets):
             leaks.append(f'{len(self.sockets) - len(before.sockets)} more sockets')
