@@ -1,19 +1,18 @@
 """What every benchmark shares: machine and version facts, percentiles, tables and the markdown report."""
 from __future__ import annotations
 
-import base64
-import json
 import os
 import platform
 import shlex
 import statistics
 import subprocess
 import sys
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+
+from tests import pubsub_events
 
 REPO = Path(__file__).resolve().parent.parent
 REPORT_DIR = REPO / 'docs' / 'bench'
@@ -136,9 +135,5 @@ def write_report(name: str, title: str, sections: list[str], start: RunStart) ->
 
 def push_body(request: dict, project: str = 'bench') -> dict:
     """A Pub/Sub push request body as the emulator sends it, carrying `request` as its data."""
-    message_id = uuid.uuid4().hex[:16]
-    now = datetime.now(timezone.utc).isoformat(timespec='milliseconds').replace('+00:00', 'Z')
-    return {'subscription': f'projects/{project}/subscriptions/intents-push',
-            'message': {'data': base64.b64encode(json.dumps(request).encode()).decode('ascii'),
-                        'attributes': {}, 'messageId': message_id, 'message_id': message_id,
-                        'publishTime': now, 'publish_time': now}}
+    return pubsub_events.push_body(pubsub_events.pubsub_message(pubsub_events.b64(request), snake_case=True),
+                                   project=project)

@@ -29,7 +29,7 @@ from lib.crash import crash_point
 from lib.failures import Failure, failure_of
 from lib.idempotency import IdempotencySettings, TooManyAttempts, claim_run, derive_key, legacy_claim
 from lib.store import ClaimRecord, StoreUnavailable, open_store
-from lib.store.common import iso
+from lib.times import iso
 from lib.trading_config import load_trading_config
 
 logger = log.get_logger(__name__)

@@ -34,7 +34,7 @@ from lib.ibapi import Contract, Position
 from lib.orders import ExecutionSettings, Leg, check_legs
 from lib.problems import NO_PRICE, NOT_CLOSED, STRATEGY_FAILED, problem
 from lib.sizing import strategy_trades, target_quantity
-from lib.store.common import iso
+from lib.times import iso
 from strategies.base import MarketData, check_targets
 
 

@@ -35,7 +35,7 @@ from lib.ledger import Holding
 from lib.market_data import ContractInfo, contract_info, quotes
 from lib.orders import FINAL, Leg, describe_trade, on_account, reduce_only
 from lib.problems import CONTRACTS_UNRESOLVED, NOT_CLOSED, problem
-from lib.store.common import iso
+from lib.times import iso
 
 GLOBAL_CANCEL_WAIT_SECONDS = 5.0
 

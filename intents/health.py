@@ -10,7 +10,7 @@ from lib import log
 from lib.idempotency import stuck_claims
 from lib.problems import problem
 from lib.store import StoreUnavailable
-from lib.store.common import iso
+from lib.times import iso
 
 logger = log.get_logger(__name__)
 

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import asyncio
-import math
 
 from intents.base import Intent, IntentOutput, IntentParams, IntentRejected
+from lib.ib_values import number
 from lib.ibapi import AccountValue, Contract, ExecutionFilter, Fill, PortfolioItem, Position, Trade
 from lib.orders import on_account
 from lib.session import AccountState
-
-UNSET_DOUBLE = 1.7976931348623157e308   # IB's "no value" for doubles
 
 
 class SummaryParams(IntentParams):
@@ -76,22 +74,22 @@ def contract(c: Contract) -> dict:
 
 def position(p: Position) -> dict:
     return {'account': p.account, 'contract': contract(p.contract), 'position': p.position,
-            'avgCost': _number(p.avgCost)}
+            'avgCost': number(p.avgCost)}
 
 
 def portfolio_item(p: PortfolioItem) -> dict:
-    return {'contract': contract(p.contract), 'position': p.position, 'marketPrice': _number(p.marketPrice),
-            'marketValue': _number(p.marketValue), 'averageCost': _number(p.averageCost),
-            'unrealizedPNL': _number(p.unrealizedPNL), 'realizedPNL': _number(p.realizedPNL)}
+    return {'contract': contract(p.contract), 'position': p.position, 'marketPrice': number(p.marketPrice),
+            'marketValue': number(p.marketValue), 'averageCost': number(p.averageCost),
+            'unrealizedPNL': number(p.unrealizedPNL), 'realizedPNL': number(p.realizedPNL)}
 
 
 def open_order(t: Trade) -> dict:
     o, s = t.order, t.orderStatus
     return {'orderId': o.orderId, 'permId': o.permId, 'clientId': o.clientId, 'account': o.account,
             'contract': contract(t.contract), 'action': o.action, 'totalQuantity': o.totalQuantity,
-            'orderType': o.orderType, 'lmtPrice': _number(o.lmtPrice), 'auxPrice': _number(o.auxPrice),
+            'orderType': o.orderType, 'lmtPrice': number(o.lmtPrice), 'auxPrice': number(o.auxPrice),
             'tif': o.tif, 'orderRef': o.orderRef, 'status': s.status, 'filled': s.filled,
-            'remaining': s.remaining, 'avgFillPrice': _number(s.avgFillPrice)}
+            'remaining': s.remaining, 'avgFillPrice': number(s.avgFillPrice)}
 
 
 def execution(f: Fill) -> dict:
@@ -99,19 +97,12 @@ def execution(f: Fill) -> dict:
     return {'execId': e.execId, 'time': f.time.isoformat() if f.time else None, 'account': e.acctNumber,
             'contract': contract(f.contract), 'side': e.side, 'shares': e.shares, 'price': e.price,
             'orderId': e.orderId, 'permId': e.permId, 'clientId': e.clientId, 'orderRef': e.orderRef,
-            'commission': _number(c.commission) if c.execId else None,
-            'commissionCurrency': c.currency or None, 'realizedPNL': _number(c.realizedPNL) if c.execId else None}
-
-
-def _number(value: float | None) -> float | None:
-    """IB marks missing doubles with NaN or DBL_MAX; JSON gets null instead."""
-    if value is None or math.isnan(value) or math.isinf(value) or value >= UNSET_DOUBLE:
-        return None
-    return value
+            'commission': number(c.commission) if c.execId else None,
+            'commissionCurrency': c.currency or None, 'realizedPNL': number(c.realizedPNL) if c.execId else None}
 
 
 def _number_or_text(raw: str) -> float | str:
     try:
-        return _number(float(raw)) if raw != '' else raw
+        return number(float(raw)) if raw != '' else raw
     except ValueError:
         return raw

@@ -22,7 +22,7 @@ from lib.orders import (
 )
 from lib.problems import ERROR_TYPES, ORDER_CODES, order_problems
 from lib.session import AccountState
-from lib.store.common import iso
+from lib.times import iso
 from lib.trading_config import LIMIT_OFFSET_CEILING_BPS, ClosePolicy, OrderPolicy, TradingConfig
 from strategies.base import Bar, InstrumentSpec, Strategy
 from strategies.registry import get_strategy, strategy_names

@@ -27,6 +27,7 @@ from typing import Any, Mapping
 
 from lib.config import ConfigError
 from lib.store import ClaimRecord, Store
+from lib.times import iso
 
 ORDER_REF_TAG = 'ibj'
 MAX_GENERATIONS = 50
@@ -87,7 +88,7 @@ def derive_key(intent: str, params: Mapping[str, Any], published: datetime, wind
     few seconds after the scheduled minute, well inside it).
     """
     start = math.floor(published.timestamp() / window_seconds) * window_seconds
-    window = datetime.fromtimestamp(start, timezone.utc).isoformat().replace('+00:00', 'Z')
+    window = iso(datetime.fromtimestamp(start, timezone.utc))
     canonical = json.dumps({'intent': intent, 'params': params}, sort_keys=True, separators=(',', ':'))
     return f'auto:{window}:{hashlib.sha256(canonical.encode()).hexdigest()[:16]}'
 

@@ -15,11 +15,11 @@ with `strategies`: strategy -> its signed part of the quantity. The rules:
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
 from lib.exchange_calendar import is_trading_day
+from lib.ib_values import number
 from lib.ibapi import IB, ExecutionFilter, Fill
 from lib.idempotency import is_ours, recorded_orders, reference_of
 from lib.market_data import REQUEST_TIMEOUT_SECONDS, execution_filter_time
@@ -118,7 +118,7 @@ def ledger_entry(fill: Fill, order: dict | None) -> dict:
     """The fills-ledger document of one execution; `order` is its recorded order (None if not ours)."""
     e, c, report = fill.execution, fill.contract, fill.commissionReport
     quantity = e.shares if e.side == 'BOT' else -e.shares
-    commission = _number(report.commission) if report.execId else None
+    commission = number(report.commission) if report.execId else None
     parts = split_fill(quantity, order)
     return {
         'execId': e.execId, 'time': (fill.time or e.time).isoformat(), 'account': e.acctNumber,
@@ -126,7 +126,7 @@ def ledger_entry(fill: Fill, order: dict | None) -> dict:
         'conId': c.conId, 'symbol': c.symbol, 'secType': c.secType, 'localSymbol': c.localSymbol,
         'currency': c.currency, 'side': e.side, 'shares': e.shares, 'quantity': quantity, 'price': e.price,
         'commission': commission, 'commissionCurrency': report.currency or None,
-        'realizedPNL': _number(report.realizedPNL) if report.execId else None,
+        'realizedPNL': number(report.realizedPNL) if report.execId else None,
         'strategies': parts,
         'commissions': split_commission(commission, quantity, parts),
     }
@@ -241,7 +241,3 @@ def last_reconciled_day(store: Store, account: str, today: date) -> tuple[date |
 
 def _reconciled_key(account: str, day: date) -> str:
     return f'{RECONCILED_PREFIX}{account}:{day.isoformat()}'
-
-
-def _number(value: float) -> float | None:
-    return None if value is None or math.isnan(value) or abs(value) >= 1e300 else value

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from lib.ib_values import price
 from lib.ibapi import IB, Contract
 from lib.session_window import ContractHours
 
-UNSET_DOUBLE = 1.7976931348623157e308
 HMDS_ERROR = 162
 REQUEST_TIMEOUT_SECONDS = 20.0
 
@@ -175,7 +174,7 @@ async def quotes(ib: IB, infos: list[ContractInfo]) -> dict[int, Quote]:
         return {}
     tickers = await asyncio.wait_for(ib.reqTickersAsync(*(i.contract for i in infos)), REQUEST_TIMEOUT_SECONDS)
     by_id = {t.contract.conId: t for t in tickers}
-    return {i.con_id: Quote(*(_price(getattr(by_id[i.con_id], name, None)) if i.con_id in by_id else None
+    return {i.con_id: Quote(*(price(getattr(by_id[i.con_id], name, None)) if i.con_id in by_id else None
                               for name in ('bid', 'ask', 'last', 'close')))
             for i in infos}
 
@@ -249,12 +248,6 @@ def account_snapshot(ib: IB, account: str) -> AccountSnapshot:
         elif v.tag == 'CashBalance':
             cash[v.currency] = float(v.value)
     return AccountSnapshot(account, base, nlv, rates, cash)
-
-
-def _price(value: float | None) -> float | None:
-    if value is None or math.isnan(value) or value <= 0 or value >= UNSET_DOUBLE:
-        return None
-    return float(value)
 
 
 def _is_notice(code: int) -> bool:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from lib.times import iso
+
 Span = tuple[datetime, datetime]
 
 
@@ -29,9 +31,9 @@ class MarketState:
     def describe(self, name: str) -> str:
         """One line for results: 'SPY: market closed at ...; next open ...'."""
         if self.open:
-            return f'{name}: market open until {_iso(self.closes_at)}'
-        when = _iso(self.next_open) if self.next_open else 'not within the hours the gateway reported'
-        return f'{name}: market closed at {_iso(self.now)}; next open {when}'
+            return f'{name}: market open until {iso(self.closes_at) if self.closes_at else "unknown"}'
+        when = iso(self.next_open) if self.next_open else 'not within the hours the gateway reported'
+        return f'{name}: market closed at {iso(self.now)}; next open {when}'
 
 
 def sessions(hours: str, time_zone: str) -> list[Span]:
@@ -94,7 +96,3 @@ def _moment(day: str, text: str, zone: ZoneInfo, hours: str) -> datetime:
         raise HoursUnreadable(f'cannot read the time {text!r} in {hours!r}') from None
 
 
-def _iso(moment: datetime | None) -> str:
-    if moment is None:
-        return 'unknown'
-    return moment.astimezone(timezone.utc).isoformat().replace('+00:00', 'Z')

@@ -32,6 +32,7 @@ from typing import Awaitable, Callable, NamedTuple
 
 from lib.crash import crash_point
 from lib.idempotency import is_ours, order_ref, parse_order_ref, reference_of
+from lib.ib_values import number
 from lib.ibapi import IB, ExecutionFilter, Order, Trade
 from lib.market_data import (
     REQUEST_TIMEOUT_SECONDS, AccountSnapshot, ContractInfo, Quote, execution_filter_time, gateway_time,
@@ -39,15 +40,14 @@ from lib.market_data import (
 from lib.market_hours import HoursUnreadable, market_state
 from lib.problems import CLOSE_BAND, NOT_REDUCE_ONLY, REDUCED_TO_POSITION, TRADING_DISABLED, problem
 from lib.risk import CheckedOrder, check_limits, price_band_breach
-from lib.session import CLIENT_ID_IN_USE, connect_client, disconnect
-from lib.store.common import iso
+from lib.session import OtherClientUnavailable, other_client
+from lib.times import iso
 from lib.trading_config import ClosePolicy, OrderPolicy, RiskLimits
 
 CONFIRM_MARGIN_SECONDS = 1.0      # left between the end of confirming and the run's deadline
 SETTLE_SECONDS = 0.25             # after acknowledgement, for fills already on their way
 UNACKNOWLEDGED = ('', 'PendingSubmit', 'ApiPending')
 FINAL = ('Filled', 'Cancelled', 'ApiCancelled', 'Inactive')
-UNSET_DOUBLE = 1.7976931348623157e308
 ACK_WAIT_SECONDS = 5.0            # at most this long for one order's acknowledgement before the next leg
 CANCEL_CONNECT_SECONDS = 3.0      # connecting as another client id to cancel its orders
 # how far the instances' and the gateway's clocks may disagree when looking for fills since a claim
@@ -426,7 +426,7 @@ async def run_orders_at_broker(ib: IB, account: str, reference: str,
             if reference_of(o.orderRef) != reference or not on_account(o.account, account, managed):
                 continue
             # a completed order reports its fills as order.filledQuantity (unset: UNSET_DOUBLE), not in its status
-            done = o.filledQuantity if source == 'completed' and o.filledQuantity < UNSET_DOUBLE else 0.0
+            done = (number(o.filledQuantity) or 0.0) if source == 'completed' else 0.0
             filled = max(status.filled, done)
             remaining = status.remaining if source == 'open' else None   # completed: from fills, below
             found[o.orderRef] = {'orderRef': o.orderRef, 'conId': t.contract.conId, 'contract': _contract(t.contract),
@@ -521,8 +521,8 @@ async def cancel_orders(ib: IB, trades: list[Trade], *, own_client_id: int, host
     """Cancel each order through a connection with the client id that placed it; report each outcome.
 
     IB lets only the placing client id cancel an order. Orders of our own session are cancelled on it;
-    for each other client id a second IB() is connected in this loop, cancels, and disconnects. A client
-    id that is connected elsewhere answers error 326 at once, and that is taken as the answer (within
+    for each other client id `lib.session.other_client` connects in this loop, cancels, and disconnects. A
+    client id that is connected elsewhere answers error 326 at once, and that is taken as the answer (within
     CANCEL_CONNECT_SECONDS at most, never a whole connect timeout): its orders are reported as not
     cancelled and still `working`, and `cancel_problems` turns them into problems of the run.
     """
@@ -535,22 +535,17 @@ async def cancel_orders(ib: IB, trades: list[Trade], *, own_client_id: int, host
         if client_id == own_client_id:
             outcomes += await _cancel_on(ib, group, until)
             continue
-        owner = IB()
+        timeout = max(0.1, min(connect_timeout, CANCEL_CONNECT_SECONDS, until - loop.time()))
         try:
-            timeout = max(0.1, min(connect_timeout, CANCEL_CONNECT_SECONDS, until - loop.time()))
-            await _connect_as(owner, host, port, client_id, timeout)
-        except Exception as exc:
-            disconnect(owner)
-            reason = f'could not connect as client id {client_id} to cancel: {type(exc).__name__}: {exc}'
+            async with other_client(host, port, client_id, timeout) as owner:
+                known = {t.order.permId: t for t in owner.openTrades()}
+                outcomes += await _cancel_on(owner, [known[t.order.permId] for t in group
+                                                     if t.order.permId in known], until)
+        except OtherClientUnavailable as exc:
+            reason = f'could not connect as client id {client_id} to cancel: {exc}'
             outcomes += [{**describe_trade(t), 'cancelled': False, 'working': True, 'reason': reason}
                          for t in group]
             continue
-        try:
-            known = {t.order.permId: t for t in owner.openTrades()}
-            outcomes += await _cancel_on(owner, [known[t.order.permId] for t in group if t.order.permId in known],
-                                         until)
-        finally:
-            disconnect(owner)
         gone = 'no longer open (filled or cancelled meanwhile)'
         outcomes += [{**describe_trade(t), 'cancelled': False, 'working': False, 'reason': gone}
                      for t in group if t.order.permId not in known]
@@ -575,36 +570,6 @@ def cancel_problems(outcomes: list[dict]) -> list[dict]:
                                            f'working: {o.get("reason") or "the cancel was not confirmed in time"}',
                     contract=o['contract'], order_ref=o['orderRef'])
             for o in outcomes if o.get('working')]
-
-
-async def _connect_as(ib: IB, host: str, port: int, client_id: int, timeout: float) -> None:
-    """Connect with `client_id`, failing at once on error 326 (that id is connected elsewhere)."""
-    loop = asyncio.get_running_loop()
-    in_use: asyncio.Future = loop.create_future()
-
-    def on_error(req_id, code, message, contract) -> None:
-        if code == CLIENT_ID_IN_USE and not in_use.done():
-            in_use.set_result(message)
-
-    ib.errorEvent += on_error
-    async def connect_lean() -> None:   # the API connection and that client id's open orders, nothing more
-        await connect_client(ib, host, port, client_id, timeout)
-        await ib.reqOpenOrdersAsync()
-
-    connect = asyncio.ensure_future(connect_lean())
-    try:
-        done, _ = await asyncio.wait({connect, in_use}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        if connect in done:
-            connect.result()
-            return
-        if in_use in done:
-            raise ConnectionRefusedError(f'client id {client_id} is in use (error 326: {in_use.result()})')
-        raise TimeoutError(f'no connection within {timeout:g} s')
-    finally:
-        ib.errorEvent -= on_error
-        if not connect.done():
-            connect.cancel()
-            await asyncio.gather(connect, return_exceptions=True)
 
 
 async def _cancel_on(ib: IB, trades: list[Trade], until: float) -> list[dict]:
@@ -713,17 +678,9 @@ async def _what_if(ib: IB, item: _Planned) -> dict:
         ib.errorEvent -= on_error
     what_if = None
     if state is not None:
-        what_if = {name: _number(getattr(state, name)) for name in (
+        what_if = {name: number(getattr(state, name)) for name in (
             'initMarginChange', 'maintMarginChange', 'equityWithLoanChange', 'initMarginAfter', 'maintMarginAfter',
             'equityWithLoanAfter', 'commission', 'minCommission', 'maxCommission')}
         what_if['commissionCurrency'] = state.commissionCurrency or None
         what_if['warning'] = state.warningText or None
     return {**_describe_plan(item), 'whatIf': what_if, 'messages': refusals}
-
-
-def _number(value) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) or abs(number) >= UNSET_DOUBLE else number

@@ -8,19 +8,21 @@ executions on every connect, so an invocation's cost would grow with the account
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Collection
+from typing import AsyncIterator, Collection
 
 from lib.client_ids import CLIENT_IDS, ClientIdAllocator, ClientIdsExhausted
 from lib.config import ConfigError, Settings
 from lib.ibapi import IB, ExecutionFilter
 
 __all__ = [
-    'AccountNotManaged', 'AccountState', 'ClientIdsExhausted', 'GatewayUnavailable', 'Session', 'SessionError',
-    'SessionRejected', 'TradingModeViolation', 'connect_client', 'fetch_account_state', 'open_session',
+    'AccountNotManaged', 'AccountState', 'ClientIdsExhausted', 'GatewayUnavailable', 'OtherClientUnavailable',
+    'Session', 'SessionError', 'SessionRejected', 'TradingModeViolation', 'connect_client', 'fetch_account_state',
+    'open_session', 'other_client',
 ]
 
 log = logging.getLogger(__name__)
@@ -199,6 +201,58 @@ async def connect_client(ib: IB, host: str, port: int, client_id: int, timeout: 
     await ib.client.connectAsync(host, port, client_id, timeout)
     if client_id == 0:
         ib.reqAutoOpenOrders(True)   # as IB.connectAsync: client 0 binds manual orders
+
+
+class OtherClientUnavailable(SessionError):
+    """A connection as another client id could not be opened: in use elsewhere (326), refused or too slow."""
+
+
+@contextlib.asynccontextmanager
+async def other_client(host: str, port: int, client_id: int, timeout: float) -> AsyncIterator[IB]:
+    """A second connection, in this thread's loop, as `client_id`: that id's open orders and nothing more.
+
+    IB lets only the client id that placed an order cancel it. Error 326 (the id is connected elsewhere)
+    is the answer at once, not a wait for `timeout`. Disconnected on every path.
+    """
+    ib = IB()
+    try:
+        try:
+            await _connect_as(ib, host, port, client_id, timeout)
+        except Exception as exc:
+            raise OtherClientUnavailable(f'{type(exc).__name__}: {exc}') from exc
+        yield ib
+    finally:
+        disconnect(ib)
+
+
+async def _connect_as(ib: IB, host: str, port: int, client_id: int, timeout: float) -> None:
+    """Connect with `client_id`, failing at once on error 326 (that id is connected elsewhere)."""
+    loop = asyncio.get_running_loop()
+    in_use: asyncio.Future = loop.create_future()
+
+    def on_error(req_id, code, message, contract) -> None:
+        if code == CLIENT_ID_IN_USE and not in_use.done():
+            in_use.set_result(message)
+
+    ib.errorEvent += on_error
+    async def connect_lean() -> None:   # the API connection and that client id's open orders, nothing more
+        await connect_client(ib, host, port, client_id, timeout)
+        await ib.reqOpenOrdersAsync()
+
+    connect = asyncio.ensure_future(connect_lean())
+    try:
+        done, _ = await asyncio.wait({connect, in_use}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if connect in done:
+            connect.result()
+            return
+        if in_use in done:
+            raise ConnectionRefusedError(f'client id {client_id} is in use (error 326: {in_use.result()})')
+        raise TimeoutError(f'no connection within {timeout:g} s')
+    finally:
+        ib.errorEvent -= on_error
+        if not connect.done():
+            connect.cancel()
+            await asyncio.gather(connect, return_exceptions=True)
 
 
 async def fetch_account_state(ib: IB, account: str, parts: Collection[AccountState]) -> None:

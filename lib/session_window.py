@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from lib.market_hours import Span, sessions
+from lib.times import iso
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,8 @@ class TodaysSession:
     def describe(self) -> dict:
         zone = ZoneInfo(self.contract.time_zone)
         return {'contract': self.contract.name, 'timeZone': self.contract.time_zone,
-                'open': {'exchange': _local(self.opens_at, zone), 'utc': _utc(self.opens_at)},
-                'close': {'exchange': _local(self.closes_at, zone), 'utc': _utc(self.closes_at)}}
+                'open': {'exchange': _local(self.opens_at, zone), 'utc': iso(self.opens_at)},
+                'close': {'exchange': _local(self.closes_at, zone), 'utc': iso(self.closes_at)}}
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class Verdict:
         """The `window` part of a result."""
         rule = ('the earliest close' if self.window.before_close is not None else 'the latest open')
         described = {'requested': self.window.describe(), 'inside': self.inside, 'reason': self.reason,
-                     'gatewayTime': _utc(self.now), 'contracts': self.contracts,
+                     'gatewayTime': iso(self.now), 'contracts': self.contracts,
                      'rule': f'{rule} among the {self.contracts} contract(s) the run would trade'}
         if self.deciding is not None:
             described['session'] = self.deciding.describe()
@@ -134,7 +135,3 @@ def _local(moment: datetime, zone: ZoneInfo) -> str:
 
 def _clock(moment: datetime, zone: ZoneInfo) -> str:
     return moment.astimezone(zone).strftime('%H:%M %Z')
-
-
-def _utc(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat().replace('+00:00', 'Z')

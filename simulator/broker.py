@@ -1,12 +1,11 @@
-"""The paper broker: accounts, orders, fills, commissions, PnL and margin. No sockets.
+"""The paper broker: accounts, orders, matching, fills and commissions. No sockets.
 
-The protocol server calls this and turns the objects it gets back into TWS messages. Simplifications:
-every account is a Reg T margin account; stocks need 25% (long) or 30%
-(short) of their value as margin, futures a fixed amount per contract, forex 3%; BuyingPower is four
-times AvailableFunds (what IB reports for margin accounts, and consistent with the reject rule:
-a new order is refused when its fill would leave init margin above equity with loan value);
-futures move cash by their notional like stocks do, so NetLiquidation is always cash plus market
-value; forex positions are shown but their value is already in the cash balances.
+The protocol server calls this and turns the objects it gets back into TWS messages. What accounts
+are worth (rates, margin, portfolio rows, account values) is valuation.py's; the broker asks it under
+its lock. Simplifications: every account is a Reg T margin account (margin rates in valuation.py); a
+new order is refused when its fill would leave init margin above equity with loan value; futures move
+cash by their notional like stocks do, so NetLiquidation is always cash plus market value; forex
+positions are shown but their value is already in the cash balances.
 """
 from __future__ import annotations
 
@@ -21,13 +20,12 @@ from typing import Protocol
 from .clock import as_utc
 from .model import Account, Execution, Instrument, Order, Position
 from .state import decode_account, decode_execution, decode_order, encode, read_json, write_json_atomic
+from .valuation import PortfolioItem, Valuation, money
 
 ORDER_TYPES = ('MKT', 'LMT', 'STP', 'STP LMT')
 STOP_TYPES = ('STP', 'STP LMT')
 LIMIT_TYPES = ('LMT', 'STP LMT')
 TIFS = ('DAY', 'GTC', 'IOC')
-FUTURE_INIT_MARGIN_USD = {'ES': 20000.0, 'NQ': 20000.0, 'MES': 2000.0, 'MNQ': 2000.0}
-FUTURE_FALLBACK_MARGIN = 0.10      # of notional, for futures not in the table
 EPS = 1e-9
 STATE_VERSION = 1
 
@@ -75,19 +73,6 @@ class BrokerFaults:
     partial_fill: float | None = None
 
 
-@dataclass
-class PortfolioItem:
-    """One updatePortfolio row; money in the instrument's currency."""
-
-    instrument: Instrument
-    position: float
-    marketPrice: float
-    marketValue: float
-    averageCost: float
-    unrealizedPNL: float
-    realizedPNL: float
-
-
 class BrokerListener(Protocol):
     """Implemented by the server; every call happens while the broker holds its lock."""
 
@@ -96,53 +81,6 @@ class BrokerListener(Protocol):
     def executed(self, execution: Execution) -> None: ...
 
     def account_changed(self, account: str, conIds: list[int]) -> None: ...
-
-
-@dataclass
-class _Totals:
-    """An account's aggregates in base currency."""
-
-    cash: float = 0.0
-    market_value: float = 0.0      # stocks and futures; forex value is already in cash
-    gross: float = 0.0
-    init: float = 0.0
-    maint: float = 0.0
-
-    @property
-    def net_liquidation(self) -> float:
-        return self.cash + self.market_value
-
-    @property
-    def available(self) -> float:
-        return self.net_liquidation - self.init
-
-    @property
-    def excess(self) -> float:
-        return self.net_liquidation - self.maint
-
-
-@dataclass
-class _Ledger:
-    """Per-currency ledger values, in that currency."""
-
-    cash: float = 0.0
-    stock_value: float = 0.0
-    future_value: float = 0.0
-    unrealized: float = 0.0
-    realized: float = 0.0
-
-    @property
-    def net_liquidation(self) -> float:
-        return self.cash + self.stock_value + self.future_value
-
-
-def _money(x: float) -> str:
-    return f'{round(x, 2) + 0.0:.2f}'
-
-
-def _rate_text(x: float) -> str:
-    text = f'{x:.6f}'.rstrip('0')
-    return text + '0' * max(0, 2 - len(text.split('.')[1]))
 
 
 def _is_price(x: float | None) -> bool:
@@ -207,7 +145,7 @@ class Broker:
         self._next_perm_id = 1_000_001
         self._exec_count = 0
         self._exec_prefix = secrets.randbits(32)   # new per process, so execIds never repeat across restarts
-        self._fx_pairs: dict[tuple[str, str], Instrument] | None = None
+        self.valuation = Valuation(base_currency, clock, universe, prices)
 
     @property
     def accounts(self) -> list[str]:
@@ -252,8 +190,8 @@ class Broker:
             price = self._estimated_price(order, self.prices.quote(inst, self.clock.now()))
             commission = self._commission(inst, order.totalQuantity, price)
             account = self._accounts[account_id]
-            before = self._totals(account)
-            after = self._totals(self._with_fill(account, order, order.totalQuantity, price, commission))
+            before = self.valuation.totals(account)
+            after = self.valuation.totals(self._with_fill(account, order, order.totalQuantity, price, commission))
             return WhatIf(
                 before.init, before.maint, before.net_liquidation,
                 after.init - before.init, after.maint - before.maint,
@@ -321,37 +259,24 @@ class Broker:
     def account_values(self, account: str) -> list[tuple[str, str, str]]:
         """(key, value, currency) rows for updateAccountValue."""
         with self.lock:
-            acct = self._accounts[account]
-            return self._scalar_rows(acct, self._totals(acct)) + self._ledger_rows(acct, None)
+            return self.valuation.account_values(self._accounts[account])
 
     def summary(self, account: str, tags: list[str]) -> list[tuple[str, str, str]]:
         """(tag, value, currency) rows for reqAccountSummary, including the $LEDGER forms."""
         with self.lock:
-            acct = self._accounts[account]
-            scalars = {row[0]: row for row in self._scalar_rows(acct, self._totals(acct))}
-            rows = []
-            for tag in tags:
-                if tag == '$LEDGER':
-                    rows += [r for r in self._ledger_rows(acct, None) if r[2] == 'BASE']
-                elif tag == '$LEDGER:ALL':
-                    rows += self._ledger_rows(acct, None)
-                elif tag.startswith('$LEDGER:'):
-                    rows += self._ledger_rows(acct, tag.split(':', 1)[1])
-                elif tag in scalars:
-                    rows.append(scalars[tag])
-            return rows
+            return self.valuation.summary(self._accounts[account], tags)
 
     def portfolio(self, account: str) -> list[PortfolioItem]:
         """Non-zero positions of `account`, marked to the current price."""
         with self.lock:
             positions = self._accounts[account].positions
-            return [self._item(p) for p in positions.values() if p.quantity]
+            return [self.valuation.item(p) for p in positions.values() if p.quantity]
 
     def portfolio_item(self, account: str, conId: int) -> PortfolioItem | None:
         """One position's row, also when it is flat (the server pushes 0 to remove the row)."""
         with self.lock:
             pos = self._accounts[account].positions.get(conId)
-            return self._item(pos) if pos else None
+            return self.valuation.item(pos) if pos else None
 
     def positions(self, account: str | None = None) -> list[tuple[str, Position]]:
         """(account, position) snapshots of the non-zero positions, of one account or of all."""
@@ -492,14 +417,14 @@ class Broker:
         inst = order.instrument
         price = self._estimated_price(order, self.prices.quote(inst, self.clock.now()))
         account = self._accounts[order.account]
-        before = self._totals(account)
-        after = self._totals(self._with_fill(account, order, quantity, price, self._commission(inst, quantity, price)))
+        before = self.valuation.totals(account)
+        after = self.valuation.totals(self._with_fill(account, order, quantity, price, self._commission(inst, quantity, price)))
         if after.init > after.net_liquidation and after.init > before.init + EPS:
             base = self.base_currency
             raise OrderError(201, 'Order rejected - reason:YOUR ORDER IS NOT ACCEPTED. IN ORDER TO OBTAIN THE '
                              'DESIRED POSITION YOUR EQUITY WITH LOAN VALUE '
-                             f'[{_money(after.net_liquidation)} {base}] MUST EXCEED THE INITIAL MARGIN '
-                             f'[{_money(after.init)} {base}]')
+                             f'[{money(after.net_liquidation)} {base}] MUST EXCEED THE INITIAL MARGIN '
+                             f'[{money(after.init)} {base}]')
 
     @staticmethod
     def _with_fill(account: Account, order: Order, quantity: float, price: float, commission: float) -> Account:
@@ -577,7 +502,7 @@ class Broker:
         commission = self._commission(inst, quantity, price)
         dq = quantity if order.action == 'BUY' else -quantity
         realized = _apply_fill(account, inst, dq, price, commission)
-        account.realizedPNL += realized * self._rate(inst.currency)
+        account.realizedPNL += realized * self.valuation.rate(inst.currency)
         order.avgFillPrice = (order.avgFillPrice * order.filled + price * quantity) / (order.filled + quantity)
         order.filled += quantity
         order.lastFillPrice = price
@@ -601,7 +526,7 @@ class Broker:
 
     def _commission(self, inst: Instrument, quantity: float, price: float) -> float:
         """IB-like fixed rates, in the instrument's currency."""
-        usd = self._convert(1.0, 'USD', inst.currency)
+        usd = self.valuation.convert(1.0, 'USD', inst.currency)
         value = quantity * price * inst.price_multiplier
         if inst.secType == 'FUT':
             return 0.85 * quantity * usd
@@ -625,135 +550,3 @@ class Broker:
     def _notify_account(self, account: str, con_ids: list[int]) -> None:
         if self.listener:
             self.listener.account_changed(account, con_ids)
-
-    # valuation internals
-
-    def _fx(self) -> dict[tuple[str, str], Instrument]:
-        if self._fx_pairs is None:
-            self._fx_pairs = {(i.symbol, i.currency): i for i in self.universe.all() if i.secType == 'CASH'}
-        return self._fx_pairs
-
-    def _pair_rate(self, frm: str, to: str) -> float | None:
-        """Units of `to` per unit of `frm` from one CASH pair, either way round."""
-        pairs, now = self._fx(), self.clock.now()
-        if (frm, to) in pairs:
-            return self.prices.price(pairs[frm, to], now)
-        if (to, frm) in pairs:
-            return 1.0 / self.prices.price(pairs[to, frm], now)
-        return None
-
-    def _convert(self, amount: float, frm: str, to: str) -> float:
-        if frm == to:
-            return amount
-        direct = self._pair_rate(frm, to)
-        if direct is not None:
-            return amount * direct
-        for via in {c for pair in self._fx() for c in pair}:
-            first, second = self._pair_rate(frm, via), self._pair_rate(via, to)
-            if first is not None and second is not None:
-                return amount * first * second
-        raise ValueError(f'no exchange rate from {frm} to {to} in the universe')
-
-    def _rate(self, currency: str) -> float:
-        """Base currency per unit of `currency`."""
-        return self._convert(1.0, currency, self.base_currency)
-
-    def _margin(self, pos: Position, mark: float) -> tuple[float, float]:
-        """(init, maint) margin of a position in its currency."""
-        inst, qty = pos.instrument, abs(pos.quantity)
-        if inst.secType == 'FUT':
-            per_contract = FUTURE_INIT_MARGIN_USD.get(inst.symbol)
-            if per_contract is None:
-                init = qty * mark * inst.price_multiplier * FUTURE_FALLBACK_MARGIN
-            else:
-                init = qty * self._convert(per_contract, 'USD', inst.currency)
-            return init, 0.9 * init
-        value = qty * mark * inst.price_multiplier
-        rate = 0.03 if inst.secType == 'CASH' else 0.25 if pos.quantity > 0 else 0.30
-        return value * rate, value * rate
-
-    def _item(self, pos: Position) -> PortfolioItem:
-        inst = pos.instrument
-        mark = self.prices.price(inst, self.clock.now())
-        mult = inst.price_multiplier
-        return PortfolioItem(inst, pos.quantity, mark, pos.quantity * mark * mult, pos.avgCost,
-                             (mark * mult - pos.avgCost) * pos.quantity, pos.realizedPNL)
-
-    def _totals(self, account: Account) -> _Totals:
-        totals = _Totals(cash=sum(amount * self._rate(ccy) for ccy, amount in account.cash.items()))
-        for pos in account.positions.values():
-            if not pos.quantity:
-                continue
-            item = self._item(pos)
-            rate = self._rate(pos.instrument.currency)
-            init, maint = self._margin(pos, item.marketPrice)
-            totals.init += init * rate
-            totals.maint += maint * rate
-            if pos.instrument.secType != 'CASH':
-                totals.market_value += item.marketValue * rate
-                totals.gross += abs(item.marketValue) * rate
-        return totals
-
-    def _ledgers(self, account: Account) -> dict[str, _Ledger]:
-        ledgers = {self.base_currency: _Ledger()}
-        for ccy, amount in account.cash.items():
-            ledgers.setdefault(ccy, _Ledger()).cash += amount
-        for pos in account.positions.values():
-            ledger = ledgers.setdefault(pos.instrument.currency, _Ledger())
-            ledger.realized += pos.realizedPNL
-            if pos.quantity:
-                item = self._item(pos)
-                ledger.unrealized += item.unrealizedPNL
-                if pos.instrument.secType == 'STK':
-                    ledger.stock_value += item.marketValue
-                elif pos.instrument.secType == 'FUT':
-                    ledger.future_value += item.marketValue
-        return ledgers
-
-    def _ledger_rows(self, account: Account, only: str | None) -> list[tuple[str, str, str]]:
-        """Per-currency ledger rows plus the BASE rows (all of them, or one currency's when `only`)."""
-        ledgers = self._ledgers(account)
-        base = _Ledger(realized=account.realizedPNL)
-        for ccy, ledger in ledgers.items():
-            rate = self._rate(ccy)
-            base.cash += ledger.cash * rate
-            base.stock_value += ledger.stock_value * rate
-            base.future_value += ledger.future_value * rate
-            base.unrealized += ledger.unrealized * rate
-        rows = []
-        entries = [(ccy, ledger, self._rate(ccy)) for ccy, ledger in ledgers.items()] + [('BASE', base, 1.0)]
-        for ccy, ledger, rate in entries:
-            if only is not None and ccy != only:
-                continue
-            rows += [('CashBalance', _money(ledger.cash), ccy),
-                     ('TotalCashBalance', _money(ledger.cash), ccy),
-                     ('StockMarketValue', _money(ledger.stock_value), ccy),
-                     ('NetLiquidationByCurrency', _money(ledger.net_liquidation), ccy),
-                     ('UnrealizedPnL', _money(ledger.unrealized), ccy),
-                     ('RealizedPnL', _money(ledger.realized), ccy),
-                     ('ExchangeRate', _rate_text(rate), ccy)]
-        return rows
-
-    def _scalar_rows(self, account: Account, t: _Totals) -> list[tuple[str, str, str]]:
-        """Account-wide values; money in base currency, ratios and counts without a currency."""
-        base = self.base_currency
-        nlv = t.net_liquidation
-        money = {
-            'NetLiquidation': nlv, 'TotalCashValue': t.cash, 'SettledCash': t.cash, 'AccruedCash': 0.0,
-            'BuyingPower': max(0.0, 4 * t.available), 'EquityWithLoanValue': nlv,
-            'PreviousDayEquityWithLoanValue': nlv, 'GrossPositionValue': t.gross, 'RegTEquity': nlv,
-            'RegTMargin': t.init, 'SMA': max(0.0, t.available), 'InitMarginReq': t.init,
-            'MaintMarginReq': t.maint, 'AvailableFunds': t.available, 'ExcessLiquidity': t.excess,
-            'FullInitMarginReq': t.init, 'FullMaintMarginReq': t.maint, 'FullAvailableFunds': t.available,
-            'FullExcessLiquidity': t.excess, 'LookAheadInitMarginReq': t.init,
-            'LookAheadMaintMarginReq': t.maint, 'LookAheadAvailableFunds': t.available,
-            'LookAheadExcessLiquidity': t.excess,
-        }
-        rows = [('AccountCode', account.accountId, ''), ('AccountType', 'INDIVIDUAL', '')]
-        rows += [(key, _money(value), base) for key, value in money.items()]
-        rows += [('Cushion', f'{t.excess / nlv if nlv else 0.0:.6f}', ''),
-                 ('Leverage', f'{t.gross / nlv if nlv else 0.0:.2f}', ''),
-                 ('LookAheadNextChange', '0', ''), ('HighestSeverity', '0', ''),
-                 ('DayTradesRemaining', '-1', '')]
-        rows += [(f'DayTradesRemainingT+{n}', '-1', '') for n in range(1, 5)]
-        return rows

@@ -1,4 +1,4 @@
-"""One client connection: handshake, request dispatch and the subscriptions it holds."""
+"""One client connection: handshake, request dispatch, and the updates its subscriptions (subscriptions.py) earn."""
 from __future__ import annotations
 
 import asyncio
@@ -16,6 +16,7 @@ from .broker import OrderError
 from .faults import CONNECTIVITY_LOST, FARM_OK
 from .limits import PACING_VIOLATION, MessageRate
 from .model import Order
+from .subscriptions import Subscriptions
 from .wire import HANDSHAKE_PREFIX, FrameBuffer, frame, parse_version_range
 
 if TYPE_CHECKING:
@@ -75,11 +76,7 @@ class Connection(asyncio.Protocol):
         self.stats = Stats()
         self.replied_since_request = True
         self.market_data_type = 1
-        self.positions_sub = False
-        self.account_sub: str | None = None
-        self.multi_subs: dict[int, str] = {}
-        self.summary_subs: dict[int, list[str]] = {}
-        self.mkt_subs: dict[int, tuple] = {}      # reqId -> (instrument, last quote tuple)
+        self.subs = Subscriptions()
         self.live_req_ids: set[int] = set()       # requests that can still be cancelled
         self.pace_api = False                     # the client asked the gateway to pace it (+PACEAPI)
         self.rate = MessageRate()
@@ -91,7 +88,7 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        self.sim._connection_opened(self)
+        self.sim.connection_opened(self)
 
     def connection_lost(self, exc) -> None:
         self.stats.closed_at = time.time()
@@ -101,7 +98,7 @@ class Connection(asyncio.Protocol):
             if callable(data):
                 data()
         self._pending.clear()
-        self.sim._connection_closed(self)
+        self.sim.connection_closed(self)
 
     def close(self, after_replies: bool = False) -> None:
         """Close now (a dropped connection), or once the replies held back by latency are out."""
@@ -110,6 +107,11 @@ class Connection(asyncio.Protocol):
             return
         if self.transport and not self.transport.is_closing():
             self.transport.close()
+
+    def account_changed(self, account: str, con_ids: list[int], positions: dict, items: dict) -> None:
+        """Send what this connection's subscriptions are owed for a change of `account` (see Subscriptions)."""
+        for message in self.subs.account_updates(self.sim, account, con_ids, positions, items):
+            self.send(message)
 
     def send_error(self, req_id: int, code: int, text: str) -> None:
         """An error or notice (message 4) in this connection's negotiated layout."""
@@ -285,9 +287,7 @@ class Connection(asyncio.Protocol):
         req_id = int(f[at]) if at < len(f) and f[at].lstrip('-').isdigit() else -1
         found = req_id in self.live_req_ids
         self.live_req_ids.discard(req_id)
-        self.mkt_subs.pop(req_id, None)
-        self.summary_subs.pop(req_id, None)
-        self.multi_subs.pop(req_id, None)
+        self.subs.cancel(req_id)
         if not found:
             self.send_error(req_id, 300, f"Can't find EId with tickerId:{req_id}")
 
@@ -295,7 +295,7 @@ class Connection(asyncio.Protocol):
 
     def on_start_api(self, f: list[str]) -> None:
         client_id = int(f[2])
-        refusal = self.sim._register_client(self, client_id)
+        refusal = self.sim.register_client(self, client_id)
         if refusal:
             code, text = refusal
             self.send_error(-1, code, text)
@@ -322,30 +322,31 @@ class Connection(asyncio.Protocol):
     # --- account and positions ------------------------------------------------------------
 
     def on_req_positions(self, f):
-        self.positions_sub = True
+        self.subs.positions = True
         for account, pos in self.sim.broker.positions():
             self.send(msg.position(account, pos.instrument, pos.quantity, pos.avgCost))
         self.send([msg.POSITION_END, 1])
 
     def on_cancel_positions(self, f):
-        self.positions_sub = False
+        self.subs.positions = False
 
     def on_req_account_updates(self, f):
         subscribe, account = f[2] == '1', f[3] if len(f) > 3 else ''
         if not subscribe:
-            self.account_sub = None
+            self.subs.account = None
             return
         if not account and len(self.sim.accounts) == 1:
             account = self.sim.accounts[0]
         if account in self.sim.accounts:
-            self.account_sub = account
-            self.sim.send_account_snapshot(self, account)
+            self.subs.account = account
+            for message in self.sim.account_snapshot(account):
+                self.send(message)
         self.send([msg.ACCT_DOWNLOAD_END, 1, account])
 
     def on_req_account_updates_multi(self, f):
         req_id, account = int(f[2]), f[3]
         self.live_req_ids.add(req_id)
-        self.multi_subs[req_id] = account
+        self.subs.account_multi[req_id] = account
         for acct in self.sim.accounts_matching(account):
             for key, value, ccy in self.sim.broker.account_values(acct):
                 self.send(msg.account_update_multi(req_id, acct, key, value, ccy))
@@ -354,8 +355,9 @@ class Connection(asyncio.Protocol):
     def on_req_account_summary(self, f):
         req_id, tags = int(f[2]), [t for t in f[4].split(',') if t]
         self.live_req_ids.add(req_id)
-        self.summary_subs[req_id] = tags
-        self.sim.send_summary(self, req_id, tags)
+        self.subs.summary[req_id] = tags
+        for message in self.sim.summary_messages(req_id, tags):
+            self.send(message)
         self.send([msg.ACCOUNT_SUMMARY_END, 1, req_id])
 
     def on_req_positions_multi(self, f):
@@ -518,7 +520,7 @@ class Connection(asyncio.Protocol):
             self.send([msg.TICK_SNAPSHOT_END, 1, req_id])
         else:
             self.live_req_ids.add(req_id)
-            self.mkt_subs[req_id] = (inst, quote)
+            self.subs.market_data[req_id] = (inst, quote)
 
     def _quote(self, inst):
         """The quote to send: bid, ask and last are -1 (none) for instruments under the no_live_quote fault."""
@@ -540,18 +542,18 @@ class Connection(asyncio.Protocol):
 
     def drop_market_data(self) -> None:
         """Forget every streaming subscription, as a gateway that lost its data does (1101)."""
-        for req_id in self.mkt_subs:
+        for req_id in self.subs.market_data:
             self.live_req_ids.discard(req_id)
-        self.mkt_subs.clear()
+        self.subs.market_data.clear()
 
     def stream_quotes(self) -> None:
         """Push changed quotes to streaming market-data subscriptions (none while IB is out of reach)."""
         if self.sim.faults.connectivity_lost:
             return
-        for req_id, (inst, last) in list(self.mkt_subs.items()):
+        for req_id, (inst, last) in list(self.subs.market_data.items()):
             quote = self._quote(inst)
             if (quote.bid, quote.ask, quote.last) != (last.bid, last.ask, last.last):
-                self.mkt_subs[req_id] = (inst, quote)
+                self.subs.market_data[req_id] = (inst, quote)
                 self._send_quote(req_id, quote)
 
     def on_req_historical_data(self, f):
@@ -567,7 +569,7 @@ class Connection(asyncio.Protocol):
                                    what, use_rth):
             self.send_error(req_id, 162, PACING_VIOLATION)
             return
-        sim.open_hist_requests += 1
+        sim.historical_request_opened()
         try:
             self._answer_historical_data(req_id, contract, end_text, bar_size, duration, use_rth, what, format_date)
         finally:

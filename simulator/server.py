@@ -214,12 +214,17 @@ class Simulator:
 
     # --- in-process API -------------------------------------------------------------------
 
+    def historical_request_opened(self) -> None:
+        """A historical data request is being answered (they count against hist_open_requests)."""
+        self.open_hist_requests += 1
+
     def historical_request_closed(self) -> None:
+        """Its answer is out (or its connection closed)."""
         self.open_hist_requests = max(0, self.open_hist_requests - 1)
 
     def market_data_lines_used(self) -> int:
         """Streaming market-data subscriptions held by every client."""
-        return sum(len(conn.mkt_subs) for conn in list(self._connections))
+        return sum(conn.subs.market_data_lines() for conn in list(self._connections))
 
     def connected_client_ids(self) -> set[int]:
         return set(self._clients)
@@ -260,18 +265,20 @@ class Simulator:
 
     # --- connections ------------------------------------------------------------------------
 
-    def _connection_opened(self, conn: Connection) -> None:
+    def connection_opened(self, conn: Connection) -> None:
+        """Count a new connection in (its traffic counters too)."""
         self._connections.add(conn)
         self._history.append(conn.stats)
         if len(self._history) > 10_000:
             del self._history[:1000]
 
-    def _connection_closed(self, conn: Connection) -> None:
+    def connection_closed(self, conn: Connection) -> None:
+        """Forget a closed connection and free its client id."""
         self._connections.discard(conn)
         if conn.client_id is not None and self._clients.get(conn.client_id) is conn:
             del self._clients[conn.client_id]
 
-    def _register_client(self, conn: Connection, client_id: int) -> tuple[int, str] | None:
+    def register_client(self, conn: Connection, client_id: int) -> tuple[int, str] | None:
         """Claim a clientId for a connection; returns (code, text) of the refusal, if any."""
         if client_id in self._clients:
             return 326, 'Unable to connect as the client id is already in use. Retry with a unique client id.'
@@ -324,29 +331,11 @@ class Simulator:
         positions = {pos.instrument.conId: pos for acct, pos in self.broker.positions(account)}
         items = {item.instrument.conId: item for item in self.broker.portfolio(account)}
         for conn in list(self._connections):
-            if not conn.ready:
-                continue
-            if conn.positions_sub:
-                for con_id in con_ids:
-                    pos = positions.get(con_id)
-                    inst = pos.instrument if pos else self.universe.get(con_id)
-                    if inst is not None:
-                        conn.send(msg.position(account, inst, pos.quantity if pos else 0.0,
-                                               pos.avgCost if pos else 0.0))
-            if conn.account_sub == account:
-                for con_id in con_ids:
-                    item = items.get(con_id) or self._flat_item(con_id)
-                    if item is not None:
-                        conn.send(msg.portfolio(item, account))
-                self._send_account_values(conn, account)
-            for req_id, tags in conn.summary_subs.items():
-                self.send_summary(conn, req_id, tags, accounts=[account])
-            for req_id, acct in conn.multi_subs.items():
-                if account in self.accounts_matching(acct):
-                    for key, value, ccy in self.broker.account_values(account):
-                        conn.send(msg.account_update_multi(req_id, account, key, value, ccy))
+            if conn.ready:
+                conn.account_changed(account, con_ids, positions, items)
 
-    def _flat_item(self, con_id: int):
+    def flat_item(self, con_id: int):
+        """The portfolio row of a position that is now flat (sent so the client drops it), None if unknown."""
         inst = self.universe.get(con_id)
         if inst is None:
             return None
@@ -354,19 +343,19 @@ class Simulator:
         return SimpleNamespace(instrument=inst, position=0.0, marketPrice=price, marketValue=0.0,
                                averageCost=0.0, unrealizedPNL=0.0, realizedPNL=0.0)
 
-    # --- snapshots sent on request ---------------------------------------------------------
+    # --- account messages a connection sends on request or subscription --------------------
 
-    def send_account_snapshot(self, conn: Connection, account: str) -> None:
-        self._send_account_values(conn, account)
-        for item in self.broker.portfolio(account):
-            conn.send(msg.portfolio(item, account))
+    def account_snapshot(self, account: str) -> list[list]:
+        """reqAccountUpdates' first answer: the account values, then every portfolio row."""
+        return self.account_value_messages(account) + [msg.portfolio(item, account)
+                                                        for item in self.broker.portfolio(account)]
 
-    def _send_account_values(self, conn: Connection, account: str) -> None:
-        for key, value, ccy in self.broker.account_values(account):
-            conn.send(msg.account_value(key, value, ccy, account))
-        conn.send(msg.account_time(self.clock.now()))
+    def account_value_messages(self, account: str) -> list[list]:
+        """updateAccountValue for every value of `account`, then the account time."""
+        return ([msg.account_value(key, value, ccy, account) for key, value, ccy in self.broker.account_values(account)]
+                + [msg.account_time(self.clock.now())])
 
-    def send_summary(self, conn: Connection, req_id: int, tags: list[str], accounts=None) -> None:
-        for account in accounts or self.accounts:
-            for tag, value, ccy in self.broker.summary(account, tags):
-                conn.send(msg.account_summary(req_id, account, tag, value, ccy))
+    def summary_messages(self, req_id: int, tags: list[str], accounts=None) -> list[list]:
+        """accountSummary rows of `tags` for `accounts` (default: every account)."""
+        return [msg.account_summary(req_id, account, tag, value, ccy) for account in accounts or self.accounts
+                for tag, value, ccy in self.broker.summary(account, tags)]

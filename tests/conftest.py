@@ -1,4 +1,4 @@
-"""Shared fixtures: the Pub/Sub emulator, functions-framework servers, and a simulated gateway."""
+"""Shared fixtures: the Pub/Sub and Firestore emulators, functions-framework servers, and a simulated gateway."""
 from __future__ import annotations
 
 import os
@@ -9,9 +9,7 @@ from typing import Callable, Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.emulators import FunctionServer, PubSub, PubSubEmulator, require_tool
-
-EMULATOR_ENV = 'PUBSUB_EMULATOR_HOST'
+from tests.emulators import FirestoreEmulator, FunctionServer, PubSub, PubSubEmulator, session_emulator
 
 # Hypothesis profiles. `ci` (chosen when CI=true): derandomized, so a CI run is reproducible and a
 # failure there fails again on a developer's machine. `dev` (the default elsewhere): random, as
@@ -41,24 +39,14 @@ def local_state_outside_the_repository(tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture(scope='session')
 def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSubEmulator]:
-    """The Pub/Sub emulator: the one PUBSUB_EMULATOR_HOST names, else one started for the session.
+    """The Pub/Sub emulator: the one PUBSUB_EMULATOR_HOST names, else one started for the session."""
+    yield from session_emulator(PubSubEmulator, lambda: tmp_path_factory.mktemp('pubsub'))
 
-    Without gcloud the tests that need it are skipped, except under CI=true where that is a failure.
-    """
-    given = os.environ.get(EMULATOR_ENV)
-    if given:
-        emulator = PubSubEmulator(given)
-        emulator.wait_ready()
-        yield emulator
-        return
-    require_tool('gcloud', f'the Pub/Sub emulator cannot start (and {EMULATOR_ENV} is unset)')
-    emulator = PubSubEmulator.start(tmp_path_factory.mktemp('pubsub'))
-    os.environ[EMULATOR_ENV] = emulator.host
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
-        os.environ.pop(EMULATOR_ENV, None)
+
+@pytest.fixture(scope='session')
+def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirestoreEmulator]:
+    """The Firestore emulator: the one FIRESTORE_EMULATOR_HOST names, else one started for the session."""
+    yield from session_emulator(FirestoreEmulator, lambda: tmp_path_factory.mktemp('firestore'))
 
 
 @pytest.fixture

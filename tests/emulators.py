@@ -1,11 +1,10 @@
-"""Real local services for tests: the Pub/Sub emulator and a functions-framework server process.
+"""Real local services for tests: the Pub/Sub and Firestore emulators and a functions-framework server process.
 
-Both run as subprocesses in their own process group, listen on 127.0.0.1 only, and are stopped
+All run as subprocesses in their own process group, listen on 127.0.0.1 only, and are stopped
 by process group so no Java or gunicorn child outlives the test session.
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -19,7 +18,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, Iterator
 
 from google.api_core import exceptions as gexc
 
@@ -114,39 +113,94 @@ def spawn(command: list[str], *, env: dict[str, str], log_dir: Path, name: str, 
 
 
 @dataclass
-class PubSubEmulator:
-    """The gcloud Pub/Sub emulator; `process` is None when an already running one is reused."""
+class Emulator:
+    """A gcloud emulator on 127.0.0.1; `process` is None when an already running one is reused.
+
+    The subclasses say which: the variable its clients read (`env`) and how gcloud starts it.
+    """
 
     host: str                 # host:port
     project: str = PROJECT
     process: Process | None = None
 
+    name: ClassVar[str]
+    env: ClassVar[str]
+
     @classmethod
-    def start(cls, log_dir: Path, project: str = PROJECT, timeout: float = 60.0) -> PubSubEmulator:
-        """Start `gcloud beta emulators pubsub start` on a free port and wait until GET / says Ok."""
+    def start(cls, log_dir: Path, project: str = PROJECT, timeout: float = 60.0) -> Emulator:
+        """Start the emulator on a free port and wait until GET / says Ok."""
         host = f'127.0.0.1:{free_port()}'
-        data_dir = Path(tempfile.mkdtemp(prefix='pubsub-data-', dir=log_dir))
-        command = [shutil.which('gcloud') or 'gcloud', 'beta', 'emulators', 'pubsub', 'start',
-                   f'--host-port={host}', f'--project={project}', f'--data-dir={data_dir}', '--quiet']
-        emulator = cls(host, project, spawn(command, env=dict(os.environ), log_dir=log_dir, name='pubsub-emulator'))
+        command = [shutil.which('gcloud') or 'gcloud', *cls._arguments(host, project, log_dir), '--quiet']
+        process = spawn(command, env=dict(os.environ), log_dir=log_dir,
+                        name=f'{cls.env.split("_")[0].lower()}-emulator')
+        emulator = cls(host, project, process)
         emulator.wait_ready(timeout)
         return emulator
+
+    @classmethod
+    def _arguments(cls, host: str, project: str, log_dir: Path) -> list[str]:
+        raise NotImplementedError
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Wait until GET / answers Ok (an emulator started elsewhere may still be booting)."""
         url = f'http://{self.host}/'
         if self.process is not None:
-            self.process.wait_until(url, _emulator_ok, timeout, 'Pub/Sub emulator')
+            self.process.wait_until(url, _emulator_ok, timeout, self.name)
             return
         deadline = time.monotonic() + timeout
         while not _emulator_ok(*(_http_status(url) or (0, ''))):
             if time.monotonic() > deadline:
-                raise ServiceFailed(f'no Pub/Sub emulator answers at {url} (PUBSUB_EMULATOR_HOST)')
+                raise ServiceFailed(f'no {self.name} answers at {url} ({self.env})')
             time.sleep(0.1)
 
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+
+
+class PubSubEmulator(Emulator):
+    """`gcloud beta emulators pubsub start`, its data in a folder of its own."""
+
+    name = 'Pub/Sub emulator'
+    env = 'PUBSUB_EMULATOR_HOST'
+
+    @classmethod
+    def _arguments(cls, host: str, project: str, log_dir: Path) -> list[str]:
+        data_dir = Path(tempfile.mkdtemp(prefix='pubsub-data-', dir=log_dir))
+        return ['beta', 'emulators', 'pubsub', 'start', f'--host-port={host}', f'--project={project}',
+                f'--data-dir={data_dir}']
+
+
+class FirestoreEmulator(Emulator):
+    """`gcloud emulators firestore start` (each test uses a project of its own, so data never mixes)."""
+
+    name = 'Firestore emulator'
+    env = 'FIRESTORE_EMULATOR_HOST'
+
+    @classmethod
+    def _arguments(cls, host: str, project: str, log_dir: Path) -> list[str]:
+        return ['emulators', 'firestore', 'start', f'--host-port={host}']
+
+
+def session_emulator(kind: type[Emulator], log_dir: Callable[[], Path]) -> Iterator[Emulator]:
+    """The emulator `kind.env` names, else one started (in `log_dir()`) with `kind.env` set while it runs.
+
+    Without gcloud the tests that need it are skipped, except under CI=true where that is a failure.
+    """
+    given = os.environ.get(kind.env)
+    if given:
+        emulator = kind(given)
+        emulator.wait_ready()
+        yield emulator
+        return
+    require_tool('gcloud', f'the {kind.name} cannot start (and {kind.env} is unset)')
+    emulator = kind.start(log_dir())
+    os.environ[kind.env] = emulator.host
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+        os.environ.pop(kind.env, None)
 
 
 @dataclass
@@ -297,19 +351,3 @@ class Message:
 
     def json(self) -> dict[str, Any]:
         return json.loads(self.data)
-
-
-def b64(data: bytes | dict[str, Any]) -> str:
-    """Base64 of raw bytes, or of a dict as JSON."""
-    raw = json.dumps(data).encode() if isinstance(data, dict) else data
-    return base64.b64encode(raw).decode('ascii')
-
-
-def push_body(data_b64: str | None, *, message_id: str, publish_time: str,
-              attributes: dict[str, str] | None = None, project: str = PROJECT) -> dict[str, Any]:
-    """A Pub/Sub push request body shaped as the emulator sends it; data_b64 goes in as given."""
-    message: dict[str, Any] = {'attributes': attributes or {}, 'messageId': message_id, 'message_id': message_id,
-                               'publishTime': publish_time, 'publish_time': publish_time}
-    if data_b64 is not None:
-        message['data'] = data_b64
-    return {'subscription': f'projects/{project}/subscriptions/direct', 'message': message}

@@ -17,37 +17,22 @@ from functions.contract import (
     result_schema,
 )
 from lib.problems import problem, with_problems
+from tests import pubsub_events as events
+from tests.pubsub_events import b64
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / 'schemas'
-PUBLISHED = '2026-11-27T15:00:47.415Z'
+PUBLISHED = datetime(2026, 11, 27, 15, 0, 47, 415000, tzinfo=timezone.utc)
 
 
-def pubsub_event(data: str | None, *, attributes: dict | None = None, message_id: str | None = '41',
-                 publish_time: str | None = PUBLISHED, event_id: str = '41',
-                 event_time: str | None = None) -> CloudEvent:
-    """The CloudEvent Eventarc delivers for a Pub/Sub message (data as base64 text)."""
-    message: dict = {'attributes': attributes or {}}
-    if data is not None:
-        message['data'] = data
-    if message_id is not None:
-        message['messageId'] = message_id
-    if publish_time is not None:
-        message['publishTime'] = publish_time
-    headers = {'id': event_id, 'source': '//pubsub.googleapis.com/projects/p/topics/intents',
-               'type': 'google.cloud.pubsub.topic.v1.messagePublished'}
-    if event_time:
-        headers['time'] = event_time
-    return CloudEvent(headers, {'message': message, 'subscription': 'projects/p/subscriptions/s'})
-
-
-def b64json(payload) -> str:
-    return base64.b64encode(json.dumps(payload).encode()).decode()
+def pubsub_event(data: str | None, *, attributes: dict | None = None) -> CloudEvent:
+    """The CloudEvent Eventarc delivers for message '41' published at PUBLISHED (data as base64 text)."""
+    return events.pubsub_event(data, message_id='41', published=PUBLISHED, attributes=attributes)
 
 
 def test_decodes_a_full_request_with_its_envelope():
     decoded = decode_message(pubsub_event(
-        b64json({'intent': 'summary', 'params': {'x': 1}, 'dryRun': True, 'idempotencyKey': 'k-1',
+        b64({'intent': 'summary', 'params': {'x': 1}, 'dryRun': True, 'idempotencyKey': 'k-1',
                  'maxAgeSeconds': 30}),
         attributes={'source': 'scheduler'}))
     assert decoded.request == IntentRequest(intent='summary', params={'x': 1}, dry_run=True,
@@ -58,7 +43,7 @@ def test_decodes_a_full_request_with_its_envelope():
 
 
 def test_defaults_when_only_the_intent_is_given():
-    request = decode_message(pubsub_event(b64json({'intent': 'health'}))).request
+    request = decode_message(pubsub_event(b64({'intent': 'health'}))).request
     assert (request.params, request.dry_run, request.idempotency_key, request.max_age_seconds) == ({}, False, None, None)
 
 
@@ -79,13 +64,13 @@ def test_empty_data_without_intent_attribute_is_invalid():
     ('not base64!!', 'InvalidMessage', 'not valid base64'),
     (base64.b64encode(b'\xff\xfe{').decode(), 'InvalidMessage', 'not UTF-8'),
     (base64.b64encode(b'{"intent": "summary",').decode(), 'InvalidMessage', 'not JSON'),
-    (b64json(['summary']), 'InvalidMessage', 'must be a JSON object, got list'),
-    (b64json({'params': {}}), 'InvalidRequest', 'intent: Field required'),
-    (b64json({'intent': 'summary', 'dryrun': True}), 'InvalidRequest', 'dryrun: unknown key; accepted keys: dryRun, idempotencyKey'),
-    (b64json({'intent': 'summary', 'dryRun': 'yes'}), 'InvalidRequest', 'dryRun: Input should be a valid boolean'),
-    (b64json({'intent': 'summary', 'params': [1]}), 'InvalidRequest', 'params: Input should be a valid dictionary'),
-    (b64json({'intent': 'Summary; rm -rf'}), 'InvalidRequest', 'intent: String should match pattern'),
-    (b64json({'intent': 'summary', 'maxAgeSeconds': 0}), 'InvalidRequest', 'maxAgeSeconds: Input should be greater'),
+    (b64(['summary']), 'InvalidMessage', 'must be a JSON object, got list'),
+    (b64({'params': {}}), 'InvalidRequest', 'intent: Field required'),
+    (b64({'intent': 'summary', 'dryrun': True}), 'InvalidRequest', 'dryrun: unknown key; accepted keys: dryRun, idempotencyKey'),
+    (b64({'intent': 'summary', 'dryRun': 'yes'}), 'InvalidRequest', 'dryRun: Input should be a valid boolean'),
+    (b64({'intent': 'summary', 'params': [1]}), 'InvalidRequest', 'params: Input should be a valid dictionary'),
+    (b64({'intent': 'Summary; rm -rf'}), 'InvalidRequest', 'intent: String should match pattern'),
+    (b64({'intent': 'summary', 'maxAgeSeconds': 0}), 'InvalidRequest', 'maxAgeSeconds: Input should be greater'),
 ])
 def test_unusable_data_is_rejected_with_the_cause(data, error_type, fragment):
     with pytest.raises(InvalidMessage) as caught:
@@ -97,28 +82,28 @@ def test_unusable_data_is_rejected_with_the_cause(data, error_type, fragment):
 
 def test_invalid_request_keeps_the_intent_name_for_the_result():
     with pytest.raises(InvalidMessage) as caught:
-        decode_message(pubsub_event(b64json({'intent': 'summary', 'unknownKey': 1})))
+        decode_message(pubsub_event(b64({'intent': 'summary', 'unknownKey': 1})))
     assert caught.value.intent == 'summary'
 
 
 def test_message_id_and_publish_time_fall_back_to_the_event():
-    decoded = decode_message(pubsub_event(b64json({'intent': 'health'}), message_id=None, publish_time=None,
-                                          event_id='77', event_time='2026-11-27T10:00:00Z'))
+    body = {'message': {'data': b64({'intent': 'health'}), 'attributes': {}},
+            'subscription': 'projects/p/subscriptions/s'}
+    decoded = decode_message(events.eventarc_event(body, event_id='77', time='2026-11-27T10:00:00Z'))
     assert decoded.message_id == '77'
     assert decoded.publish_time == datetime(2026, 11, 27, 10, tzinfo=timezone.utc)
 
 
 def test_snake_case_duplicates_from_the_emulator_are_read():
-    event = CloudEvent({'id': '9', 'source': '//pubsub.googleapis.com/', 'type': 'x'},
-                       {'message': {'data': b64json({'intent': 'health'}), 'message_id': '9',
-                                    'publish_time': '2026-01-02T03:04:05.123456789Z'}})
+    event = events.eventarc_event({'message': {'data': b64({'intent': 'health'}), 'message_id': '9',
+                                               'publish_time': '2026-01-02T03:04:05.123456789Z'}})
     decoded = decode_message(event)
     assert decoded.message_id == '9'
     assert decoded.publish_time == datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc)
 
 
 def test_age_is_measured_on_wall_time_from_publish_time():
-    decoded = decode_message(pubsub_event(b64json({'intent': 'health'})))
+    decoded = decode_message(pubsub_event(b64({'intent': 'health'})))
     later = decoded.publish_time + timedelta(seconds=90)
     assert decoded.age_seconds(later) == pytest.approx(90)
 

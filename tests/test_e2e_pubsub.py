@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
@@ -13,7 +12,8 @@ import pytest
 import requests
 
 from functions.contract import result_schema
-from tests.emulators import FunctionServer, PubSub, b64, push_body
+from tests.emulators import PROJECT, FunctionServer, PubSub
+from tests.pubsub_events import TOPIC, b64, eventarc_headers, pubsub_message, push_body
 
 SCHEMA_VALIDATOR = jsonschema.Draft202012Validator(result_schema(), format_checker=jsonschema.FormatChecker())
 ACCOUNT = 'DU1234567'
@@ -83,25 +83,18 @@ def deployment(module_pubsub: PubSub, gateway, tmp_path_factory) -> Iterator[tup
 def post_binary(server: FunctionServer, request: dict | None = None, *, raw_b64: str | None = None,
                 published: datetime | None = None, message_id: str | None = None) -> tuple[int, str]:
     """POST a binary-mode CloudEvent, as Eventarc delivers it; returns (HTTP status, messageId)."""
-    message_id = message_id or f'ce-{uuid.uuid4().hex[:12]}'
-    stamp = (published or datetime.now(timezone.utc)).isoformat(timespec='milliseconds').replace('+00:00', 'Z')
-    body = {'message': {'data': raw_b64 if raw_b64 is not None else b64(request), 'attributes': {},
-                        'messageId': message_id, 'publishTime': stamp},
-            'subscription': 'projects/test-project/subscriptions/eventarc-us-central1-intents-sub-001'}
-    headers = {'Content-Type': 'application/json', 'ce-id': message_id, 'ce-specversion': '1.0', 'ce-time': stamp,
-               'ce-type': 'google.cloud.pubsub.topic.v1.messagePublished',
-               'ce-source': '//pubsub.googleapis.com/projects/test-project/topics/intents'}
-    response = requests.post(server.url + '/', data=json.dumps(body), headers=headers, timeout=60)
-    return response.status_code, message_id
+    message = pubsub_message(raw_b64 if raw_b64 is not None else b64(request), message_id=message_id,
+                             published=published)
+    response = requests.post(server.url + '/', data=json.dumps(push_body(message)),
+                             headers=eventarc_headers(message['messageId'], message['publishTime']), timeout=60)
+    return response.status_code, message['messageId']
 
 
 def post_push(server: FunctionServer, raw_b64: str, *, published: datetime | None = None) -> tuple[int, str]:
     """POST the emulator's legacy push body straight to the function; returns (HTTP status, messageId)."""
-    message_id = f'push-{uuid.uuid4().hex[:12]}'
-    stamp = (published or datetime.now(timezone.utc)).isoformat(timespec='milliseconds').replace('+00:00', 'Z')
-    response = requests.post(server.push_endpoint('test-project', 'intents'),
-                             json=push_body(raw_b64, message_id=message_id, publish_time=stamp), timeout=60)
-    return response.status_code, message_id
+    message = pubsub_message(raw_b64, published=published, snake_case=True)
+    response = requests.post(server.push_endpoint(PROJECT, TOPIC), json=push_body(message), timeout=60)
+    return response.status_code, message['messageId']
 
 
 def test_summary_and_health_through_pubsub(deployment, module_pubsub, gateway):

@@ -18,6 +18,7 @@ from functions.contract import result_schema
 from functions.handler import TransientFailure, handle
 from functions.publisher import PublishFailed
 from lib.config import Settings
+from tests.pubsub_events import b64, pubsub_event
 
 SCHEMA_VALIDATOR = jsonschema.Draft202012Validator(result_schema(), format_checker=jsonschema.FormatChecker())
 REQ_CURRENT_TIME = 49
@@ -25,17 +26,9 @@ REQ_CURRENT_TIME = 49
 
 def event(payload: dict | None = None, *, raw: str | None = None, published: datetime | None = None,
           attributes: dict | None = None, message_id: str = '1001') -> CloudEvent:
-    """The binary-mode CloudEvent Eventarc delivers for one Pub/Sub message."""
-    published = published or datetime.now(timezone.utc)
-    stamp = published.isoformat(timespec='milliseconds').replace('+00:00', 'Z')
-    message = {'attributes': attributes or {}, 'messageId': message_id, 'publishTime': stamp}
-    if raw is not None:
-        message['data'] = raw
-    elif payload is not None:
-        message['data'] = base64.b64encode(json.dumps(payload).encode()).decode()
-    return CloudEvent({'id': message_id, 'source': '//pubsub.googleapis.com/projects/test-project/topics/intents',
-                       'type': 'google.cloud.pubsub.topic.v1.messagePublished', 'time': stamp},
-                      {'message': message, 'subscription': 'projects/test-project/subscriptions/eventarc-x'})
+    """The CloudEvent Eventarc delivers for one Pub/Sub message carrying `payload` (or `raw` data)."""
+    data = raw if raw is not None else b64(payload) if payload is not None else None
+    return pubsub_event(data, message_id=message_id, published=published, attributes=attributes)
 
 
 def settings_for(sim, **overrides) -> Settings:

@@ -13,8 +13,8 @@ from lib.client_ids import ClientIdAllocator, ClientIdsExhausted
 from lib.config import ConfigError, Settings
 from lib.failures import failure_of
 from lib.ibapi import IB
-from lib.session import (AccountNotManaged, GatewayUnavailable, TradingModeViolation, close_session,
-                         open_session)
+from lib.session import (AccountNotManaged, GatewayUnavailable, OtherClientUnavailable, TradingModeViolation,
+                         close_session, open_session, other_client)
 from simulator import Simulator
 from tests.polling import wait_until
 
@@ -233,3 +233,34 @@ def test_settings_from_env_defaults_and_values():
 def test_settings_from_env_names_the_bad_variable(name, value):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+
+def test_another_client_ids_connection_is_closed_on_every_path(gateway):
+    """lib.session.other_client, the second connection a cancel needs: open inside the block, gone after it
+    however the block ends, and an id connected elsewhere refused at once (error 326) leaving nothing behind."""
+
+    async def inside(client_id: int, fail: bool = False) -> tuple[bool, set[int]]:
+        async with other_client(gateway.host, gateway.port, client_id, timeout=5) as ib:
+            if fail:
+                raise RuntimeError('the work failed')
+            return ib.isConnected(), set(gateway.connected_client_ids())
+
+    connected, seen = in_fresh_loop(inside, 41)
+    assert connected and 41 in seen
+    assert wait_until(lambda: 41 not in gateway.connected_client_ids())
+
+    with pytest.raises(RuntimeError, match='the work failed'):
+        in_fresh_loop(inside, 42, fail=True)
+    assert wait_until(lambda: 42 not in gateway.connected_client_ids())
+
+    holder = IB()
+    holder.connect(gateway.host, gateway.port, clientId=43)
+    try:
+        started = time.monotonic()
+        with pytest.raises(OtherClientUnavailable, match='326'):
+            in_fresh_loop(inside, 43)
+        assert time.monotonic() - started < 3   # 326 is the answer; the 5 s timeout is not waited out
+        assert wait_until(lambda: gateway.connected_client_ids() == {43})
+    finally:
+        holder.disconnect()

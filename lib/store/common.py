@@ -1,30 +1,19 @@
-"""Rules both store backends share: UTC times, claim decisions, and what may be stored."""
+"""Rules both store backends share: claim decisions and what may be stored (times: lib/times.py)."""
 from __future__ import annotations
 
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Literal, Mapping
 
 from lib.store import ClaimRecord
+from lib.times import iso, utc  # noqa: F401  (iso: its import path before lib/times.py)
 
 
 # Firestore's run history: collection and the timestamp field its TTL policy deletes by (deploy/store.py sets it).
 HISTORY_COLLECTION = 'history'
 HISTORY_EXPIRY_FIELD = 'expireAt'
-
-
-def utc(moment: datetime, name: str = 'now') -> datetime:
-    """`moment` in UTC; naive datetimes are refused because their zone is a guess."""
-    if not isinstance(moment, datetime) or moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f'{name} must be a timezone-aware datetime, got {moment!r}')
-    return moment.astimezone(timezone.utc)
-
-
-def iso(moment: datetime) -> str:
-    """ISO 8601 in UTC with a trailing Z, as every timestamp in results."""
-    return utc(moment).isoformat().replace('+00:00', 'Z')
 
 
 def lease_end(now: datetime, lease_seconds: float) -> datetime:

@@ -37,9 +37,10 @@ from google.cloud.firestore_v1.field_path import FieldPath
 
 from lib.store import Claim, ClaimRecord, Lease, StoreUnavailable
 from lib.store.common import (
-    HISTORY_COLLECTION, HISTORY_EXPIRY_FIELD, clean_settings, clean_targets, existing_outcome, fill_entry, iso,
-    lease_end, to_json, utc,
+    HISTORY_COLLECTION, HISTORY_EXPIRY_FIELD, clean_settings, clean_targets, existing_outcome, fill_entry, lease_end,
+    to_json,
 )
+from lib.times import iso, utc
 
 SETTINGS_DOCUMENT = ('settings', 'trading')
 HISTORY = HISTORY_COLLECTION   # the deploy sets a TTL policy on its HISTORY_EXPIRY_FIELD

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lib.store import Claim, ClaimRecord, Lease, StoreUnavailable
-from lib.store.common import (
-    clean_settings, clean_targets, existing_outcome, fill_entry, iso, lease_end, to_json, utc,
-)
+from lib.store.common import clean_settings, clean_targets, existing_outcome, fill_entry, lease_end, to_json
+from lib.times import iso, utc
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 

@@ -22,7 +22,8 @@ from typing import Iterator
 import pytest
 import requests
 
-from tests.emulators import PubSub, b64, free_port, spawn
+from tests.emulators import PubSub, free_port, spawn
+from tests.pubsub_events import b64, eventarc_headers, pubsub_message, push_body
 
 ACCOUNT = 'DU1234567'
 # A weekday during US market hours, so the allocation plans orders instead of reporting the market closed.
@@ -94,16 +95,11 @@ def served(unpacked_function, pubsub: PubSub, tmp_path: Path) -> Iterator[tuple[
 
 def post_event(url: str, request: dict) -> str:
     """A binary-mode CloudEvent as Eventarc delivers it; returns its message id."""
-    message_id = f'archive-{uuid.uuid4().hex[:10]}'
-    stamp = datetime.now(timezone.utc).isoformat(timespec='milliseconds').replace('+00:00', 'Z')
-    body = {'message': {'data': b64(request), 'attributes': {}, 'messageId': message_id, 'publishTime': stamp},
-            'subscription': 'projects/test-project/subscriptions/eventarc-us-central1-intents-sub-001'}
-    headers = {'Content-Type': 'application/json', 'ce-id': message_id, 'ce-specversion': '1.0', 'ce-time': stamp,
-               'ce-type': 'google.cloud.pubsub.topic.v1.messagePublished',
-               'ce-source': '//pubsub.googleapis.com/projects/test-project/topics/intents'}
-    response = requests.post(url + '/', data=json.dumps(body), headers=headers, timeout=90)
+    message = pubsub_message(b64(request), message_id=f'archive-{uuid.uuid4().hex[:10]}')
+    response = requests.post(url + '/', data=json.dumps(push_body(message)),
+                             headers=eventarc_headers(message['messageId'], message['publishTime']), timeout=90)
     assert response.status_code == 200, response.text[-2000:]
-    return message_id
+    return message['messageId']
 
 
 def test_the_uploaded_archive_serves_health_and_a_dry_run_allocation(served, pubsub):

@@ -9,19 +9,17 @@ the quantities an allocation computes, are the same for a clean delivery and for
 """
 from __future__ import annotations
 
-import base64
-import json
 import sqlite3
 import time
-import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from simulator import Simulator
+from tests import pubsub_events
 from tests.emulators import FunctionServer, PubSub, free_port
 from tests.reliability.harness import MARKET_OPEN
 from tests.reliability.pubsub_model import DeliveryPolicy, PushModel
@@ -65,9 +63,8 @@ def is_terminal(doc: dict) -> bool:
 def pubsub_message(request: dict[str, Any], *, message_id: str | None = None,
                    published: datetime | None = None, attributes: dict[str, str] | None = None) -> dict[str, Any]:
     """A PubsubMessage as a push body carries it."""
-    stamp = (published or datetime.now(timezone.utc)).isoformat(timespec='milliseconds').replace('+00:00', 'Z')
-    return {'data': base64.b64encode(json.dumps(request).encode()).decode(), 'attributes': attributes or {},
-            'messageId': message_id or str(uuid.uuid4().int)[:16], 'publishTime': stamp}
+    return pubsub_events.pubsub_message(pubsub_events.b64(request), message_id=message_id, published=published,
+                                        attributes=attributes)
 
 
 @dataclass

@@ -18,7 +18,8 @@ from types import SimpleNamespace
 def main() -> None:
     from functions.handler import TransientFailure, handle
     from lib import log
-    from tests.reliability.harness import request_event, settings_for
+    from tests.pubsub_events import request_event
+    from tests.reliability.harness import settings_for
 
     log.configure(json=True)
     print('ready', flush=True)

@@ -1,4 +1,4 @@
-"""Machinery of the reliability suite: Pub/Sub push events, deliveries through the real handler,
+"""Machinery of the reliability suite: deliveries of Pub/Sub events (tests/pubsub_events.py) through the real handler,
 the simulator's order log, and snapshots of what a process holds (threads, sockets, loops, IB objects).
 
 Everything runs in this process against an in-process Simulator; results are published the way the
@@ -7,14 +7,12 @@ function does without RESULTS_TOPIC (one JSON line on stdout), so tests read the
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import gc
 import json
 import os
 import threading
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -23,9 +21,6 @@ from typing import Any, Iterator
 
 import jsonschema
 from cloudevents.http import CloudEvent
-from functions_framework import event_conversion
-from werkzeug.test import EnvironBuilder
-from werkzeug.wrappers import Request
 
 from functions.blocking import THREAD_NAME_PREFIX as BLOCKING_THREADS
 from functions.contract import IntentResult, result_schema
@@ -34,10 +29,10 @@ from lib.config import Settings
 from lib.ibapi import IB, util
 from lib.store import open_store
 from simulator import Simulator
+from tests.pubsub_events import request_event
 
 HEAVY = os.environ.get('RELIABILITY_HEAVY') == '1'
 REPO = Path(__file__).resolve().parents[2]
-PROJECT = 'test-project'
 # Wednesday 2026-11-25, 10:00 New York: a regular session is open, so order intents have work to do.
 MARKET_OPEN = datetime(2026, 11, 25, 15, 0, tzinfo=timezone.utc)
 DEADLINE_SECONDS = 2.0
@@ -54,46 +49,6 @@ def settings_for(sim: Any, **overrides: Any) -> Settings:
                               'IB_CONNECT_TIMEOUT': '1', 'IB_CONNECT_ATTEMPTS': str(CONNECT_ATTEMPTS),
                               'INTENT_DEADLINE_SECONDS': str(DEADLINE_SECONDS)})
     return replace(base, **overrides)
-
-
-# --- messages -------------------------------------------------------------------------------
-
-def b64_json(payload: Any) -> str:
-    """Base64 of `payload` as UTF-8 JSON: the `data` of a Pub/Sub message."""
-    return base64.b64encode(json.dumps(payload).encode('utf-8')).decode('ascii')
-
-
-def new_message_id() -> str:
-    """A fresh messageId, digits like Pub/Sub's."""
-    return str(uuid.uuid4().int)[:16]
-
-
-def push_event(data: str | None, *, message_id: str | None = None, published: datetime | None = None,
-               attributes: dict[str, str] | None = None, topic: str = 'intents') -> CloudEvent:
-    """The CloudEvent the function receives for one Pub/Sub message.
-
-    With data: what functions-framework makes of a Pub/Sub push request (its own conversion code);
-    `data` goes in as given (normally base64, see b64_json), so tests can send garbage. Without data
-    (a message of attributes only), which that conversion refuses: the CloudEvent Eventarc delivers.
-    """
-    published = published or datetime.now(timezone.utc)
-    stamp = published.isoformat(timespec='milliseconds').replace('+00:00', 'Z')
-    message_id = message_id or new_message_id()
-    message: dict[str, Any] = {'attributes': attributes or {}, 'messageId': message_id, 'publishTime': stamp}
-    subscription = f'projects/{PROJECT}/subscriptions/{topic}-push'
-    if data is None:
-        return CloudEvent({'id': message_id, 'source': f'//pubsub.googleapis.com/projects/{PROJECT}/topics/{topic}',
-                           'type': 'google.cloud.pubsub.topic.v1.messagePublished', 'time': stamp},
-                          {'message': message, 'subscription': subscription})
-    message['data'] = data
-    request = Request(EnvironBuilder(path=f'/projects/{PROJECT}/topics/{topic}', method='POST',
-                                     json={'subscription': subscription, 'message': message}).get_environ())
-    return event_conversion.background_event_to_cloud_event(request)
-
-
-def request_event(request: dict, **kwargs: Any) -> CloudEvent:
-    """push_event for a request document."""
-    return push_event(b64_json(request), **kwargs)
 
 
 # --- deliveries -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from functions.contract import INTENT_NAME_PATTERN
 from intents.registry import get_intent, intent_names
 from strategies.registry import strategy_names
-from tests.reliability.harness import b64_json, new_message_id, push_event
+from tests.pubsub_events import b64, eventarc_event, pubsub_event, timestamp
 
 INJECTIONS = [
     "'; DROP TABLE claims; --", '" OR ""="', '$(touch /tmp/pwned)', '`id`', '; rm -rf / #', '| cat /etc/passwd',
@@ -77,7 +77,9 @@ def _params_rejected(intent: str, params: Any) -> bool:
 
 
 def _message(data: str | None, **kwargs: Any) -> CloudEvent:
-    return push_event(data, message_id=new_message_id(), **kwargs)
+    """Hostile data as a push subscription delivers it, through functions-framework's conversion of the push
+    body (which refuses a message without data: that one comes as Eventarc's CloudEvent)."""
+    return pubsub_event(data, push=data is not None, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ not_json = st.text(min_size=1, max_size=200).filter(lambda s: not _is_json(s)).m
     _labelled('not-json', 'InvalidMessage'))
 
 not_an_object = st.one_of(JSON_SCALARS, st.lists(JSON_VALUES, max_size=4)).map(
-    lambda v: _message(b64_json(v))).map(_labelled('json-not-an-object', 'InvalidMessage'))
+    lambda v: _message(b64(v))).map(_labelled('json-not-an-object', 'InvalidMessage'))
 
 no_data = st.dictionaries(st.text(max_size=10).filter(lambda k: k != 'intent'), st.text(max_size=20),
                           max_size=3).map(lambda attrs: _message(None, attributes=attrs)).map(
@@ -127,19 +129,19 @@ no_data = st.dictionaries(st.text(max_size=10).filter(lambda k: k != 'intent'), 
 intent_wrong_type = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
                               st.lists(JSON_SCALARS, max_size=3), st.dictionaries(st.text(max_size=5), JSON_SCALARS,
                                                                                    max_size=3)).map(
-    lambda v: _message(b64_json({'intent': v}))).map(_labelled('intent-not-a-string', 'InvalidRequest'))
+    lambda v: _message(b64({'intent': v}))).map(_labelled('intent-not-a-string', 'InvalidRequest'))
 
 intent_bad_name = HOSTILE_TEXT.filter(lambda s: not _valid_intent_name(s)).map(
-    lambda s: _message(b64_json({'intent': s}))).map(_labelled('intent-bad-name', 'InvalidRequest'))
+    lambda s: _message(b64({'intent': s}))).map(_labelled('intent-bad-name', 'InvalidRequest'))
 
 unknown_intent = st.one_of(st.from_regex(INTENT_NAME_PATTERN, fullmatch=True),
                            st.sampled_from(['drop-table', 'rm', 'eval', 'exec', 'admin', 'shutdown', 'allocation2',
                                             'summary-', 'health_'])).filter(
-    lambda s: s not in intent_names()).map(lambda s: _message(b64_json({'intent': s}))).map(
+    lambda s: s not in intent_names()).map(lambda s: _message(b64({'intent': s}))).map(
     _labelled('unknown-intent', 'UnknownIntent'))
 
 missing_intent = st.dictionaries(st.sampled_from(['params', 'dryRun', 'idempotencyKey']), JSON_VALUES,
-                                 max_size=3).map(lambda d: _message(b64_json(d))).map(
+                                 max_size=3).map(lambda d: _message(b64(d))).map(
     _labelled('missing-intent', 'InvalidRequest'))
 
 bad_field = st.tuples(
@@ -154,7 +156,7 @@ bad_field = st.tuples(
                                                        st.text(max_size=10), st.lists(JSON_SCALARS, max_size=2))),
         st.tuples(HOSTILE_TEXT.filter(lambda k: k not in REQUEST_KEYS), JSON_VALUES),
     ),
-).map(lambda t: _message(b64_json({'intent': t[0], t[1][0]: t[1][1]}))).map(
+).map(lambda t: _message(b64({'intent': t[0], t[1][0]: t[1][1]}))).map(
     _labelled('bad-request-field', 'InvalidRequest'))
 
 
@@ -167,7 +169,7 @@ def _params_for(intent: str) -> st.SearchStrategy:
 
 
 bad_params = st.sampled_from(intent_names()).flatmap(
-    lambda intent: _params_for(intent).map(lambda params: _message(b64_json({'intent': intent, 'params': params})))
+    lambda intent: _params_for(intent).map(lambda params: _message(b64({'intent': intent, 'params': params})))
 ).map(_labelled('bad-params', 'InvalidParams'))
 
 # Intents whose params name strategies (allocation, close-all): unknown names are refused with the known ones.
@@ -175,12 +177,12 @@ STRATEGY_INTENTS = [name for name in intent_names() if 'strategies' in get_inten
 unknown_strategy = st.tuples(
     st.sampled_from(STRATEGY_INTENTS),
     st.lists(HOSTILE_TEXT.filter(lambda s: s not in strategy_names()), min_size=1, max_size=3),
-).map(lambda t: _message(b64_json({'intent': t[0], 'params': {'strategies': t[1]}}))).map(
+).map(lambda t: _message(b64({'intent': t[0], 'params': {'strategies': t[1]}}))).map(
     _labelled('unknown-strategy', 'InvalidParams')) if STRATEGY_INTENTS else st.nothing()
 
 stale = st.tuples(st.sampled_from(intent_names()), st.floats(min_value=0.001, max_value=3600),
                   st.floats(min_value=1.5, max_value=1000)).map(
-    lambda t: _message(b64_json({'intent': t[0], 'maxAgeSeconds': t[1]}),
+    lambda t: _message(b64({'intent': t[0], 'maxAgeSeconds': t[1]}),
                        published=datetime.now(timezone.utc) - timedelta(seconds=t[1] * t[2] + 1))).map(
     _labelled('stale', 'StaleMessage'))
 
@@ -191,11 +193,6 @@ attribute_intent = HOSTILE_TEXT.filter(lambda s: s and s not in intent_names()).
                           else 'InvalidRequest', event))
 
 
-def _raw_envelope(data: Any) -> CloudEvent:
-    return CloudEvent({'id': new_message_id(), 'source': '//pubsub.googleapis.com/projects/p/topics/intents',
-                       'type': 'google.cloud.pubsub.topic.v1.messagePublished'}, data)
-
-
 hostile_envelope = st.one_of(
     JSON_VALUES.filter(lambda v: not isinstance(v, dict)),
     st.fixed_dictionaries({'message': JSON_VALUES.filter(lambda v: not isinstance(v, dict))}),
@@ -203,7 +200,7 @@ hostile_envelope = st.one_of(
         'data': JSON_VALUES.filter(lambda v: not isinstance(v, str)),
         'attributes': JSON_VALUES.filter(lambda v: not isinstance(v, dict)),
         'messageId': JSON_VALUES, 'publishTime': JSON_VALUES})}),
-).map(_raw_envelope).map(_labelled('hostile-envelope', 'InvalidMessage'))
+).map(eventarc_event).map(_labelled('hostile-envelope', 'InvalidMessage'))
 
 # Lone surrogates (valid in JSON as "\\ud800", unencodable in UTF-8) in every string of the envelope:
 # messageId, attribute names and values, the subscription. The request itself names no registered intent,
@@ -214,12 +211,10 @@ SURROGATE_TEXT = st.tuples(st.text(max_size=8), SURROGATES, st.text(max_size=8))
 
 def _surrogate_envelope(parts: tuple) -> CloudEvent:
     message_id, attributes, subscription = parts
-    stamp = datetime.now(timezone.utc).isoformat(timespec='milliseconds').replace('+00:00', 'Z')
-    message = {'data': b64_json({'intent': 'no-such-intent'}), 'attributes': attributes, 'messageId': message_id,
+    stamp = timestamp()
+    message = {'data': b64({'intent': 'no-such-intent'}), 'attributes': attributes, 'messageId': message_id,
                'publishTime': stamp}
-    return CloudEvent({'id': message_id, 'source': '//pubsub.googleapis.com/projects/p/topics/intents',
-                       'type': 'google.cloud.pubsub.topic.v1.messagePublished', 'time': stamp},
-                      {'message': message, 'subscription': subscription})
+    return eventarc_event({'message': message, 'subscription': subscription}, event_id=message_id, time=stamp)
 
 
 surrogate_envelope = st.tuples(
@@ -250,11 +245,11 @@ def _huge(kind: str, size: int) -> Hostile:
     if kind == 'garbage':
         return Hostile('huge-garbage', 'InvalidMessage', _message(filler + '%'))
     if kind == 'intent':
-        return Hostile('huge-intent', 'InvalidRequest', _message(b64_json({'intent': filler.lower()})))
+        return Hostile('huge-intent', 'InvalidRequest', _message(b64({'intent': filler.lower()})))
     if kind == 'params':
         intent = intent_names()[0]
         return Hostile('huge-params', 'InvalidParams',
-                       _message(b64_json({'intent': intent, 'params': {'x' * 64: filler}})))
+                       _message(b64({'intent': intent, 'params': {'x' * 64: filler}})))
     raise ValueError(kind)
 
 

@@ -5,9 +5,10 @@ import pytest
 
 from functions.contract import IntentRequest
 from intents.registry import get_intent, intent_names
+from tests.pubsub_events import request_event
 from tests.reliability.examples import EXAMPLES, examples_for
 from tests.reliability.harness import (
-    check_published, deliver, duplicate_orders, last_perm_id, order_log, printed_results, request_event, settings_for,
+    check_published, deliver, duplicate_orders, last_perm_id, order_log, printed_results, settings_for,
 )
 
 ALL_EXAMPLES = [pytest.param(example, id=f'{name}-{i}')

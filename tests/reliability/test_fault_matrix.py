@@ -20,11 +20,12 @@ import pytest
 
 from intents.registry import get_intent, intent_names
 from simulator import Simulator
+from tests.pubsub_events import request_event
 from tests.reliability.examples import Example, examples_for
 from tests.reliability.gateway_faults import FAULTS, fault, startup_messages
 from tests.reliability.harness import (
     DEADLINE_SLACK_SECONDS, HEAVY, MARKET_OPEN, Delivery, check_published, clean_run_legs, deliver,
-    duplicate_orders, holdings, last_perm_id, legs, only_new_objects, order_log, printed_results, request_event,
+    duplicate_orders, holdings, last_perm_id, legs, only_new_objects, order_log, printed_results,
     settings_for, using_store, wait_for_release, was_rejected,
 )
 

@@ -33,11 +33,12 @@ import pytest
 
 from intents.registry import get_intent, intent_names
 from simulator import Simulator
+from tests.pubsub_events import new_message_id, request_event
 from tests.reliability.examples import Example, examples_for
 from tests.reliability.gateway_faults import PLACE_ORDER, clear
 from tests.reliability.harness import (
     HEAVY, MARKET_OPEN, REPO, Delivery, check_published, deliver, duplicate_orders, holdings, last_perm_id, legs,
-    new_message_id, only_new_objects, order_log, printed_results, request_event, settings_for, using_store,
+    only_new_objects, order_log, printed_results, settings_for, using_store,
     wait_for_release,
 )
 

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -21,10 +20,11 @@ import requests
 
 from intents.registry import intent_names
 from simulator import Simulator
-from tests.emulators import PROJECT, b64, push_body
+from tests.emulators import PROJECT
+from tests.pubsub_events import b64, pubsub_event, pubsub_message, push_body, request_event
 from tests.reliability.examples import examples_for
 from tests.reliability.harness import (
-    MARKET_OPEN, REPO, b64_json, deliver, log_lines, printed_results, push_event, request_event, settings_for,
+    MARKET_OPEN, REPO, deliver, log_lines, printed_results, settings_for,
 )
 
 
@@ -160,15 +160,16 @@ def test_no_secret_in_argv_logs_or_results_of_the_deployed_processes(simulator_p
                                    STORE_BACKEND='sqlite', SQLITE_PATH=tmp_path / 'state.sqlite3',
                                    SYMBOL_ALLOWLIST='SPY,VIXY,MNQ,AAPL,EUR.USD', LOG_LEVEL='DEBUG', **secrets)
     endpoint = server.push_endpoint(PROJECT, 'intents')
-    stamp = datetime.now(timezone.utc).isoformat(timespec='milliseconds').replace('+00:00', 'Z')
-    bodies = [push_body(b64_json(example.request), message_id=f'secret-{name}-{i}', publish_time=stamp)
+
+    def body(data: str, message_id: str) -> dict:
+        return push_body(pubsub_message(data, message_id=message_id, snake_case=True))
+
+    bodies = [body(b64(example.request), f'secret-{name}-{i}')
               for name in intent_names() for i, example in enumerate(examples_for(name))]
-    bodies.append(push_body(b64({'intent': secrets['TWS_PASSWORD']}), message_id='secret-carried', publish_time=stamp))
-    bodies.append(push_body(b64({'intent': 'summary', 'params': {'account': secrets['IB_PASSWORD']}}),
-                            message_id='secret-account', publish_time=stamp))
-    bodies.append(push_body(b64({'intent': 'health', 'params': {secrets['IB_LOGIN_SECRET']: 1}}),
-                            message_id='secret-param-key', publish_time=stamp))
-    bodies.append(push_body('%%not-base64', message_id='secret-garbage', publish_time=stamp))
+    bodies.append(body(b64({'intent': secrets['TWS_PASSWORD']}), 'secret-carried'))
+    bodies.append(body(b64({'intent': 'summary', 'params': {'account': secrets['IB_PASSWORD']}}), 'secret-account'))
+    bodies.append(body(b64({'intent': 'health', 'params': {secrets['IB_LOGIN_SECRET']: 1}}), 'secret-param-key'))
+    bodies.append(body('%%not-base64', 'secret-garbage'))
     statuses = [requests.post(endpoint, json=body, timeout=30).status_code for body in bodies]
     assert set(statuses) <= {200, 500}, statuses
 
@@ -196,7 +197,7 @@ def test_no_secret_in_published_results_or_their_attributes(monkeypatch, pubsub)
     inbox = pubsub.pull_subscription(results)
     events = [request_event({'intent': 'summary', 'params': {'account': secrets['IB_PASSWORD']}}),
               request_event({'intent': secrets['TWS_PASSWORD']}),
-              push_event(None, attributes={'intent': secrets['IB_LOGIN_SECRET']}),
+              pubsub_event(None, attributes={'intent': secrets['IB_LOGIN_SECRET']}),
               request_event({'intent': 'health'}, message_id=secrets['IB_PASSWORD'])]
     with Simulator(time=MARKET_OPEN, seed=7) as sim:
         settings = settings_for(sim, results_topic=results, project=pubsub.project)

@@ -1,7 +1,6 @@
-"""Fixtures for the store suite: the Firestore emulator and a store per backend with its own data."""
+"""Fixtures for the store suite: a store per backend with its own data (the emulator is in tests/conftest.py)."""
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
@@ -11,29 +10,6 @@ import pytest
 from lib.store import Store
 from lib.store.firestore import FirestoreStore
 from lib.store.sqlite import SqliteStore
-from tests.emulators import require_tool
-from tests.store.firestore_emulator import EMULATOR_ENV, FirestoreEmulator
-
-
-@pytest.fixture(scope='session')
-def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirestoreEmulator]:
-    """The emulator FIRESTORE_EMULATOR_HOST names, else one started for the session.
-
-    Without gcloud the tests that need it are skipped, except under CI=true where that is a failure.
-    """
-    given = os.environ.get(EMULATOR_ENV)
-    if given:
-        yield FirestoreEmulator(given)
-        return
-    require_tool('gcloud', f'the Firestore emulator cannot start (and {EMULATOR_ENV} is unset)')
-    emulator = FirestoreEmulator.start(tmp_path_factory.mktemp('firestore'))
-    os.environ[EMULATOR_ENV] = emulator.host
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
-        os.environ.pop(EMULATOR_ENV, None)
-
 
 StoreFactory = Callable[[], Store]
 

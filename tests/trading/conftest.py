@@ -11,7 +11,6 @@ import pytest
 from lib.config import Settings
 from lib.store import open_store
 from simulator import Simulator
-from tests.store.conftest import firestore_emulator  # noqa: F401  (the session's Firestore emulator)
 from tests.trading.support import ACCOUNT, BASE_CONFIG, OPEN_TIME, Rig
 
 MakeRig = Callable[..., Rig]

@@ -1,10 +1,7 @@
 """A trading rig for tests: a simulated gateway, a real store, a trading config file, and the real handler."""
 from __future__ import annotations
 
-import base64
-import json
 import threading
-import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -16,6 +13,7 @@ from functions.handler import TransientFailure, handle
 from lib.config import Settings
 from lib.store import Store
 from simulator import Simulator
+from tests.pubsub_events import request_event
 
 ACCOUNT = 'DU1234567'
 # Tuesday 2026-11-24, 10:00 in New York: markets open; the `dummy` strategy's signal that day is +1.
@@ -59,18 +57,6 @@ lookback = "200 D"
 """
 
 
-def pubsub_event(request: dict[str, Any], *, message_id: str | None = None,
-                 published: datetime | None = None) -> CloudEvent:
-    """The binary-mode CloudEvent Eventarc delivers for one Pub/Sub message carrying `request`."""
-    message_id = message_id or f'm-{uuid.uuid4().hex[:12]}'
-    stamp = (published or datetime.now(timezone.utc)).isoformat(timespec='milliseconds').replace('+00:00', 'Z')
-    message = {'attributes': {}, 'messageId': message_id, 'publishTime': stamp,
-               'data': base64.b64encode(json.dumps(request).encode()).decode()}
-    return CloudEvent({'id': message_id, 'source': '//pubsub.googleapis.com/projects/test-project/topics/intents',
-                       'type': 'google.cloud.pubsub.topic.v1.messagePublished', 'time': stamp},
-                      {'message': message, 'subscription': 'projects/test-project/subscriptions/eventarc-x'})
-
-
 @dataclass
 class Rig:
     """One simulated gateway, one store and the handler, as a deployment would have them."""
@@ -98,7 +84,7 @@ class Rig:
             request['maxAgeSeconds'] = max_age
         if window is not None:
             request['window'] = window
-        return pubsub_event(request, message_id=message_id, published=published)
+        return request_event(request, message_id=message_id, published=published)
 
     def deliver(self, event: CloudEvent) -> IntentResult:
         try:

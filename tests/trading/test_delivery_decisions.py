@@ -18,7 +18,8 @@ import pytest
 
 from functions.handler import TransientFailure, handle
 from lib.idempotency import claim_key, run_reference
-from tests.trading.support import ACCOUNT, pubsub_event
+from tests.pubsub_events import request_event
+from tests.trading.support import ACCOUNT
 
 CONCURRENT_TRIALS = 20
 
@@ -130,7 +131,7 @@ def test_every_162_text_the_simulator_sends_is_decided_by_the_table(rig, fault, 
 ])
 def test_bad_input_is_rejected_and_acked_without_touching_the_gateway(rig, request_doc, published, fragment):
     data = base64.b64encode(json.dumps(request_doc).encode()).decode()   # json.dumps writes Infinity, \ud800
-    event = pubsub_event({}, published=datetime.now(timezone.utc) + published if published else None)
+    event = request_event({}, published=datetime.now(timezone.utc) + published if published else None)
     event.data['message']['data'] = data
     result = rig.deliver(event)
     assert result.status == 'rejected' and not result.error.retryable, result
@@ -139,7 +140,7 @@ def test_bad_input_is_rejected_and_acked_without_touching_the_gateway(rig, reque
 
 
 def test_lone_surrogates_in_every_envelope_field_still_end_in_a_published_result(rig):
-    event = pubsub_event({'intent': 'health'}, message_id='\ud800id')
+    event = request_event({'intent': 'health'}, message_id='\ud800id')
     event.data['message']['attributes'] = {'\udfffkey': 'value\ud800', 'intent': '\ud83d'}
     event.data['subscription'] = 'projects/p/subscriptions/\udc00'
     result = handle(event, rig.settings, publish=rig._publish)
