@@ -40,8 +40,6 @@ from strategies.base import MarketData, check_targets
 class AllocationParams(IntentParams):
     strategies: list[str] | None = None
     """Strategies to run; default: every strategy with an exposure.strategies share."""
-    dry_run: bool = False
-    """Plan and run whatIf for each order, place nothing (same as the request's dryRun)."""
     order_policy: PolicyOverrides | None = None
     """Overrides of the configured orderPolicy for this run."""
 

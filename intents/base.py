@@ -10,7 +10,7 @@ from pydantic.alias_generators import to_camel
 
 from lib.failures import Failure
 from lib.ibapi import Contract
-from lib.idempotency import legacy_reference, run_reference
+from lib.idempotency import RecordedOrder, legacy_reference, run_reference
 from lib.market_data import ContractInfo, contract_infos, gateway_time
 from lib.session import AccountState
 from lib.session_window import SessionWindow, judge
@@ -28,7 +28,7 @@ US_EQUITY_MARKET = Contract(secType='STK', symbol='SPY', exchange='SMART', curre
 
 class IntentParams(BaseModel):
     """Base for intent params: camelCase on the wire, unknown keys refused, booleans only as JSON booleans
-    (`"false"` or 0 for a flag like dryRun is an error, never coerced)."""
+    (`"false"` or 0 for a flag like useRth is an error, never coerced)."""
 
     model_config = ConfigDict(extra='forbid', alias_generator=to_camel, populate_by_name=True, frozen=True,
                               use_attribute_docstrings=True)
@@ -106,7 +106,7 @@ class RunContext:
 
 
 class Intent:
-    """One job run against the gateway. Subclasses set name, readonly and Params and implement run().
+    """One job run against the gateway. Subclasses set name and Params and implement run().
 
     `places_orders` intents are admitted only with trading enabled, a readable store and a held
     idempotency claim (dry runs need no claim); `uses_store` intents get context.store.
@@ -115,7 +115,6 @@ class Intent:
     """
 
     name: ClassVar[str]
-    readonly: ClassVar[bool]
     account_state: ClassVar[frozenset[AccountState]] = frozenset()
     places_orders: ClassVar[bool] = False
     uses_store: ClassVar[bool] = False
@@ -151,6 +150,10 @@ class Intent:
     def interrupted_result(self) -> dict | None:
         """The result of a run that raised part-way (None: nothing worth reporting)."""
         return None
+
+    def recorded_orders(self) -> tuple[RecordedOrder, ...]:
+        """The orders this run placed or found, as its claim records them (none for intents that trade nothing)."""
+        return ()
 
     async def session_contracts(self, now: datetime) -> list[ContractInfo]:
         """The contracts whose session a `window` is judged by: those the run would trade.

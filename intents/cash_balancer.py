@@ -27,7 +27,6 @@ FX_MINIMUM_QUANTITY = 25_000
 class CashBalancerParams(IntentParams):
     threshold: float | None = Field(None, ge=0)
     """Convert balances worth more than this (base currency); default: the config's cashBalancerThreshold."""
-    dry_run: bool = False
 
 
 class CashBalancer(OrderIntent):

@@ -45,7 +45,6 @@ class CloseAllParams(IntentParams):
     """Strategies whose holdings to close; default: every configured strategy."""
     scope: Literal['strategies', 'all'] = 'strategies'
     """'all': also manual positions and every client's open orders."""
-    dry_run: bool = False
     order_policy: PolicyOverrides | None = None
     """Overrides of the configured closePolicy for this run."""
 

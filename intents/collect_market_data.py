@@ -42,7 +42,6 @@ class CollectMarketDataParams(IntentParams):
 
 class CollectMarketData(Intent):
     name = 'collect-market-data'
-    readonly = True
     Params = CollectMarketDataParams
 
     async def run(self) -> IntentOutput:

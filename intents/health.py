@@ -28,7 +28,6 @@ class Health(Intent):
     """
 
     name = 'health'
-    readonly = True
     uses_store = True
 
     async def run(self) -> IntentOutput:

@@ -20,7 +20,6 @@ class Summary(Intent):
     """Everything about one account in one read-only pass, requested concurrently."""
 
     name = 'summary'
-    readonly = True
     account_state = frozenset({AccountState.ACCOUNT_UPDATES})   # values and portfolio; the rest it asks for
     Params = SummaryParams
 

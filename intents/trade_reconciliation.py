@@ -28,7 +28,6 @@ from lib.problems import MISSED_DAY, POSITION_DRIFT, problem
 
 class TradeReconciliation(Intent):
     name = 'trade-reconciliation'
-    readonly = True
     uses_store = True
 
     async def run(self) -> IntentOutput:

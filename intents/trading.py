@@ -13,7 +13,7 @@ from intents.base import Intent, IntentOutput, IntentParams, IntentRejected
 from lib.failures import Failure
 from lib.ibapi import Position, Trade
 from lib.ibapi import Contract
-from lib.idempotency import order_ref, reference_of
+from lib.idempotency import RecordedOrder, order_ref, reference_of
 from lib.ledger import Holding, book_executions, holdings, internal_transfer, transfer_entry
 from lib.market_data import AccountSnapshot, ContractInfo, account_snapshot, contract_infos, gateway_time
 from lib.orders import (
@@ -145,7 +145,6 @@ class OrderIntent(Intent):
     so that whatever ends the run (an error after placing included) its result lists them.
     """
 
-    readonly = False
     places_orders = True
     # NLV and exchange rates (account_snapshot), and what the account holds and has working
     account_state = frozenset({AccountState.ACCOUNT_UPDATES, AccountState.POSITIONS, AccountState.OPEN_ORDERS})
@@ -262,4 +261,8 @@ class OrderIntent(Intent):
     def interrupted_result(self) -> dict:
         """What a run that failed part-way reports: every order it placed, found or counted so far."""
         return {**self.header(), **self.report.to_result()}
+
+    def recorded_orders(self) -> tuple[RecordedOrder, ...]:
+        """Every order placed or found so far (lib.orders.ExecutionReport.recorded), for the claim record."""
+        return self.report.recorded()
 

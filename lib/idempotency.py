@@ -141,8 +141,8 @@ def is_ours(order_ref_text: str) -> bool:
 
 
 @dataclass(frozen=True)
-class Admission:
-    """The answer to claim_run: either we hold a claim (and may act) or another run has the key."""
+class KeyClaim:
+    """The answer to claim_run: either we hold a generation of the key (and may act) or another run has it."""
 
     held: bool
     claim_key: str
@@ -157,11 +157,57 @@ class Admission:
         return generation + self.record.attempt - 1
 
 
+@dataclass(frozen=True)
+class RecordedOrder:
+    """One order as a finished claim records it: enough to attribute its fills and to answer duplicates.
+
+    The order layer makes them (lib.orders.ExecutionReport.recorded); stored as `orders` of the claim's
+    result, in the camelCase keys of `to_record` (records written by earlier versions read the same).
+    """
+
+    order_ref: str
+    action: str | None = None
+    quantity: float | None = None
+    strategies: dict[str, float] | None = None   # strategy -> its signed share of the order
+    perm_id: int | None = None
+    status: str | None = None
+    filled: float | None = None
+    con_id: int | None = None
+
+    def to_record(self) -> dict:
+        return {'orderRef': self.order_ref, 'action': self.action, 'quantity': self.quantity,
+                'strategies': self.strategies, 'permId': self.perm_id, 'status': self.status,
+                'filled': self.filled, 'conId': self.con_id}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> RecordedOrder:
+        return cls(record['orderRef'], record.get('action'), record.get('quantity'), record.get('strategies'),
+                   record.get('permId'), record.get('status'), record.get('filled'), record.get('conId'))
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """What `finish` stores as a claim's result: the run, how it ended, whether a redelivery retries it,
+    and every order it placed or found (so a later run can attribute their fills)."""
+
+    run_id: str
+    status: str
+    retry: bool
+    idempotency_key: str | None
+    error: dict | None
+    orders: tuple[RecordedOrder, ...] = ()
+
+    def to_record(self) -> dict:
+        return {'runId': self.run_id, 'status': self.status, 'retry': self.retry,
+                'idempotencyKey': self.idempotency_key, 'error': self.error,
+                'orders': [order.to_record() for order in self.orders]}
+
+
 class TooManyAttempts(Exception):
     """The key was retried MAX_GENERATIONS times; it is not tried again."""
 
 
-def claim_run(store: Store, reference: str, run_id: str, lease_seconds: float, now: datetime) -> Admission:
+def claim_run(store: Store, reference: str, run_id: str, lease_seconds: float, now: datetime) -> KeyClaim:
     """Claim the first generation of `reference` that is free, expired or unfinished.
 
     Returns held=False with the blocking record when another run holds a valid lease ('running') or a
@@ -173,11 +219,11 @@ def claim_run(store: Store, reference: str, run_id: str, lease_seconds: float, n
         claim = store.claim(key, run_id, lease_seconds, now)
         first_claimed = first_claimed or claim.record.created_at
         if claim.held:
-            return Admission(True, key, claim.record, takeover=claim.outcome == 'taken_over' or generation > 1,
+            return KeyClaim(True, key, claim.record, takeover=claim.outcome == 'taken_over' or generation > 1,
                              claimed_at=first_claimed)
         if claim.outcome == 'finished' and (claim.record.result or {}).get('retry'):
             continue
-        return Admission(False, key, claim.record)
+        return KeyClaim(False, key, claim.record)
     raise TooManyAttempts(f'{reference} was attempted {MAX_GENERATIONS} times; not trying again')
 
 
@@ -186,7 +232,7 @@ def claim_key(reference: str, generation: int) -> str:
     return reference if generation == 1 else f'{reference}#{generation}'
 
 
-def recorded_orders(store: Store, reference: str) -> dict[str, dict]:
+def recorded_orders(store: Store, reference: str) -> dict[str, RecordedOrder]:
     """orderRef -> the order as recorded by the runs of `reference`.
 
     The earliest record of an orderRef wins: it comes from the run that placed the order; a takeover
@@ -198,7 +244,7 @@ def recorded_orders(store: Store, reference: str) -> dict[str, dict]:
         if record is None:
             break
         for order in (record.result or {}).get('orders', []):
-            orders.setdefault(order['orderRef'], order)
+            orders.setdefault(order['orderRef'], RecordedOrder.from_record(order))
     return orders
 
 

@@ -187,7 +187,7 @@ def test_messages_a_user_can_act_on():
     unknown = cli('run', 'allocation', '--json', '--params', '{"strategy": ["dummy"]}')
     error = json.loads(unknown.stdout)['error']
     assert error['type'] == 'InvalidParams' and 'Extra inputs' not in error['message']
-    assert 'params.strategy: unknown key; accepted keys: dryRun, orderPolicy, strategies' in error['message']
+    assert 'params.strategy: unknown key; accepted keys: orderPolicy, strategies' in error['message']
     unreachable = cli('run', 'health', env=fresh_env(IB_GATEWAY_HOST='127.0.0.1', IB_GATEWAY_PORT=str(free_port()),
                                                      IB_CONNECT_TIMEOUT='1', IB_CONNECT_ATTEMPTS='1'))
     assert unreachable.returncode == 1

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from functions.runner import run_isolated
+from functions.handler import run_isolated
 from intents.base import NoParams
 from intents.health import Health
 from intents.summary import Summary, SummaryParams
@@ -120,7 +120,7 @@ def test_summary_of_an_unmanaged_account_is_rejected(market):
     outcome = run_isolated(Summary, SummaryParams(account='DU0000001'), dry_run=False,
                            settings=settings_for(sim, account=ACCOUNT))
     assert outcome.status == 'rejected'
-    assert 'DU0000001' in outcome.error['message'] and outcome.error['retryable'] is False
+    assert 'DU0000001' in outcome.error.message and outcome.error.retryable is False
 
 
 def test_summary_params_refuse_unknown_keys():
