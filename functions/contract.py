@@ -93,9 +93,6 @@ class Timings(WireModel):
     queue_ms: float | None = Field(None, description="From the message's publishTime to the start of this run.")
     connect_ms: float | None = Field(None, description='Connecting to the gateway, clientId retries included.')
     intent_ms: float | None = Field(None, description='Running the intent once connected.')
-    publish_ms: float | None = Field(
-        None, description='Always null in a published result (a document cannot time its own publication); '
-                          "the run's log line and the local runner report it.")
 
 
 class Gateway(WireModel):

@@ -49,7 +49,6 @@ class Health(Intent):
             'healthy': not problems,
             'stuckClaims': stuck,
             'problems': problems,
-            'gatewayReachable': True,
             'apiReady': api_ready,
             'serverVersion': session.server_version,
             'managedAccounts': session.managed_accounts,
