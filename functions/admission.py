@@ -25,8 +25,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from functions.contract import Decoded
-from functions.outcome import Outcome
 from intents.base import Intent, IntentParams, RunContext
+from intents.outcome import Outcome
 from lib import log
 from lib.config import ConfigError, Settings
 from lib.crash import crash_point
@@ -164,7 +164,7 @@ def settle(held: HeldClaim | None, outcome: Outcome, now: datetime | None = None
     crash_point('before-settle')
     record = FinishedRun(run_id=held.run_id, status=outcome.status, retry=outcome.redeliver,
                          idempotency_key=held.idempotency_key,
-                         error=outcome.error.to_wire() if outcome.error else None, orders=outcome.orders)
+                         error=outcome.failure.error() if outcome.failure else None, orders=outcome.orders)
     try:
         still_held = held.store.finish(held.claim_key, held.run_id, record.to_record(),
                                        now or datetime.now(timezone.utc))

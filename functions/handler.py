@@ -33,12 +33,12 @@ from pydantic import BaseModel, ValidationError
 from functions import admission, history, publisher
 from functions.admission import ClaimTerms, Claimed
 from functions.contract import (
-    Decoded, Envelope, Gateway, IntentResult, InvalidMessage, Timings, decode_message,
+    Decoded, Envelope, ErrorInfo, Gateway, IntentResult, InvalidMessage, Timings, decode_message,
     describe_validation_error,
 )
-from functions.outcome import Outcome
 from functions.runner import Abandoned, in_fresh_loop, until_disconnected
 from intents.base import Intent, RunContext
+from intents.outcome import Outcome
 from intents.registry import UnknownIntent, get_intent
 from lib import log
 from lib.config import ConfigError, Settings
@@ -178,9 +178,9 @@ async def _connected_run(intent_cls: type[Intent], params: BaseModel, dry_run: b
                     context, outcome.held = claimed.context, claimed.held
                 intent = intent_cls(session, params, dry_run=dry_run, context=context, deadline=deadline_at)
                 intent_started = time.perf_counter()
-                output = await until_disconnected(ib, intent.start())
+                output = await until_disconnected(ib, intent.start())   # the intent's own Outcome
                 outcome.intent_ms = _ms_since(intent_started)
-                outcome.take(output)
+                outcome.end_with(output)
         except Exception as exc:
             outcome.fail(_describe_failure(exc, intent_cls, settings, deadline.expired(),
                                            intent_started is not None, context.claimed))
@@ -308,7 +308,7 @@ def _result(run: Run, outcome: Outcome, settings: Settings) -> IntentResult:
         timings=Timings(queue_ms=_queue_ms(run), connect_ms=outcome.connect_ms, intent_ms=outcome.intent_ms),
         gateway=outcome.gateway,
         result=with_problems(outcome.result),
-        error=outcome.error,
+        error=_error_info(outcome.failure),
     )
 
 
@@ -336,6 +336,11 @@ def _log_run(result: IntentResult, publish_ms: float) -> None:
         summary += f': {result.error.type}: {result.error.message}'
     level = _LOG_LEVELS.get(result.status, logging.INFO)
     logger.log(level, summary, extra={'fields': fields, 'labels': {'clientId': client_id}})
+
+
+def _error_info(failure: Failure | None) -> ErrorInfo | None:
+    return None if failure is None else ErrorInfo(type=failure.type, message=failure.message,
+                                                  retryable=failure.retryable)
 
 
 def _rejected(error_type: str, message: str) -> Outcome:

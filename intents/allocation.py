@@ -21,7 +21,8 @@ from datetime import datetime
 
 from pydantic import field_validator
 
-from intents.base import IntentOutput, IntentParams, IntentRejected
+from intents.base import IntentParams, IntentRejected
+from intents.outcome import Outcome
 from intents.trading import (
     OrderIntent, PolicyOverrides, account_positions, book_transfers, build_strategy, known_strategy_names,
     ledger_holdings, strategy_bars, strategy_universe,
@@ -68,7 +69,7 @@ class Allocation(OrderIntent):
     name = 'allocation'
     Params = AllocationParams
 
-    async def run(self) -> IntentOutput:
+    async def run(self) -> Outcome:
         names = self.params.strategies or sorted(self.trading.exposures)
         if not names:
             raise IntentRejected('no strategy to allocate: pass params.strategies or set exposure.strategies')

@@ -1,14 +1,14 @@
 """What every intent is: typed params, flags for read-only and order placing, and an async run on a session."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic.alias_generators import to_camel
 
-from lib.failures import Failure
+from intents.outcome import Outcome
 from lib.ibapi import Contract
 from lib.idempotency import RecordedOrder, legacy_reference, run_reference
 from lib.market_data import ContractInfo, contract_infos, gateway_time
@@ -51,21 +51,6 @@ _BOOLEAN_ANNOTATIONS = (bool, Optional[bool], bool | None)
 
 class NoParams(IntentParams):
     """For intents that take no params."""
-
-
-@dataclass
-class IntentOutput:
-    """What an intent hands back: `result` is its JSON-able output, `reason` explains skipped or rejected.
-
-    An 'error' output is a failure that still has a result to report (e.g. the orders it placed);
-    its `failure` (lib.failures) becomes the result document's error and decides whether Pub/Sub
-    redelivers the message.
-    """
-
-    status: Literal['ok', 'skipped', 'rejected', 'error'] = 'ok'
-    result: dict = field(default_factory=dict)
-    reason: str | None = None
-    failure: Failure | None = None
 
 
 class IntentRejected(Exception):
@@ -129,7 +114,7 @@ class Intent:
         self.context = context or RunContext()
         self.deadline = deadline    # loop.time() by which run() must be done; set by the runner
 
-    async def start(self) -> IntentOutput:
+    async def start(self) -> Outcome:
         """Run, unless the request's window says not now: then skipped, with today's session, nothing done."""
         if self.context.window is None:
             return await self.run()
@@ -137,13 +122,12 @@ class Intent:
         contracts = await self.session_contracts(now)
         verdict = judge(self.context.window, [info.hours() for info in contracts], now)
         if not verdict.inside:
-            return IntentOutput(status='skipped', result={'window': verdict.describe()},
-                                reason=f'outside the session window: {verdict.reason}')
+            return Outcome.skipped(f'outside the session window: {verdict.reason}', {'window': verdict.describe()})
         output = await self.run()
         output.result.setdefault('window', verdict.describe())
         return output
 
-    async def run(self) -> IntentOutput:
+    async def run(self) -> Outcome:
         """Do the work on self.ib and describe the outcome."""
         raise NotImplementedError
 

@@ -13,7 +13,8 @@ from datetime import datetime
 
 from pydantic import Field
 
-from intents.base import IntentOutput, IntentParams
+from intents.base import IntentParams
+from intents.outcome import Outcome
 from intents.trading import OrderIntent
 from lib.ibapi import Contract
 from lib.market_data import ContractInfo, UnknownContract, account_snapshot, contract_info, quotes
@@ -33,7 +34,7 @@ class CashBalancer(OrderIntent):
     name = 'cash-balancer'
     Params = CashBalancerParams
 
-    async def run(self) -> IntentOutput:
+    async def run(self) -> Outcome:
         start = await self.prepare()
         snapshot = start.snapshot
         threshold = self.params.threshold

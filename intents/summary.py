@@ -4,7 +4,8 @@ from __future__ import annotations
 import asyncio
 import math
 
-from intents.base import Intent, IntentOutput, IntentParams, IntentRejected
+from intents.base import Intent, IntentParams, IntentRejected
+from intents.outcome import Outcome
 from lib.ibapi import AccountValue, Contract, ExecutionFilter, Fill, PortfolioItem, Position, Trade
 from lib.session import AccountState
 
@@ -23,7 +24,7 @@ class Summary(Intent):
     account_state = frozenset({AccountState.ACCOUNT_UPDATES})   # values and portfolio; the rest it asks for
     Params = SummaryParams
 
-    async def run(self) -> IntentOutput:
+    async def run(self) -> Outcome:
         ib = self.ib
         account = self.params.account or self.session.account
         if account not in self.session.managed_accounts:
@@ -42,7 +43,7 @@ class Summary(Intent):
         # repeated reqExecutions returns (the connect downloads none, but the session may have seen some).
         known_fills = {f.execution.execId: f for f in ib.fills()}
         fills = [known_fills.get(f.execution.execId, f) for f in fills]
-        return IntentOutput(result={
+        return Outcome.ok({
             'account': account,
             'accountValues': account_values(ib.accountValues(account)),
             'summary': account_values(summary),

@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field
 
-from intents.base import Intent, IntentOutput, IntentParams, IntentRejected
+from intents.base import Intent, IntentParams, IntentRejected
+from intents.outcome import Outcome
 from lib.failures import Failure
 from lib.ibapi import Position, Trade
 from lib.ibapi import Contract
@@ -239,7 +240,7 @@ class OrderIntent(Intent):
                 'attempt': context.attempt, 'takeover': context.takeover,
                 'tradingEnabled': self.trading.trading_enabled}
 
-    def output(self, report: ExecutionReport, result: dict) -> IntentOutput:
+    def output(self, report: ExecutionReport, result: dict) -> Outcome:
         """The intent's output: ok when something was placed, planned or found, else skipped with the reason.
 
         An order problem (lib.problems: not acknowledged, rejected, a stale order left working, a leg a
@@ -254,9 +255,8 @@ class OrderIntent(Intent):
             kinds = sorted({p['code'] for p in failures})
             reason = '; '.join(p['message'] for p in failures)
             make = Failure.transient if all(ORDER_CODES[code] for code in kinds) else Failure.permanent
-            return IntentOutput(status='error', result=full, reason=reason,
-                                failure=make(ERROR_TYPES.get(kinds[0], 'OrderProblems'), reason))
-        return IntentOutput(status=report.status, result=full, reason=report.reason)
+            return Outcome.failed(make(ERROR_TYPES.get(kinds[0], 'OrderProblems'), reason), full)
+        return Outcome.ok(full) if report.status == 'ok' else Outcome.skipped(report.reason, full)
 
     def interrupted_result(self) -> dict:
         """What a run that failed part-way reports: every order it placed, found or counted so far."""

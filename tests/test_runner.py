@@ -11,10 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from functions.handler import run_isolated
-from intents.base import Intent, IntentOutput, IntentParams, IntentRejected, NoParams
+from intents.base import Intent, IntentParams, IntentRejected, NoParams
+from intents.outcome import Outcome
 from intents.health import Health
 from lib import log
 from lib.config import Settings
+from lib.failures import Failure
 from lib.ibapi import CLIENT_LIBRARY
 from simulator import Simulator
 from tests.polling import wait_until
@@ -37,7 +39,7 @@ class Probe(Intent):
     name = 'probe'
     Params = ProbeParams
 
-    async def run(self) -> IntentOutput:
+    async def run(self) -> Outcome:
         gateway_time = await self.ib.reqCurrentTimeAsync()
         await asyncio.sleep(self.params.hold)
         with probes_lock:
@@ -48,7 +50,7 @@ class Probe(Intent):
             raise IntentRejected('over the limit')
         if self.params.fail == 'exit':
             raise SystemExit(3)
-        return IntentOutput(result={'gatewayTime': gateway_time.isoformat()})
+        return Outcome.ok({'gatewayTime': gateway_time.isoformat()})
 
 
 class PlacingProbe(Probe):
@@ -85,7 +87,7 @@ def test_the_intent_result_is_handed_back_with_gateway_and_timings(gateway):
 def test_a_bug_in_the_intent_comes_back_as_a_non_retryable_error(gateway):
     outcome = run_isolated(Probe, ProbeParams(fail='bug'), dry_run=False, settings=settings_for(gateway))
     assert outcome.status == 'error'
-    assert outcome.error.to_wire() == {'type': 'ValueError', 'message': 'boom', 'retryable': False}
+    assert outcome.error == Failure.permanent('ValueError', 'boom')
     assert outcome.account == ACCOUNT and outcome.gateway.client_id is not None
     assert wait_until(lambda: not gateway.connected_client_ids())
 
@@ -98,7 +100,7 @@ def test_even_system_exit_in_an_intent_becomes_an_outcome(gateway):
 def test_a_business_rejection_is_status_rejected(gateway):
     outcome = run_isolated(Probe, ProbeParams(fail='rejected'), dry_run=False, settings=settings_for(gateway))
     assert outcome.status == 'rejected'
-    assert outcome.error.to_wire() == {'type': 'IntentRejected', 'message': 'over the limit', 'retryable': False}
+    assert outcome.error == Failure.rejected('IntentRejected', 'over the limit')
 
 
 def test_an_account_rule_violation_is_status_rejected(gateway):

@@ -23,7 +23,8 @@ import time
 from typing import Any, Iterator
 
 from functions.handler import run_isolated
-from intents.base import Intent, IntentOutput
+from intents.base import Intent
+from intents.outcome import Outcome
 from tests.reliability.harness import settings_for
 
 FAULTS = ('refuse', 'drop-in-connect', 'drop-in-intent', 'stall', 'stall-orders', 'disconnect-all',
@@ -38,8 +39,8 @@ SETTLE_SECONDS = 0.01
 class _Noop(Intent):
     name = 'reliability-noop'
 
-    async def run(self) -> IntentOutput:
-        return IntentOutput()
+    async def run(self) -> Outcome:
+        return Outcome.ok({})
 
 
 class _NoopPlacing(_Noop):

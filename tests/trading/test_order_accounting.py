@@ -14,7 +14,7 @@ from dataclasses import replace
 from functions.admission import admit
 from functions.contract import decode_message
 from functions.handler import run_isolated
-from functions.outcome import Outcome
+from intents.outcome import Outcome
 from intents.registry import get_intent
 from lib.ibapi import IB, LimitOrder, Stock
 from tests.polling import wait_until

@@ -1,21 +1,24 @@
-"""What happened to one run, inside the function: one Outcome from the first check to the published result.
+"""What happened to one run: the one Outcome an intent returns and the lifecycle completes.
 
-Every step of the lifecycle (functions/handler.py) answers with an Outcome when it ends the run; the run
-itself fills one in as it goes (gateway, account, timings, the intent's output). The handler turns the
-final Outcome into the one wire document, `functions.contract.IntentResult`.
+An intent answers `Outcome.ok(result)`, `Outcome.skipped(reason, result)` or `Outcome.failed(failure, result)`;
+the lifecycle (functions/handler.py) takes that into the run's own Outcome, which also holds what it learned
+connecting (account, gateway, timings), the orders recorded for the claim and the claim held; every step that
+ends a run early answers an Outcome too. The handler turns the final one into the wire document,
+`functions.contract.IntentResult`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from functions.contract import ErrorInfo, Gateway, Status
-from intents.base import IntentOutput
 from lib.failures import Failure, redeliver
 from lib.idempotency import RecordedOrder
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:   # the lifecycle's types, named here only for the reader
     from functions.admission import HeldClaim
+    from functions.contract import Gateway
+
+Status = Literal['ok', 'error', 'rejected', 'skipped', 'duplicate']
 
 
 @dataclass
@@ -24,7 +27,7 @@ class Outcome:
 
     status: Status
     result: dict | None = None
-    failure: Failure | None = None    # why it failed or was refused, and whether Pub/Sub redelivers
+    failure: Failure | None = None    # why it failed or was refused (the result's error), and whether it is retried
     account: str | None = None
     gateway: Gateway | None = None
     connect_ms: float | None = None
@@ -33,6 +36,16 @@ class Outcome:
     held: HeldClaim | None = None     # the claim this run holds, which admission.settle finishes
     abandoned: bool = False           # the intent's thread was still running when we gave up on it
     idempotency_key: str | None = None   # the key the run was admitted under (a derived one included)
+
+    @classmethod
+    def ok(cls, result: dict) -> Outcome:
+        """The intent did its work; `result` is its output."""
+        return cls(status='ok', result=result)
+
+    @classmethod
+    def skipped(cls, reason: str, result: dict | None = None) -> Outcome:
+        """Nothing to do by design (outside the window, no trades needed); `result.reason` says why."""
+        return cls(status='skipped', result={**(result or {}), 'reason': reason})
 
     @classmethod
     def failed(cls, failure: Failure, result: dict | None = None, **fields) -> Outcome:
@@ -44,26 +57,13 @@ class Outcome:
         self.status, self.failure = failure.status, failure
 
     def end_with(self, other: Outcome) -> None:
-        """Take the status, result and failure of the outcome a step ended the run with."""
+        """Take the status, result and failure of the outcome a step (the intent, the claim) ended with."""
         self.status, self.result, self.failure = other.status, other.result, other.failure
 
-    def take(self, output: IntentOutput) -> None:
-        """Take the intent's output: its status and result; a refusal or failure becomes the error."""
-        self.status = output.status
-        self.result = dict(output.result)
-        if output.status == 'rejected':
-            self.fail(Failure.rejected('IntentRejected', output.reason or 'rejected'))
-        elif output.status == 'error':
-            self.fail(output.failure or Failure.permanent('IntentFailed', output.reason or 'failed'))
-        elif output.reason:
-            self.result['reason'] = output.reason
-
     @property
-    def error(self) -> ErrorInfo | None:
-        """The result document's error."""
-        if self.failure is None:
-            return None
-        return ErrorInfo(type=self.failure.type, message=self.failure.message, retryable=self.failure.retryable)
+    def error(self) -> Failure | None:
+        """The result document's error: type, message, retryable."""
+        return self.failure
 
     @property
     def redeliver(self) -> bool:
