@@ -11,8 +11,8 @@ or the Outcome that ends the run.
 order-placing run per account at a time, waiting a bounded time, else AccountBusy, retryable), then the
 idempotency key, atomically: finished by another run → duplicate (acked); running under a valid lease →
 KeyInFlight (retryable, so Pub/Sub redelivers and a later delivery takes over if that run died); expired →
-taken over. It answers `Claimed` (the context to act with, and the `HeldClaim`) or the Outcome that ends
-the run, having given back whatever it took.
+taken over. It answers the `HeldClaim` (with the context to act with) or the Outcome that ends the run,
+having given back whatever it took.
 
 `settle` (after the run) finishes the held claim with the run's `FinishedRun` record, which later
 deliveries see (a retryable failure finishes it with retry: true, so the redelivery takes over), and
@@ -60,21 +60,12 @@ class Admitted:
 
 @dataclass(frozen=True)
 class HeldClaim:
-    """What a claimed run holds, and `settle` finishes and releases."""
-
-    store: Store
-    run_id: str
-    idempotency_key: str
-    claim_key: str
-    account_lease: str
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """The answer of a claim that holds: the context to act with (takeover, attempt, claimed) and the claim."""
+    """A claim that holds: the context to act with (takeover, attempt, claimed), and the claim generation and
+    account lease that `settle` finishes and releases."""
 
     context: RunContext
-    held: HeldClaim
+    claim_key: str
+    account_lease: str
 
 
 def admit(intent_cls: type[Intent], params: IntentParams, decoded: Decoded, *, run_id: str, dry_run: bool,
@@ -118,10 +109,10 @@ def admit(intent_cls: type[Intent], params: IntentParams, decoded: Decoded, *, r
     return Admitted(context, ClaimTerms(idempotency.lease_for(settings.deadline_seconds), wait))
 
 
-def claim(context: RunContext, terms: ClaimTerms) -> Claimed | Outcome:
+def claim(context: RunContext, terms: ClaimTerms) -> HeldClaim | Outcome:
     """Take the account lease, then claim the idempotency key (blocking store calls: run it off the loop).
 
-    Whatever does not end in Claimed gives back what it took before it returns or raises.
+    Whatever does not end in a HeldClaim gives back what it took before it returns or raises.
     """
     try:
         lease = _take_account_lease(context, terms)
@@ -147,13 +138,12 @@ def claim(context: RunContext, terms: ClaimTerms) -> Claimed | Outcome:
     if not answer.held:
         _release_lease(context.store, lease, context.run_id)
         return _not_claimed(answer.record, context.idempotency_key)
-    held = HeldClaim(context.store, context.run_id, context.idempotency_key, answer.claim_key, lease)
     crash_point('after-claim')
     if answer.takeover:
         logger.warning('taking over %s (attempt %s): orders already at the broker are not placed again',
                        answer.claim_key, answer.attempt)
-    return Claimed(replace(context, takeover=answer.takeover, attempt=answer.attempt, claimed=True,
-                           claimed_at=answer.claimed_at), held)
+    return HeldClaim(replace(context, takeover=answer.takeover, attempt=answer.attempt, claimed=True,
+                             claimed_at=answer.claimed_at), answer.claim_key, lease)
 
 
 def settle(held: HeldClaim | None, outcome: Outcome, now: datetime | None = None) -> None:
@@ -162,19 +152,19 @@ def settle(held: HeldClaim | None, outcome: Outcome, now: datetime | None = None
     if held is None:
         return
     crash_point('before-settle')
-    record = FinishedRun(run_id=held.run_id, status=outcome.status, retry=outcome.redeliver,
-                         idempotency_key=held.idempotency_key,
+    store, run_id = held.context.store, held.context.run_id
+    record = FinishedRun(run_id=run_id, status=outcome.status, retry=outcome.redeliver,
+                         idempotency_key=held.context.idempotency_key,
                          error=outcome.failure.error() if outcome.failure else None, orders=outcome.orders)
     try:
-        still_held = held.store.finish(held.claim_key, held.run_id, record.to_record(),
-                                       now or datetime.now(timezone.utc))
+        still_held = store.finish(held.claim_key, run_id, record.to_record(), now or datetime.now(timezone.utc))
     except StoreUnavailable as exc:
         logger.error('claim %s not finished, the store failed: %s; it stays claimed until its lease ends',
                      held.claim_key, exc)
     else:
         if not still_held:
             logger.warning('claim %s was taken over by another run before this one finished', held.claim_key)
-    _release_lease(held.store, held.account_lease, held.run_id)
+    _release_lease(store, held.account_lease, run_id)
 
 
 def _take_account_lease(context: RunContext, terms: ClaimTerms) -> str | Outcome:

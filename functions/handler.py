@@ -31,7 +31,7 @@ from typing import Any, Callable
 from pydantic import BaseModel, ValidationError
 
 from functions import admission, history, publisher
-from functions.admission import ClaimTerms, Claimed
+from functions.admission import ClaimTerms, HeldClaim
 from functions.contract import (
     Decoded, Envelope, ErrorInfo, Gateway, IntentResult, InvalidMessage, Timings, decode_message,
     describe_validation_error,
@@ -175,7 +175,7 @@ async def _connected_run(intent_cls: type[Intent], params: BaseModel, dry_run: b
                     if isinstance(claimed, Outcome):
                         outcome.end_with(claimed)
                         return outcome
-                    context, outcome.held = claimed.context, claimed.held
+                    context, outcome.held = claimed.context, claimed
                 intent = intent_cls(session, params, dry_run=dry_run, context=context, deadline=deadline_at)
                 intent_started = time.perf_counter()
                 output = await until_disconnected(ib, intent.start())   # the intent's own Outcome
@@ -199,7 +199,7 @@ async def _connected_run(intent_cls: type[Intent], params: BaseModel, dry_run: b
     return outcome
 
 
-async def _claim(context: RunContext, terms: ClaimTerms, outcome: Outcome) -> Claimed | Outcome:
+async def _claim(context: RunContext, terms: ClaimTerms, outcome: Outcome) -> HeldClaim | Outcome:
     """admission.claim off the loop (blocking store calls). If the deadline strikes meanwhile, its answer is
     still awaited, and a claim it took goes on `outcome.held`, so it is settled rather than left to expire."""
     claiming = asyncio.ensure_future(asyncio.to_thread(admission.claim, context, terms))
@@ -207,8 +207,8 @@ async def _claim(context: RunContext, terms: ClaimTerms, outcome: Outcome) -> Cl
         return await asyncio.shield(claiming)
     except asyncio.CancelledError:
         [answer] = await asyncio.gather(claiming, return_exceptions=True)
-        if isinstance(answer, Claimed):
-            outcome.held = answer.held
+        if isinstance(answer, HeldClaim):
+            outcome.held = answer
         raise
 
 
