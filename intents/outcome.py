@@ -61,11 +61,6 @@ class Outcome:
         self.status, self.result, self.failure = other.status, other.result, other.failure
 
     @property
-    def error(self) -> Failure | None:
-        """The result document's error: type, message, retryable."""
-        return self.failure
-
-    @property
     def redeliver(self) -> bool:
         """Pub/Sub must bring the message back (see lib.failures.redeliver)."""
         return redeliver(self.status, self.failure.error() if self.failure else None)

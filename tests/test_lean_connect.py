@@ -40,7 +40,7 @@ def busy_gateway():
 def test_health_on_a_busy_account_downloads_nothing_and_takes_three_round_trips(busy_gateway):
     outcome = run_isolated(Health, NoParams(), dry_run=False,
                            settings=Settings(gateway_host=busy_gateway.host, gateway_port=busy_gateway.port))
-    assert outcome.status == 'ok', outcome.error
+    assert outcome.status == 'ok', outcome.failure
     # (not 'healthy': the simulator's clock is set to a market day, far off the wall clock)
     assert outcome.result['apiReady'] and outcome.result['managedAccounts'] == [ACCOUNT]
     counters = requests_of(busy_gateway, outcome.gateway.client_id)

@@ -132,7 +132,7 @@ def test_the_client_librarys_own_info_logging_is_off_unless_ib_client_log_level_
         finally:
             monkeypatch.delenv('IB_CLIENT_LOG_LEVEL', raising=False)
             log.configure()
-        assert outcome.status == 'ok', outcome.error
+        assert outcome.status == 'ok', outcome.failure
         return [line['message'] for line in map(json.loads, stream.getvalue().splitlines())
                 if line['logger'].startswith(CLIENT_LIBRARY)]
 

@@ -76,7 +76,7 @@ def our_threads() -> set[threading.Thread]:
 
 def test_the_intent_result_is_handed_back_with_gateway_and_timings(gateway):
     outcome = run_isolated(Health, NoParams(), dry_run=False, settings=settings_for(gateway))
-    assert outcome.status == 'ok' and outcome.error is None
+    assert outcome.status == 'ok' and outcome.failure is None
     assert outcome.result['serverVersion'] == 176 and outcome.result['managedAccounts'] == [ACCOUNT]
     assert outcome.account == ACCOUNT
     assert outcome.gateway.host == gateway.host and outcome.gateway.port == gateway.port
@@ -87,26 +87,26 @@ def test_the_intent_result_is_handed_back_with_gateway_and_timings(gateway):
 def test_a_bug_in_the_intent_comes_back_as_a_non_retryable_error(gateway):
     outcome = run_isolated(Probe, ProbeParams(fail='bug'), dry_run=False, settings=settings_for(gateway))
     assert outcome.status == 'error'
-    assert outcome.error == Failure.permanent('ValueError', 'boom')
+    assert outcome.failure == Failure.permanent('ValueError', 'boom')
     assert outcome.account == ACCOUNT and outcome.gateway.client_id is not None
     assert wait_until(lambda: not gateway.connected_client_ids())
 
 
 def test_even_system_exit_in_an_intent_becomes_an_outcome(gateway):
     outcome = run_isolated(Probe, ProbeParams(fail='exit'), dry_run=False, settings=settings_for(gateway))
-    assert outcome.status == 'error' and outcome.error.type == 'SystemExit'
+    assert outcome.status == 'error' and outcome.failure.type == 'SystemExit'
 
 
 def test_a_business_rejection_is_status_rejected(gateway):
     outcome = run_isolated(Probe, ProbeParams(fail='rejected'), dry_run=False, settings=settings_for(gateway))
     assert outcome.status == 'rejected'
-    assert outcome.error == Failure.rejected('IntentRejected', 'over the limit')
+    assert outcome.failure == Failure.rejected('IntentRejected', 'over the limit')
 
 
 def test_an_account_rule_violation_is_status_rejected(gateway):
     outcome = run_isolated(Probe, ProbeParams(), dry_run=False, settings=settings_for(gateway, account='DU7654321'))
     assert outcome.status == 'rejected'
-    assert outcome.error.type == 'AccountNotManaged' and outcome.error.retryable is False
+    assert outcome.failure.type == 'AccountNotManaged' and outcome.failure.retryable is False
 
 
 def test_the_loop_is_closed_and_the_thread_gone_after_each_call(gateway):
@@ -133,7 +133,7 @@ def test_a_deadline_hit_mid_intent_returns_promptly_and_leaves_nothing_behind(ga
     elapsed = time.perf_counter() - started
     assert elapsed < 2.0
     assert outcome.status == 'error'
-    assert outcome.error.type == 'DeadlineExceeded' and outcome.error.retryable is True
+    assert outcome.failure.type == 'DeadlineExceeded' and outcome.failure.retryable is True
     assert outcome.gateway.client_id is not None and outcome.intent_ms is not None
     assert our_threads() == before
     assert wait_until(lambda: not gateway.connected_client_ids())
@@ -143,14 +143,14 @@ def test_a_deadline_hit_by_an_order_intent_is_not_retryable(gateway):
     gateway.faults.stall = {CURRENT_TIME}
     outcome = run_isolated(PlacingProbe, ProbeParams(), dry_run=False,
                            settings=settings_for(gateway, deadline_seconds=0.5))
-    assert outcome.error.type == 'DeadlineExceeded' and outcome.error.retryable is False
+    assert outcome.failure.type == 'DeadlineExceeded' and outcome.failure.retryable is False
 
 
 def test_gateway_down_is_a_retryable_error_not_an_exception(gateway):
     gateway.faults.refuse_connections = True
     outcome = run_isolated(Health, NoParams(), dry_run=False, settings=settings_for(gateway, connect_attempts=2))
     assert outcome.status == 'error'
-    assert outcome.error.type == 'GatewayUnavailable' and outcome.error.retryable is True
+    assert outcome.failure.type == 'GatewayUnavailable' and outcome.failure.retryable is True
     assert outcome.gateway.to_wire() == {'host': gateway.host, 'port': gateway.port, 'clientId': None, 'serverVersion': None}
 
 
@@ -163,8 +163,8 @@ def test_a_disconnect_mid_intent_ends_the_run_at_once_as_retryable(gateway):
                            settings=settings_for(gateway, deadline_seconds=10))
     restart.join()
     assert time.perf_counter() - started < 2.0
-    assert outcome.status == 'error' and outcome.error.retryable is True
-    assert outcome.error.type in ('GatewayDisconnected', 'ConnectionError')
+    assert outcome.status == 'error' and outcome.failure.retryable is True
+    assert outcome.failure.type in ('GatewayDisconnected', 'ConnectionError')
 
 
 def test_twenty_concurrent_runs_get_distinct_client_ids_and_their_own_loop_and_ib(gateway):

@@ -62,7 +62,7 @@ def startup_messages(sim: Any, intent_cls: type[Intent]) -> int:
                     {'account_state': intent_cls.account_state})
         before = len(sim.counters())
         outcome = run_isolated(noop, noop.Params(), dry_run=False, settings=settings_for(sim))
-        assert outcome.status == 'ok', outcome.error
+        assert outcome.status == 'ok', outcome.failure
         _startups[kind] = sim.counters()[before]['messagesIn']
     return _startups[kind]
 
