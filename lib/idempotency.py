@@ -114,7 +114,7 @@ def legacy_claim(store: Store, reference: str | None, now: datetime) -> ClaimRec
     if record is None:
         return None
     if record.status == 'finished':
-        return None if (record.result or {}).get('retry') else record
+        return None if FinishedRun.retried(record) else record
     return record if record.lease_until > now else None
 
 
@@ -202,6 +202,22 @@ class FinishedRun:
                 'idempotencyKey': self.idempotency_key, 'error': self.error,
                 'orders': [order.to_record() for order in self.orders]}
 
+    @classmethod
+    def of(cls, record: ClaimRecord) -> FinishedRun | None:
+        """The finished run a stored claim holds (None while it runs: the store keeps a result once finished)."""
+        stored = record.result
+        if not stored:
+            return None
+        return cls(stored.get('runId', record.run_id), stored.get('status', ''), bool(stored.get('retry')),
+                   stored.get('idempotencyKey'), stored.get('error'),
+                   tuple(RecordedOrder.from_record(order) for order in stored.get('orders') or []))
+
+    @classmethod
+    def retried(cls, record: ClaimRecord) -> bool:
+        """The claim finished asking for a redelivery to take the next generation (retry: true)."""
+        finished = cls.of(record)
+        return finished is not None and finished.retry
+
 
 class TooManyAttempts(Exception):
     """The key was retried MAX_GENERATIONS times; it is not tried again."""
@@ -221,7 +237,7 @@ def claim_run(store: Store, reference: str, run_id: str, lease_seconds: float, n
         if claim.held:
             return KeyClaim(True, key, claim.record, takeover=claim.outcome == 'taken_over' or generation > 1,
                              claimed_at=first_claimed)
-        if claim.outcome == 'finished' and (claim.record.result or {}).get('retry'):
+        if claim.outcome == 'finished' and FinishedRun.retried(claim.record):
             continue
         return KeyClaim(False, key, claim.record)
     raise TooManyAttempts(f'{reference} was attempted {MAX_GENERATIONS} times; not trying again')
@@ -243,8 +259,9 @@ def recorded_orders(store: Store, reference: str) -> dict[str, RecordedOrder]:
         record = store.get_claim(claim_key(reference, generation))
         if record is None:
             break
-        for order in (record.result or {}).get('orders', []):
-            orders.setdefault(order['orderRef'], RecordedOrder.from_record(order))
+        finished = FinishedRun.of(record)
+        for order in finished.orders if finished else ():
+            orders.setdefault(order.order_ref, order)
     return orders
 
 
