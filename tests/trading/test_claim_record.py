@@ -2,10 +2,14 @@
 records written before the types existed are read the same, and what is written now is what they held."""
 from __future__ import annotations
 
+import os
+import sqlite3
+import threading
 from datetime import datetime, timezone
 
-from lib.idempotency import FinishedRun, RecordedOrder, claim_key, recorded_orders
+from lib.idempotency import FinishedRun, RecordedOrder, claim_key, recorded_orders, run_reference
 from lib.store.sqlite import SqliteStore
+from tests.trading.support import ACCOUNT
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
 REFERENCE = 'ibj:0123456789'
@@ -43,3 +47,31 @@ def test_a_finished_run_is_stored_in_the_shape_earlier_versions_wrote():
     typed = FinishedRun(record['runId'], record['status'], record['retry'], record['idempotencyKey'], record['error'],
                         tuple(RecordedOrder.from_record(order) for order in record['orders']))
     assert typed.to_record() == record
+
+
+def test_a_deadline_striking_while_the_store_answers_the_claim_still_settles_what_it_took(make_rig):
+    """The claim runs off the loop; when the deadline strikes while the store is slow to answer, its answer is
+    still awaited, so the claim it took is finished for retry and the account lease released (not left to
+    expire), and the redelivery places the orders at once, once. About 6 s."""
+    rig = make_rig(deadline=3)
+    event = rig.event('allocation', key='slow-store')
+    rig.store.get_settings()                      # the file is set up: admission reads it, writing nothing
+    writer = sqlite3.connect(os.environ['SQLITE_PATH'], isolation_level=None, check_same_thread=False)
+    writer.execute('BEGIN IMMEDIATE')             # another writer: the claim's lease write waits for it
+    release = threading.Timer(4.5, writer.rollback)   # past the deadline
+    release.start()
+    try:
+        late = rig.deliver(event)
+    finally:
+        release.join()
+        writer.close()
+    assert late.status == 'error' and late.error.type == 'DeadlineExceeded' and late.error.retryable, late.error
+    assert rig.order_log() == []
+    record = rig.store.get_claim(claim_key(run_reference(ACCOUNT, 'allocation', 'slow-store'), 1))
+    assert record.status == 'finished' and record.result['retry'] is True and record.run_id == late.run_id
+    assert rig.store.take_lease(f'account:{ACCOUNT}', 'probe', 1, datetime.now(timezone.utc)).held
+    rig.store.release_lease(f'account:{ACCOUNT}', 'probe')
+
+    again = rig.deliver(event)
+    assert again.status == 'ok' and again.result['attempt'] == 2, again.error
+    assert len(rig.order_log()) == 1
