@@ -123,9 +123,10 @@ class Intent:
         verdict = judge(self.context.window, [info.hours() for info in contracts], now)
         if not verdict.inside:
             return Outcome.skipped(f'outside the session window: {verdict.reason}', {'window': verdict.describe()})
-        output = await self.run()
-        output.result.setdefault('window', verdict.describe())
-        return output
+        outcome = await self.run()
+        outcome.result = outcome.result if outcome.result is not None else {}
+        outcome.result.setdefault('window', verdict.describe())
+        return outcome
 
     async def run(self) -> Outcome:
         """Do the work on self.ib and describe the outcome."""
