@@ -17,12 +17,12 @@ from typing import Any, Literal
 from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from intents.outcome import Status
 from lib.session_window import SessionWindow
 
 RESULT_SCHEMA = 'intent-result/v1'
 MAX_MESSAGE_ID_CHARS = 200          # Pub/Sub's are ~16 digits; a longer one is cut, not echoed whole
 INTENT_NAME_PATTERN = r'^[a-z][a-z0-9_-]{0,63}$'
-Status = Literal['ok', 'error', 'rejected', 'skipped', 'duplicate']
 
 
 class WireModel(BaseModel):
