@@ -98,7 +98,7 @@ def handle(cloud_event: Any, settings: Settings | None = None, *,
     """
     log.ensure_configured()
     settings = settings or _settings_from_env()
-    run, decoded = _start(cloud_event)
+    run, decoded = _decode(cloud_event)
     with log.bind(runId=run.run_id, messageId=run.envelope.message_id, intent=run.intent):
         outcome = execute(run, decoded, settings)
         result = _result(run, outcome, settings)
@@ -231,7 +231,7 @@ def _settings_from_env() -> Settings:
         raise
 
 
-def _start(cloud_event: Any) -> tuple[Run, Decoded | InvalidMessage]:
+def _decode(cloud_event: Any) -> tuple[Run, Decoded | InvalidMessage]:
     """The run's id and start time, and the decoded message (or why it cannot be decoded)."""
     started_at, started = datetime.now(timezone.utc), time.monotonic()
     run_id = str(uuid.uuid4())
