@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
-from lib.config import ConfigError
+from lib.config import ConfigError, env_seconds
 from lib.store import ClaimRecord, Store
 
 ORDER_REF_TAG = 'ibj'
@@ -61,13 +61,13 @@ class IdempotencySettings:
     def from_env(cls, deadline_seconds: float, env: Mapping[str, str] | None = None) -> IdempotencySettings:
         """Settings from env (default os.environ); ConfigError names a bad variable."""
         env = os.environ if env is None else env
-        window = _seconds(env, 'IDEMPOTENCY_WINDOW_SECONDS', cls.window_seconds)
-        lease = _seconds(env, 'IDEMPOTENCY_LEASE_SECONDS', None)
+        window = env_seconds(env, 'IDEMPOTENCY_WINDOW_SECONDS', cls.window_seconds)
+        lease = env_seconds(env, 'IDEMPOTENCY_LEASE_SECONDS', None)
         if lease is not None and lease < deadline_seconds:
             raise ConfigError(f'IDEMPOTENCY_LEASE_SECONDS={lease:g} is invalid: it must be at least the intent '
                               f'deadline ({deadline_seconds:g} s), or a run could be taken over while it places orders')
-        return cls(window, lease, _seconds(env, 'ORDER_MAX_AGE_SECONDS', cls.max_age_seconds),
-                   _seconds(env, 'ACCOUNT_LEASE_WAIT_SECONDS', cls.account_wait_seconds))
+        return cls(window, lease, env_seconds(env, 'ORDER_MAX_AGE_SECONDS', cls.max_age_seconds),
+                   env_seconds(env, 'ACCOUNT_LEASE_WAIT_SECONDS', cls.account_wait_seconds))
 
     def lease_for(self, deadline_seconds: float) -> float:
         """The claim's lease: past the deadline, so a live run is never taken over."""
@@ -263,16 +263,3 @@ def recorded_orders(store: Store, reference: str) -> dict[str, RecordedOrder]:
         for order in finished.orders if finished else ():
             orders.setdefault(order.order_ref, order)
     return orders
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float | None) -> float | None:
-    raw = env.get(name, '').strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < math.inf:
-        raise ConfigError(f'{name}={raw!r} is invalid: expected a positive number of seconds')
-    return value
