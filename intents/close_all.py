@@ -34,7 +34,7 @@ from lib.ibapi import Contract, Trade
 from lib.idempotency import reference_of
 from lib.ledger import Holding
 from lib.market_data import ContractInfo, contract_info, quotes
-from lib.orders import FINAL, Leg, describe_trade, reduce_only
+from lib.orders import FINAL, Leg, describe_trade, on_account, reduce_only
 from lib.problems import CONTRACTS_UNRESOLVED, NOT_CLOSED, problem
 from lib.store.common import iso
 
@@ -145,8 +145,9 @@ class CloseAll(OrderIntent):
         working; otherwise each order is cancelled through its client id.
         """
         account = self.session.account
+        managed = self.ib.managedAccounts()
         before = [t for t in await self.ib.reqAllOpenOrdersAsync()
-                  if t.orderStatus.status not in FINAL and t.order.account == account]
+                  if t.orderStatus.status not in FINAL and on_account(t.order.account, account, managed)]
         others = self._not_this_run(before)
         if self.dry_run:
             return [{'orderRef': t.order.orderRef, 'permId': t.order.permId, 'clientId': t.order.clientId,

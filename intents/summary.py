@@ -7,6 +7,7 @@ import math
 from intents.base import Intent, IntentParams, IntentRejected
 from intents.outcome import Outcome
 from lib.ibapi import AccountValue, Contract, ExecutionFilter, Fill, PortfolioItem, Position, Trade
+from lib.orders import on_account
 from lib.session import AccountState
 
 UNSET_DOUBLE = 1.7976931348623157e308   # IB's "no value" for doubles
@@ -43,13 +44,14 @@ class Summary(Intent):
         # repeated reqExecutions returns (the connect downloads none, but the session may have seen some).
         known_fills = {f.execution.execId: f for f in ib.fills()}
         fills = [known_fills.get(f.execution.execId, f) for f in fills]
+        managed = ib.managedAccounts()
         return Outcome.ok({
             'account': account,
             'accountValues': account_values(ib.accountValues(account)),
             'summary': account_values(summary),
             'positions': [position(p) for p in positions if p.account == account],
             'portfolio': [portfolio_item(p) for p in ib.portfolio(account)],
-            'openOrders': [open_order(t) for t in trades if t.order.account in ('', account)],
+            'openOrders': [open_order(t) for t in trades if on_account(t.order.account, account, managed)],
             'executions': [execution(f) for f in fills if f.execution.acctNumber == account],
         })
 

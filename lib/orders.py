@@ -120,8 +120,9 @@ class ExecutionReport:
 
     @property
     def status(self) -> str:
-        """'ok' when something was placed, planned or found; else 'skipped'."""
-        return 'ok' if self.orders or self.placing or self.already_placed else 'skipped'
+        """'ok' when something was placed or planned, or an order found at the broker works or filled; else
+        'skipped'. A found order that was rejected or cancelled unfilled did nothing, so it does not count."""
+        return 'ok' if self.orders or self.placing or any(map(took_effect, self.already_placed)) else 'skipped'
 
     @property
     def unacknowledged(self) -> list[str]:
@@ -158,6 +159,12 @@ def _recorded(order: dict) -> RecordedOrder:
     return RecordedOrder(order['orderRef'], order.get('action'), order.get('quantity'), order.get('strategies'),
                          order.get('permId'), order.get('status'), order.get('filled'),
                          (order.get('contract') or {}).get('conId'))
+
+
+def took_effect(found: dict) -> bool:
+    """Whether an order found at the broker (run_orders_at_broker) works or filled: not one the gateway
+    rejected (TWS lists those among completed orders, Cancelled or Inactive) or that was cancelled unfilled."""
+    return bool(found.get('filled')) or found.get('status') not in ('Cancelled', 'ApiCancelled', 'Inactive')
 
 
 def check_legs(legs: list[Leg], settings: ExecutionSettings) -> None:
@@ -371,10 +378,23 @@ def trade_state(trade: Trade) -> dict:
             'messages': [f'{e.errorCode}: {e.message}' for e in trade.log if e.errorCode]}
 
 
+def on_account(account_field: str, account: str, managed: list[str]) -> bool:
+    """Whether an order or execution whose account field reads `account_field` is on `account`, at a gateway
+    managing the accounts `managed`.
+
+    An empty field means the gateway's default account (placeOrder's account '' is "the default":
+    research/tws-protocol.md §6.8, placeOrder field 23). A gateway that manages one account has only that
+    one, so the order is on it; with several accounts the default could be any of them, so it is never
+    taken for `account` (not found by a takeover, not counted as working, not cancelled as stale).
+    """
+    return account_field == account or (not account_field and list(managed) == [account])
+
+
 async def our_open_orders(ib: IB, account: str) -> list[Trade]:
-    """Working orders this system placed (orderRef ibj:...) for `account`, from every client id."""
+    """Working orders this system placed (orderRef ibj:...) for `account` (on_account), from every client id."""
     trades = await asyncio.wait_for(ib.reqAllOpenOrdersAsync(), REQUEST_TIMEOUT_SECONDS)
-    return [t for t in trades if is_ours(t.order.orderRef) and t.order.account == account
+    managed = ib.managedAccounts()
+    return [t for t in trades if is_ours(t.order.orderRef) and on_account(t.order.account, account, managed)
             and t.orderStatus.status not in FINAL]
 
 
@@ -411,10 +431,11 @@ async def run_orders_at_broker(ib: IB, account: str, reference: str,
         ib.reqAllOpenOrdersAsync(), ib.reqCompletedOrdersAsync(False),
         ib.reqExecutionsAsync(executions or ExecutionFilter(acctCode=account))), REQUEST_TIMEOUT_SECONDS)
     found: dict[str, dict] = {}
+    managed = ib.managedAccounts()
     for source, trades in (('completed', completed), ('open', open_trades)):
         for t in trades:
             o, status = t.order, t.orderStatus
-            if reference_of(o.orderRef) != reference or o.account != account:
+            if reference_of(o.orderRef) != reference or not on_account(o.account, account, managed):
                 continue
             # a completed order reports its fills as order.filledQuantity (unset: UNSET_DOUBLE), not in its status
             done = o.filledQuantity if source == 'completed' and o.filledQuantity < UNSET_DOUBLE else 0.0
@@ -427,7 +448,7 @@ async def run_orders_at_broker(ib: IB, account: str, reference: str,
     executed: dict[str, float] = {}
     for fill in fills:
         e = fill.execution
-        if reference_of(e.orderRef) == reference and e.acctNumber == account:
+        if reference_of(e.orderRef) == reference and on_account(e.acctNumber, account, managed):
             executed[e.orderRef] = executed.get(e.orderRef, 0.0) + e.shares
             if e.orderRef not in found:   # seen only through its executions: its remainder is unknown
                 found[e.orderRef] = {'orderRef': e.orderRef, 'conId': fill.contract.conId,

@@ -33,12 +33,17 @@ STATE_VERSION = 1
 
 
 class OrderError(Exception):
-    """A refusal the server reports as TWS error `code` with `message`."""
+    """A refusal the server reports as TWS error `code` with `message`.
+
+    `rejected`: the order as the placing client sees it after the error (status Inactive), when the
+    gateway kept the rejected order (see Broker._reject); None when it never became an order.
+    """
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(f'{code}: {message}')
         self.code = code
         self.message = message
+        self.rejected: Order | None = None
 
 
 @dataclass
@@ -412,14 +417,32 @@ class Broker:
         return [o for o in self._orders.values() if not o.is_done]
 
     def _accept(self, order: Order, now: datetime) -> Order:
-        self._check_faults()
-        self._check_buying_power(order, order.totalQuantity)
+        try:
+            self._check_faults()
+            self._check_buying_power(order, order.totalQuantity)
+        except OrderError as rejection:
+            self._reject(order, rejection, now)
+            raise
         order.permId, order.createdAt = self._next_perm_id, now
         order.filled = order.avgFillPrice = order.lastFillPrice = 0.0
         order.stopTriggered = False
         self._next_perm_id += 1
         self._orders[order.clientId, order.orderId] = order
         return order
+
+    def _reject(self, order: Order, rejection: OrderError, now: datetime) -> None:
+        """Keep a well-formed new order the gateway refused, as TWS does: it gets a permId, the placing
+        client is sent error 201 and then openOrder/orderStatus `Inactive` (rejection.rejected), and
+        reqCompletedOrders lists it as `Cancelled` with the reject text as its completedStatus (ib_insync
+        issues #554 and #559 show both from a real TWS). Malformed orders are refused without a trace.
+        """
+        order.permId, order.createdAt = self._next_perm_id, now
+        order.filled = order.avgFillPrice = order.lastFillPrice = 0.0
+        self._next_perm_id += 1
+        self._orders[order.clientId, order.orderId] = order
+        rejection.rejected = copy.copy(order)
+        rejection.rejected.status = 'Inactive'
+        order.status, order.completedStatus, order.completedAt = 'Cancelled', rejection.message, now
 
     def _modify(self, existing: Order, order: Order) -> Order:
         if (existing.instrument.conId, existing.action, existing.account) != (

@@ -438,6 +438,8 @@ class Connection(asyncio.Protocol):
             self.sim.broker.place(order)
         except OrderError as e:
             self.send_error(order_id, e.code, e.message)
+            if e.rejected is not None:          # TWS follows the 201 with the order, Inactive
+                self.sim.order_changed(e.rejected)
         except ValueError as e:
             self.send_error(order_id, 201, f'Order rejected - reason:{e}')
 

@@ -186,6 +186,11 @@ def order_log(sim: Any, after_perm_id: int = 0) -> list:
     return sorted((o for o in orders if o.permId > after_perm_id), key=lambda o: o.permId)
 
 
+def was_rejected(order: Any) -> bool:
+    """An order the gateway refused (error 201): it keeps it, as TWS does, Cancelled with the reject text."""
+    return order.status == 'Cancelled' and not order.filled and order.completedStatus.startswith('Order rejected')
+
+
 def last_perm_id(sim: Any) -> int:
     """The highest permId the gateway gave so far: later orders have higher ones."""
     return max((o.permId for o in order_log(sim)), default=0)
@@ -200,17 +205,19 @@ def duplicate_orders(orders: list) -> dict[str, list[str]]:
     """Orders that repeat another: the same orderRef twice, or two orders for one contract.
 
     One request places at most one order per contract (trades are netted per contract), so a second
-    order for a contract within one request and its redeliveries is a duplicate whatever its orderRef.
+    order for a contract within one request and its redeliveries is a duplicate whatever its orderRef;
+    a rejected order does not count there (its remainder is re-sent under the leg's next orderRef).
     """
     found: dict[str, list[str]] = {}
     by_ref = Counter(o.orderRef for o in orders if o.orderRef)
     for ref, count in by_ref.items():
         if count > 1:
             found[f'orderRef {ref}'] = [_describe(o) for o in orders if o.orderRef == ref]
-    by_contract = Counter(o.instrument.conId for o in orders)
+    by_contract = Counter(o.instrument.conId for o in orders if not was_rejected(o))
     for con_id, count in by_contract.items():
         if count > 1:
-            found[f'conId {con_id}'] = [_describe(o) for o in orders if o.instrument.conId == con_id]
+            found[f'conId {con_id}'] = [_describe(o) for o in orders
+                                        if o.instrument.conId == con_id and not was_rejected(o)]
     return found
 
 

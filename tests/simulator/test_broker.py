@@ -296,6 +296,9 @@ def test_order_beyond_buying_power_is_rejected(env):
         broker.place(order(env.SPY, 'BUY', math.ceil(4.5 * 10_000 / price), order_id=1))
     assert rejected.value.code == 201 and 'YOUR ORDER IS NOT ACCEPTED' in rejected.value.message
     assert broker.open_orders() == [] and broker.executions() == []
+    [kept] = broker.completed_orders()                 # TWS keeps a rejected order, with its reason
+    assert (kept.orderId, kept.status, kept.completedStatus, kept.filled) == (1, 'Cancelled', rejected.value.message, 0)
+    assert kept.permId > 0 and rejected.value.rejected.status == 'Inactive'
     broker.place(order(env.SPY, 'BUY', math.floor(3.5 * 10_000 / price), order_id=2))
     assert len(broker.executions()) == 1
 

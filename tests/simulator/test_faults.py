@@ -62,17 +62,39 @@ def test_stalled_request_never_answers(sim, connect):
     assert ib.reqCurrentTime() is not None
 
 
-def test_rejected_orders_end_cancelled_with_error_201(sim, connect):
+def test_a_rejected_order_gets_201_then_inactive_and_is_listed_among_completed_orders(sim, connect):
+    """As a real TWS does (ib_insync issues #554, #559): error 201, then openOrder and orderStatus `Inactive`
+    with a permId; later reqCompletedOrders lists the order as Cancelled, the reject text its completedStatus."""
     ib = connect(1)
     sim.faults.reject_orders = 'simulated rejection'
     codes = []
     ib.errorEvent += lambda req_id, code, text, contract: codes.append(code)
     spy = ib.qualifyContracts(Stock('SPY', 'SMART', 'USD'))[0]
-    trade = ib.placeOrder(spy, MarketOrder('BUY', 1))
-    ib.sleep(0.3)
-    assert 201 in codes
-    assert trade.orderStatus.status == 'Cancelled'
-    assert sim.broker.executions() == []
+    trade = ib.placeOrder(spy, MarketOrder('BUY', 1, orderRef='ibj:0123456789:756733'))
+    assert wait_for(ib, lambda: trade.orderStatus.status == 'Inactive')
+    assert 201 in codes and trade.order.permId > 0 and trade.orderStatus.filled == 0
+    assert [e.errorCode for e in trade.log if e.errorCode] == [201]
+    assert sim.broker.executions() == [] and ib.reqAllOpenOrders() == []
+
+    states = []
+    decoded = ib.wrapper.completedOrder          # the client's own decoding; the OrderState it is handed
+
+    def completed_order(contract, order, state):
+        states.append(state)
+        decoded(contract, order, state)
+
+    ib.wrapper.completedOrder = completed_order
+    [listed] = ib.reqCompletedOrders(False)
+    assert (listed.order.permId, listed.order.orderRef, listed.order.filledQuantity, listed.orderStatus.status) == (
+        trade.order.permId, 'ibj:0123456789:756733', 0, 'Cancelled')
+    assert [s.completedStatus for s in states] == ['Order rejected - reason:simulated rejection']
+
+
+def wait_for(ib, condition, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        ib.sleep(0.02)
+    return condition()
 
 
 def test_partial_fill_leaves_the_rest_working(sim, connect):

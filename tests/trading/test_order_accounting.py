@@ -18,7 +18,7 @@ from intents.outcome import Outcome
 from intents.registry import get_intent
 from lib.ibapi import IB, LimitOrder, Stock
 from tests.polling import wait_until
-from tests.trading.support import ACCOUNT
+from tests.trading.support import ACCOUNT, OPEN_TIME
 
 TWO_ACCOUNTS = ['DU111', 'DU222']
 STALE_REF = 'ibj:5ca1ab1e00:756733'          # ours (tagged), from a run of another key
@@ -257,20 +257,72 @@ def test_reconciliation_after_a_takeover_shows_no_drift(make_rig):
     assert reconciled.result['strategies'] == {'dummy': {'SPY': rig.position('SPY')}}
 
 
-def test_every_order_rejected_is_an_error_and_the_redelivery_sends_the_remainder(rig):
-    rig.sim.faults.reject_orders = 'Not enough margin'
+def rejected_allocation(rig, reason: str = 'Not enough margin'):
+    """An allocation whose only order the gateway rejected: (its event, its result, the rejected order)."""
+    rig.sim.faults.reject_orders = reason
     event = rig.event('allocation')
     rejected = rig.deliver(event)
     assert rejected.status == 'error' and rejected.error.type == 'OrdersRejected' and rejected.error.retryable
     [order] = rejected.result['orders']
     assert [(p['code'], p['orderRef']) for p in rejected.result['problems']] == [('order-rejected', order['orderRef'])]
+    # counted at the gateway: it keeps the rejected order among completed ones (as TWS does), nothing filled
+    [kept] = rig.order_log()
+    assert (kept.orderRef, kept.status, kept.completedStatus, kept.filled) == (
+        order['orderRef'], 'Cancelled', f'Order rejected - reason:{reason}', 0)
     assert rig.position('SPY') == 0
+    return event, rejected, order
+
+
+def rejected_orders(rig) -> list[str]:
+    return [o.orderRef for o in rig.order_log() if o.status == 'Cancelled' and o.completedStatus.startswith(
+        'Order rejected')]
+
+
+def test_every_order_rejected_is_an_error_and_the_redelivery_sends_the_remainder(rig):
+    event, _, order = rejected_allocation(rig)
     rig.sim.faults.reject_orders = False
     redelivered = rig.deliver(event)                               # the key was not finished for good
     assert redelivered.status == 'ok', redelivered.error
-    [sent] = redelivered.result['orders']
-    # the leg's next orderRef when the gateway lists the rejected order among completed ones (TWS does; the
-    # simulator keeps no trace of it, so its orderRef is free again)
-    assert sent['orderRef'] in (order['orderRef'], order['orderRef'] + '.2') and sent['quantity'] == order['quantity']
+    [found] = redelivered.result['alreadyPlaced']                  # found, and not taken for a filled order
+    assert (found['orderRef'], found['status'], found['filled']) == (order['orderRef'], 'Cancelled', 0)
+    [sent] = redelivered.result['orders']                           # the leg's next orderRef, once
+    assert (sent['orderRef'], sent['quantity']) == (order['orderRef'] + '.2', order['quantity'])
     assert rig.position('SPY') == order['quantity']
+    assert sorted(o.orderRef for o in rig.order_log()) == [order['orderRef'], order['orderRef'] + '.2']
     assert rig.deliver(event).status == 'duplicate'
+
+    reconciled = rig.send('trade-reconciliation')                   # the rejected order books nothing
+    assert reconciled.status == 'ok', reconciled.error
+    assert reconciled.result['awaitingAttribution'] == [] and reconciled.result['drift'] == []
+    assert reconciled.result['strategies'] == {'dummy': {'SPY': order['quantity']}}
+
+
+def test_a_leg_the_gateway_keeps_rejecting_is_sent_once_per_delivery_each_under_a_new_order_ref(rig):
+    event, _, order = rejected_allocation(rig)
+    again = rig.deliver(event)                                     # still rejected: said again, retryable
+    assert again.status == 'error' and again.error.type == 'OrdersRejected' and again.error.retryable
+    assert again.result['takeover'] is True
+    assert [o['orderRef'] for o in again.result['alreadyPlaced']] == [order['orderRef']]
+    assert [(p['code'], p['orderRef']) for p in again.result['problems']] == [
+        ('order-rejected', order['orderRef'] + '.2')]
+    assert rejected_orders(rig) == [order['orderRef'], order['orderRef'] + '.2'] and rig.position('SPY') == 0
+
+    rig.sim.faults.reject_orders = False
+    done = rig.deliver(event)
+    assert done.status == 'ok', done.error
+    [sent] = done.result['orders']                                  # two rejected orders: still one leg's worth
+    assert (sent['orderRef'], sent['quantity']) == (order['orderRef'] + '.3', order['quantity'])
+    assert rig.position('SPY') == order['quantity'] and len(rig.sim.broker.executions()) == 1
+
+
+def test_a_takeover_that_finds_only_its_rejected_order_and_places_nothing_is_not_ok(rig):
+    event, _, order = rejected_allocation(rig)
+    rig.sim.faults.reject_orders = False
+    rig.sim.clock.set(OPEN_TIME.replace(hour=22))                  # 17:00 in New York: the market has closed
+    closed = rig.deliver(event)
+    assert closed.status == 'skipped', closed.error                  # never "ok" on a rejected order alone
+    [skipped] = closed.result['skipped']                           # the remainder waits for the open, said so
+    assert skipped['orderRef'] == order['orderRef'] + '.2' and skipped['nextOpen'], skipped
+    assert closed.result['reason'] == skipped['reason']
+    assert [o['orderRef'] for o in closed.result['alreadyPlaced']] == [order['orderRef']]
+    assert closed.result['orders'] == [] and rig.position('SPY') == 0
