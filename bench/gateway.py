@@ -1,7 +1,7 @@
 """The simulated gateway in a child process, so it never competes with the measured code for the GIL.
 
 The child serves `simulator.Simulator` and answers commands over a pipe: set the reply latency,
-read or reset the per-connection counters, fill the account with activity, stop.
+read or reset the per-connection counters, fill the account with activity, move its clock, stop.
 """
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ def _serve(pipe: Connection, options: dict) -> None:
             elif command == 'fill':
                 from bench.activity import fill_activity
                 pipe.send(fill_activity(sim, arg))
+            elif command == 'advance':
+                sim.clock.advance(arg)
+                pipe.send(None)
             elif command == 'stop':
                 pipe.send(None)
                 return
@@ -77,6 +80,10 @@ class GatewayProcess:
     def fill(self, executions: int) -> int:
         """Add that many executions of another client id (bench/activity.py); returns the account's total."""
         return self._call('fill', executions)
+
+    def advance(self, seconds: float) -> None:
+        """Move the simulated clock `seconds` forward (the gateway's day goes on; prices move with it)."""
+        self._call('advance', seconds)
 
     def _call(self, command: str, arg=None):
         self._pipe.send((command, arg))

@@ -38,7 +38,7 @@ _TIMESTAMP = re.compile(r'^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]
 def render_result(doc: dict[str, Any], *, width: int | None = None, wide: bool = False) -> str:
     """The whole result as readable sections: headline, run facts, error, then the intent's own output."""
     width = width or terminal_width()
-    sections = [headline(doc), _section('Run', _pairs(_facts(doc), width))]
+    sections = [headline(doc, width), _section('Run', _pairs(_facts(doc), width))]
     if doc.get('error'):
         error = doc['error']
         sections.append(_section('Error', _pairs({
@@ -55,12 +55,20 @@ def terminal_width() -> int:
     return max(40, shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns)
 
 
-def headline(doc: dict[str, Any]) -> str:
-    """`intent: STATUS in N ms — what happened`, then the figures that matter, one line each."""
+def headline(doc: dict[str, Any], width: int | None = None) -> str:
+    """`intent: STATUS in N ms — what happened`, then the figures that matter, one line each.
+
+    What happened names what went wrong first: the error, else (a degraded run) the first problem and how
+    many there are; the first line is cut to `width` (default: the terminal's).
+    """
     result = doc.get('result') if isinstance(doc.get('result'), dict) else {}
     title = f'{doc.get("intent") or "message"}: {doc["status"].upper()} in {_ms(doc["durationMs"])}'
     what = _what_happened(doc, result)
-    lines = [f'{title} — {what}' if what else title]
+    went_wrong = _what_went_wrong(doc, result)
+    what = '; '.join(part for part in (what, went_wrong) if part)
+    first = f'{title} — {what}' if what else title
+    limit = width or terminal_width()
+    lines = [first if len(first) <= limit else first[:limit - 1] + '…']
     figures = _figures(result)
     if figures:
         lines.append('  ' + '  ·  '.join(figures))
@@ -87,6 +95,15 @@ def _what_happened(doc: dict[str, Any], result: dict[str, Any]) -> str:
     if result.get('healthy') is False:
         return 'unhealthy'
     return ''
+
+
+def _what_went_wrong(doc: dict[str, Any], result: dict[str, Any]) -> str:
+    """For a run without an error that still had problems: how many, and the first one."""
+    problems = result.get('problems') or []
+    if doc.get('error') or not problems:
+        return ''
+    count = f'{len(problems)} problems, first' if len(problems) > 1 else 'problem'
+    return f'{count}: {_one_line(_problem_text(problems[0]))}'
 
 
 def _figures(result: dict[str, Any]) -> list[str]:

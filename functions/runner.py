@@ -1,8 +1,9 @@
 """The isolation a run gets: a fresh thread that owns a new event loop, closed whatever happens.
 
 `in_fresh_loop` runs one coroutine there and hands back its value; nothing survives the call: the loop,
-its tasks, its executor and the thread all end before it returns, so no state leaks from one invocation
-into the next. `until_disconnected` is how a run notices the gateway dropping it.
+its tasks, its blocking calls and the thread all end before it returns, so no state leaks from one
+invocation into the next. (Blocking calls run on the process's thread pool, functions/blocking.py, whose
+idle threads do outlive the run.) `until_disconnected` is how a run notices the gateway dropping it.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import contextvars
 import threading
 from typing import Awaitable, Callable, TypeVar
 
+from functions.blocking import RunExecutor
 from lib.ibapi import IB
 from lib.log import get_logger
 
@@ -52,6 +54,8 @@ def in_fresh_loop(work: Callable[[], Awaitable[T]], *, deadline_seconds: float, 
 def _run_loop(work: Callable[[], Awaitable[T]], on_crash: Callable[[BaseException], T], box: list[T]) -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)   # ib_insync looks the loop up through the policy, not the running loop
+    blocking = RunExecutor()       # to_thread on the process's pool: no thread started and joined per run
+    loop.set_default_executor(blocking)
     try:
         box.append(loop.run_until_complete(work()))
     except BaseException as exc:   # SystemExit from an intent, or a bug: still hand back a value
@@ -60,7 +64,7 @@ def _run_loop(work: Callable[[], Awaitable[T]], on_crash: Callable[[BaseExceptio
     finally:
         _cancel_leftovers(loop)
         loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.run_until_complete(loop.shutdown_default_executor())
+        blocking.shutdown(wait=True)   # the run's blocking calls are over before the run is
         asyncio.set_event_loop(None)
         loop.close()
 

@@ -7,7 +7,7 @@ strategies' universe. Manual holdings (fills of orders that were not ours, in th
 A strategy with no opinion or an error keeps its last stored targets; without stored targets its
 contracts are left alone. Our open orders from earlier runs on these contracts are cancelled first.
 
-The day's executions are booked into the ledger first (lib.ledger), so each strategy's holding is known:
+The executions since the last booking are booked into the ledger first (lib.ledger), so each strategy's holding is known:
 its own trade is its target minus that holding; what strategies' trades net out between them is booked
 as an internal transfer. A strategy's holding in a contract no longer in its universe (expired, rolled,
 removed from the config) is closed with a reduce-only order; one that cannot be closed is a problem that
@@ -27,6 +27,7 @@ from intents.trading import (
     OrderIntent, PolicyOverrides, account_positions, book_transfers, build_strategy, known_strategy_names,
     ledger_holdings, strategy_bars, strategy_universe,
 )
+from lib.failures import Failure, failure_of
 from lib.idempotency import reference_of
 from lib.ledger import Holding
 from lib.market_data import ContractInfo, Quote, contract_info, fetch_bars, quotes
@@ -59,6 +60,7 @@ class Evaluation:
     source: str | None                       # new | stored
     previous: dict[str, float]               # its stored weights before this run
     error: str | None = None
+    failure: Failure | None = None           # what its error means (retryable for a data outage)
 
     def describe(self) -> dict:
         return {'status': self.status, 'exposure': self.share, 'targets': self.weights, 'targetsSource': self.source,
@@ -74,7 +76,7 @@ class Allocation(OrderIntent):
         if not names:
             raise IntentRejected('no strategy to allocate: pass params.strategies or set exposure.strategies')
         start = await self.prepare()
-        ledger, unattributed = await ledger_holdings(self)
+        ledger, unattributed = await ledger_holdings(self, start.now)
         self.report.problems += unattributed
         evaluations = await asyncio.gather(*(self._evaluate(name, start.today) for name in names))
         left_alone = {info.con_id for e in evaluations if e.weights is None for info in e.universe.values()}
@@ -88,6 +90,7 @@ class Allocation(OrderIntent):
                                          + ('its stored targets are kept' if e.source == 'stored'
                                             else 'its contracts are left alone'))
                                  for e in evaluations if e.error]
+        self.not_evaluated = _nothing_evaluated(evaluations, infos, prices, left_alone)
         for c in [c for c in infos if prices[c].price() is None]:
             if c in closing:   # a holding outside every universe that cannot be closed makes the run not ok
                 self.report.problems.append(problem(NOT_CLOSED, f'{infos[c].name}: no price, so the holding outside '
@@ -151,7 +154,7 @@ class Allocation(OrderIntent):
         previous = dict(stored['targets']) if stored else {}
         share = self.trading.exposures.get(name, 0.0)
         universe: dict[str, ContractInfo] = {}
-        error = weights = None
+        error = weights = failure = None
         try:
             if name not in self.trading.exposures:
                 raise ValueError(f'no exposure.strategies.{name} share in the trading config')
@@ -163,13 +166,13 @@ class Allocation(OrderIntent):
             weights = check_targets(strategy, today, strategy.targets(
                 MarketData(today, {need.key: strategy_bars(series) for need, series in zip(needs, bars)})))
         except Exception as exc:   # a strategy's failure is its own: it keeps its targets, the run goes on
-            error = f'{type(exc).__name__}: {exc}'
+            error, failure = f'{type(exc).__name__}: {exc}', failure_of(exc)
         status = 'error' if error else 'no-opinion' if weights is None else 'ok'
         if weights is not None:
             return Evaluation(name, status, share, universe, weights, 'new', previous)
         kept = {key: weight for key, weight in previous.items() if key in universe}
         return Evaluation(name, status, share, universe, kept if kept else None, 'stored' if kept else None,
-                          previous, error)
+                          previous, error, failure)
 
     async def _legs_replacing_stale_orders(self, plan: _Plan,
                                            settings: ExecutionSettings) -> tuple[list[Leg], list[dict], list[dict]]:
@@ -208,6 +211,29 @@ class Allocation(OrderIntent):
                 size = (prices[info.con_id].price(), info.multiplier, snapshot.rate(info.contract.currency))
                 targets.setdefault(info.con_id, {})[e.name] = target_quantity(e.weights.get(key, 0.0), budget, *size)
         return targets
+
+
+def _nothing_evaluated(evaluations: list[Evaluation], infos: dict[int, ContractInfo], prices: dict[int, Quote],
+                       left_alone: set[int]) -> Failure | None:
+    """The error of a run that could evaluate nothing: every strategy failed, every contract belongs to a
+    failed strategy (left alone), or no contract had a price.
+
+    Retryable when every cause is (a historical or market data outage): a redelivery takes over and
+    tries again; a strategy's bug or bad config is not.
+    """
+    failed = [e for e in evaluations if e.failure is not None]
+    every_contract_left = bool(left_alone) and not any(info.con_id not in left_alone for e in evaluations
+                                                       for info in e.universe.values())
+    if failed and (len(failed) == len(evaluations) or every_contract_left):
+        make = Failure.transient if all(e.failure.retryable for e in failed) else Failure.permanent
+        failures = '; '.join(f'{e.name} failed: {e.error}' for e in failed)
+        if len(failed) < len(evaluations):
+            failures += "; the other strategies trade only the failed ones' contracts, which are left alone"
+        return make('StrategiesFailed', failures)
+    unpriced = [info.name for con_id, info in infos.items() if prices[con_id].price() is None]
+    if infos and len(unpriced) == len(infos):
+        return Failure.transient('NoPrices', f'no contract could be priced ({", ".join(unpriced)}): nothing traded')
+    return None
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """The `close-all` intent: cancel our open orders, then close what the strategies hold, reducing risk only.
 
 By default only what the given strategies (default: every configured one) hold is touched: each
-strategy's share of each contract comes from the ledger (the day's executions are booked first), so
-another strategy's share and manual positions stay. Our own tagged working orders (this account's only)
+strategy's share of each contract comes from the ledger (the executions since the last booking are
+booked first), so another strategy's share and manual positions stay. Our own tagged working orders (this account's only)
 on the contracts they trade or hold are cancelled, each through a connection with the client id that
 placed it; manual orders stay. `scope: "all"` cancels every open order of the account and closes every
 position except forex balances, manual ones included (reqGlobalCancel when the gateway manages this
@@ -66,7 +66,7 @@ class CloseAll(OrderIntent):
         start = await self.prepare()
         every_scope = self.params.scope == 'all'
         names = self.params.strategies or sorted(self.trading.strategies)
-        ledger, unattributed = await ledger_holdings(self)
+        ledger, unattributed = await ledger_holdings(self, start.now)
         self.report.problems += unattributed
         universes = await self._universes(names, start.today)
         held = {c: h for c, h in ledger.items() if any(h.strategies.get(name) for name in names)}

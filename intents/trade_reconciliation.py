@@ -33,8 +33,11 @@ class TradeReconciliation(Intent):
 
     async def run(self) -> Outcome:
         ib, store, account = self.ib, self.context.store, self.session.account
-        today = market_date(await gateway_time(ib))
-        booking = await book_executions(ib, store, account)
+        now = await gateway_time(ib)
+        today = market_date(now)
+        # all of the day's executions, not only those since the last booking: the daily check also
+        # catches one that reached the gateway later than the booking overlap allows for
+        booking = await book_executions(ib, store, account, now, incremental=False)
         ledger = [f for f in await asyncio.to_thread(store.fills) if f.get('account') == account]
         last_day, missed = await asyncio.to_thread(last_reconciled_day, store, account, today)
         started = min((entry['time'][:10] for entry in ledger), default=today.isoformat())

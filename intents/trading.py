@@ -104,14 +104,15 @@ async def account_positions(intent: Intent) -> dict[int, Position]:
     return {p.contract.conId: p for p in positions if p.account == intent.session.account and p.position}
 
 
-async def ledger_holdings(intent: Intent) -> tuple[dict[int, Holding], list[dict]]:
-    """Book the day's executions, then each contract's holdings by strategy (and manual) from the ledger.
+async def ledger_holdings(intent: Intent, now: datetime) -> tuple[dict[int, Holding], list[dict]]:
+    """Book the executions since the last booking (lib.ledger.book_executions; `now` is the gateway's time),
+    then each contract's holdings by strategy (and manual) from the ledger.
 
     Fills of ours whose run recorded nothing yet cannot be attributed: each is a `fill-unattributed` problem,
     but for a takeover's own earlier attempt, whose orders this run finds and records.
     """
     store, account = intent.context.store, intent.session.account
-    booking = await book_executions(intent.ib, store, account)
+    booking = await book_executions(intent.ib, store, account, now)
     ledger = await asyncio.to_thread(store.fills)
     return holdings(ledger, account), booking.problems(intent.context.reference if intent.context.takeover else None)
 
@@ -153,6 +154,9 @@ class OrderIntent(Intent):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.report = ExecutionReport()
+        # set when nothing could be evaluated (every strategy failed, no contract priced): a run that then
+        # places, plans and finds nothing ends with this error instead of a quiet `skipped`
+        self.not_evaluated: Failure | None = None
 
     @property
     def trading(self) -> TradingConfig:
@@ -243,6 +247,9 @@ class OrderIntent(Intent):
     def output(self, report: ExecutionReport, result: dict) -> Outcome:
         """The intent's output: ok when something was placed, planned or found, else skipped with the reason.
 
+        Skipped only when there was something to judge: when nothing could be evaluated (`not_evaluated`,
+        e.g. every strategy failed) and nothing was placed, planned or found, the run is that error,
+        retryable when its causes are (a data outage), with the strategy and data problems in the result.
         An order problem (lib.problems: not acknowledged, rejected, a stale order left working, a leg a
         safety rail stopped) makes it an error with every order's last known state. Retryable when every
         such problem is one a redelivery fixes (it takes over, looks the orders up at the broker, cancels
@@ -256,6 +263,8 @@ class OrderIntent(Intent):
             reason = '; '.join(p['message'] for p in failures)
             make = Failure.transient if all(ORDER_CODES[code] for code in kinds) else Failure.permanent
             return Outcome.failed(make(ERROR_TYPES.get(kinds[0], 'OrderProblems'), reason), full)
+        if self.not_evaluated is not None and report.status == 'skipped':
+            return Outcome.failed(self.not_evaluated, full)
         return Outcome.ok(full) if report.status == 'ok' else Outcome.skipped(report.reason, full)
 
     def interrupted_result(self) -> dict:

@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 from lib.exchange_calendar import is_trading_day
 from lib.ibapi import IB, ExecutionFilter, Fill
 from lib.idempotency import RecordedOrder, is_ours, recorded_orders, reference_of
-from lib.market_data import REQUEST_TIMEOUT_SECONDS
+from lib.market_data import REQUEST_TIMEOUT_SECONDS, execution_filter_time
 from lib.problems import FILL_UNATTRIBUTED, problem
 from lib.store import Store
 
@@ -31,6 +31,11 @@ TRANSFER_PREFIX = 'transfer:'
 RECONCILED_PREFIX = 'reconciled:'
 LOOKBACK_TRADING_DAYS = 10
 MARKER_LEASE_SECONDS = 60.0
+BOOKING_CURSOR_PREFIX = 'executions-booked:'
+# Fetched again behind the cursor: the filter's time has whole seconds (and whether TWS includes that
+# second is not documented), and an execution may reach the gateway a little after its own time.
+# Re-fetched fills are recognised by execId and not booked twice.
+BOOKING_OVERLAP = timedelta(seconds=60)
 
 
 @dataclass
@@ -52,9 +57,22 @@ class Booking:
                 for w in self.waiting if recording is None or reference_of(w['orderRef']) != recording]
 
 
-async def book_executions(ib: IB, store: Store, account: str) -> Booking:
-    """Record every execution the gateway reports for the account (today's: IB keeps no more) once."""
-    fills = await asyncio.wait_for(ib.reqExecutionsAsync(ExecutionFilter(acctCode=account)), REQUEST_TIMEOUT_SECONDS)
+async def book_executions(ib: IB, store: Store, account: str, now: datetime | None = None, *,
+                          incremental: bool = True) -> Booking:
+    """Record once each execution the gateway reports for the account (today's: IB keeps no more).
+
+    `now` is the gateway's time, asked before this call. Booking is incremental: only the executions since
+    the account's booking cursor are fetched (less BOOKING_OVERLAP), so its cost follows the activity since
+    the last booking, not the day's. The cursor then moves on to `now`, or to the earliest fill left waiting
+    for its order record (it must be fetched again). Without a cursor (the first booking), with one from
+    an earlier day, or with `incremental=False`, all of the day's executions are fetched. Without `now`,
+    everything is fetched and the cursor is left alone.
+    """
+    name = f'{BOOKING_CURSOR_PREFIX}{account}'
+    cursor = await asyncio.to_thread(store.get_cursor, name) if now is not None and incremental else None
+    since = booking_since(cursor, now)
+    wanted = ExecutionFilter(acctCode=account, time=execution_filter_time(since) if since else '')
+    fills = await asyncio.wait_for(ib.reqExecutionsAsync(wanted), REQUEST_TIMEOUT_SECONDS)
     # commission reports are attached to the Fill ib_insync saw first (at connect), not to this copy
     seen = {f.execution.execId: f for f in ib.fills()}
     fills = [seen.get(f.execution.execId, f) for f in fills if f.execution.acctNumber == account]
@@ -62,18 +80,38 @@ async def book_executions(ib: IB, store: Store, account: str) -> Booking:
     for reference in sorted({reference_of(f.execution.orderRef) for f in fills} - {None}):
         orders.update(await asyncio.to_thread(recorded_orders, store, reference))
     booking = Booking(executions=len(fills))
+    held: list[datetime] = []
     for fill in fills:
         ref = fill.execution.orderRef
         if is_ours(ref) and ref not in orders:
             booking.waiting.append({'execId': fill.execution.execId, 'orderRef': ref,
                                     'reason': 'the run that placed it has not recorded the order yet'})
+            held.append(fill.execution.time)
             continue
         entry = ledger_entry(fill, orders.get(ref))
         if await asyncio.to_thread(store.record_fill, entry):
             booking.recorded.append(entry)
         else:
             booking.already += 1
+    if now is not None and all(isinstance(t, datetime) and t.tzinfo for t in held):   # else keep the old cursor
+        through = min([now, *held])
+        await asyncio.to_thread(store.put_cursor, name, {'through': through.astimezone(timezone.utc).isoformat(),
+                                                         'waiting': len(held)})
     return booking
+
+
+def booking_since(cursor: dict | None, now: datetime | None) -> datetime | None:
+    """The time from which to fetch executions: the cursor less the overlap; None (all of them) without a
+    usable cursor, or when the cursor lies ahead of the gateway's clock (another gateway, a clock set back)."""
+    if cursor is None or now is None:
+        return None
+    try:
+        through = datetime.fromisoformat(cursor['through'])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if through.tzinfo is None or through > now:
+        return None
+    return through - BOOKING_OVERLAP
 
 
 def ledger_entry(fill: Fill, order: RecordedOrder | None) -> dict:

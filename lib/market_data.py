@@ -186,6 +186,11 @@ async def gateway_time(ib: IB) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
+def execution_filter_time(moment: datetime) -> str:
+    """An ExecutionFilter's time: yyyymmdd-hh:mm:ss in UTC (the form TWS reads as UTC), whole seconds, rounded down."""
+    return moment.astimezone(timezone.utc).strftime('%Y%m%d-%H:%M:%S')
+
+
 async def fetch_bars(ib: IB, requests: list[tuple[Contract, str, str, str]], use_rth: bool = True) -> list[list]:
     """Bars (the client library's BarData) for each (contract, bar size, duration, what to show), oldest
     first, fetched concurrently.

@@ -33,7 +33,9 @@ from typing import Awaitable, Callable, NamedTuple
 from lib.crash import crash_point
 from lib.idempotency import RecordedOrder, is_ours, order_ref, parse_order_ref, reference_of
 from lib.ibapi import IB, ExecutionFilter, Order, Trade
-from lib.market_data import REQUEST_TIMEOUT_SECONDS, AccountSnapshot, ContractInfo, Quote, gateway_time
+from lib.market_data import (
+    REQUEST_TIMEOUT_SECONDS, AccountSnapshot, ContractInfo, Quote, execution_filter_time, gateway_time,
+)
 from lib.market_hours import HoursUnreadable, market_state
 from lib.problems import CLOSE_BAND, NOT_REDUCE_ONLY, REDUCED_TO_POSITION, TRADING_DISABLED, problem
 from lib.risk import CheckedOrder, check_limits, price_band_breach
@@ -416,7 +418,7 @@ async def executions_since_claim(ib: IB, account: str, claimed_at: datetime | No
     if claimed_at is None:
         return ExecutionFilter(acctCode=account)
     since = await gateway_time(ib) - (datetime.now(timezone.utc) - claimed_at) - CLAIM_CLOCK_MARGIN
-    return ExecutionFilter(acctCode=account, time=since.astimezone(timezone.utc).strftime('%Y%m%d-%H:%M:%S'))
+    return ExecutionFilter(acctCode=account, time=execution_filter_time(since))
 
 
 async def run_orders_at_broker(ib: IB, account: str, reference: str,

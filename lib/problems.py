@@ -7,7 +7,10 @@ Two kinds, by code:
   a holding that cannot be closed). The run's status is `error` (`retryable` when a retry could fix it:
   ORDER_CODES says which), whatever else it did.
 - strategy or data problems (everything else): the run still did what it could; its status stays
-  `ok` (or `skipped`) and `result.degraded` is true.
+  `ok` (or `skipped`) and `result.degraded` is true. A run where they left nothing to evaluate (every
+  strategy failed, every contract a failed strategy's, no contract priced) and nothing was placed is not
+  `skipped` but `error` (StrategiesFailed, NoPrices; retryable when a data outage caused it), with the
+  problems still listed.
 """
 from __future__ import annotations
 

@@ -53,10 +53,12 @@ class Stats:
     messages_out: Counter = field(default_factory=Counter)
     round_trips: int = 0
     closed_at: float | None = None
+    bytes_out: int = 0                          # framed bytes of the messages sent (handshake reply included)
 
     def as_dict(self) -> dict:
         return {'clientId': self.client_id, 'in': dict(self.messages_in), 'out': dict(self.messages_out),
                 'messagesIn': sum(self.messages_in.values()), 'messagesOut': sum(self.messages_out.values()),
+                'bytesOut': self.bytes_out,
                 'roundTrips': self.round_trips, 'open': self.closed_at is None}
 
 
@@ -117,7 +119,9 @@ class Connection(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         self.stats.messages_out[int(fields[0])] += 1
-        self._queue(frame(fields))
+        data = frame(fields)
+        self.stats.bytes_out += len(data)
+        self._queue(data)
 
     def _queue(self, data: bytes) -> None:
         """Write now, or after the injected latency; replies keep their order either way."""
@@ -222,7 +226,9 @@ class Connection(asyncio.Protocol):
         self.server_version = min(client_max, MAX_SERVER_VERSION)
         self.pace_api = '+PACEAPI' in (first[0] if first else '').split()[1:]
         self.stats.messages_out[0] += 1
-        self._queue(frame([self.server_version, now.strftime('%Y%m%d %H:%M:%S UTC')]))
+        reply = frame([self.server_version, now.strftime('%Y%m%d %H:%M:%S UTC')])
+        self.stats.bytes_out += len(reply)
+        self._queue(reply)
         return True
 
     def _refuse_old_client(self, offered: str, now: datetime) -> None:

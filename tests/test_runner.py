@@ -125,6 +125,35 @@ def test_the_loop_is_closed_and_the_thread_gone_after_each_call(gateway):
     assert len({id(p['ib']) for p in probes}) == 3
 
 
+
+class Blocking(Probe):
+    """Makes blocking calls (as the store's) through asyncio.to_thread, one of them still running at its end."""
+
+    name = 'blocking-probe'
+
+    async def run(self) -> Outcome:
+        await asyncio.gather(*(asyncio.to_thread(time.sleep, 0.01) for _ in range(3)))
+        started = threading.Event()
+        late = asyncio.ensure_future(asyncio.to_thread(lambda: (started.set(), time.sleep(0.2))))
+        while not started.is_set():     # the call is running when the intent ends
+            await asyncio.sleep(0.001)
+        with probes_lock:
+            probes.append({'late': late})
+        return Outcome.ok({})
+
+
+def test_blocking_calls_start_no_thread_per_run_and_are_over_before_the_run_is(gateway, monkeypatch):
+    run_isolated(Blocking, NoParams(), dry_run=False, settings=settings_for(gateway))    # the pool's threads exist
+    started: list[str] = []
+    start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, 'start', lambda thread: (started.append(thread.name), start(thread))[1])
+    for _ in range(3):
+        began = time.monotonic()
+        assert run_isolated(Blocking, NoParams(), dry_run=False, settings=settings_for(gateway)).status == 'ok'
+        assert time.monotonic() - began >= 0.2     # the call still running at the intent's end was waited for
+    # one thread per run, the intent's: its blocking calls go to the process's pool (functions/blocking.py)
+    assert started == ['intent-blocking-probe'] * 3
+
 def test_a_deadline_hit_mid_intent_returns_promptly_and_leaves_nothing_behind(gateway):
     gateway.faults.stall = {CURRENT_TIME}
     before = our_threads()

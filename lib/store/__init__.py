@@ -1,4 +1,5 @@
-"""The state store: run claims and results, strategy targets, the fills ledger, dynamic settings, run history.
+"""The state store: run claims and results, strategy targets, the fills ledger, dynamic settings, run history,
+cursors (how far incremental work such as booking executions has got).
 
 Two backends behave the same (one shared test suite): SQLite, the embedded default for local runs,
 and Firestore for the cloud. `open_store()` picks one from the environment:
@@ -138,6 +139,12 @@ class Store(Protocol):
 
     def get_run(self, run_id: str) -> dict | None:
         """The result document of `run_id` (expired or not), or None."""
+
+    def get_cursor(self, name: str) -> dict | None:
+        """The JSON document last put under cursor `name` (how far some work has got), or None."""
+
+    def put_cursor(self, name: str, value: dict) -> None:
+        """Replace cursor `name` with `value` (a JSON-able dict); the last writer wins."""
 
     def close(self) -> None:
         """Release connections; the store reconnects if used again."""

@@ -8,6 +8,7 @@ Layout (document ids of runs, targets and fills are the sha256 hex of the key, b
 - `targets/{sha256(strategy)}`: strategy, targets (map key -> weight), updatedAt, runId;
 - `fills/{sha256(execId)}`: execId, time, strategies (array of names), fill (the fill as JSON text);
 - `leases/{sha256(name)}`: name, holder, leaseUntil (one order-placing run per account at a time);
+- `cursors/{sha256(name)}`: name, value (JSON text): how far incremental work (booking executions) has got;
 - `settings/trading`: the dynamic settings as plain fields (tradingEnabled, exposure, limits, ...),
   meant to be edited in the console.
 
@@ -41,6 +42,7 @@ from lib.store.common import (
 
 SETTINGS_DOCUMENT = ('settings', 'trading')
 HISTORY = 'history'            # the deploy sets a TTL policy on its expireAt field
+CURSORS = 'cursors'
 HISTORY_SCAN_FACTOR = 20       # runs read per run wanted when filtering by intent
 HISTORY_SCAN_MAX = 1000
 CONDITIONAL_WRITE_ATTEMPTS = 20
@@ -230,6 +232,16 @@ class FirestoreStore:
         with self._unavailable_on_error():
             snapshot = self._doc(HISTORY, run_id).get(**self._call())
         return json.loads(snapshot.to_dict()['document']) if snapshot.exists else None
+
+    def get_cursor(self, name: str) -> dict | None:
+        with self._unavailable_on_error():
+            snapshot = self._doc(CURSORS, name).get(**self._call())
+        return json.loads(snapshot.to_dict()['value']) if snapshot.exists else None
+
+    def put_cursor(self, name: str, value: dict) -> None:
+        fields = {'name': name, 'value': to_json(dict(value), f'cursor {name}')}
+        with self._unavailable_on_error():
+            self._doc(CURSORS, name).set(fields, **self._call())
 
     def close(self) -> None:
         with self._lock:

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS history (
 );
 CREATE INDEX IF NOT EXISTS history_by_time ON history (finished_us);
 CREATE INDEX IF NOT EXISTS history_by_expiry ON history (keep_until_us);
+CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -176,6 +177,17 @@ class SqliteStore:
         with self._reading() as db:
             row = db.execute('SELECT document FROM history WHERE run_id = ?', (run_id,)).fetchone()
         return None if row is None else _loads(row[0])
+
+    def get_cursor(self, name: str) -> dict | None:
+        with self._reading() as db:
+            row = db.execute('SELECT value FROM cursors WHERE name = ?', (name,)).fetchone()
+        return None if row is None else _loads(row[0])
+
+    def put_cursor(self, name: str, value: dict) -> None:
+        text = to_json(dict(value), f'cursor {name}')
+        with self._transaction() as db:
+            db.execute('INSERT INTO cursors (name, value) VALUES (?, ?) '
+                       'ON CONFLICT (name) DO UPDATE SET value = excluded.value', (name, text))
 
     def close(self) -> None:
         with self._lock:

@@ -88,7 +88,8 @@ EXAMPLES: dict[str, list[Example]] = {
         Example({'intent': 'allocation', 'idempotencyKey': 'rebalance-2026-11-25',
                  'params': {'strategies': ['spy-macd-vixy'], 'orderPolicy': {'orderType': 'marketable-limit'}}},
                 prepare=_vixy_position, places_orders=True,
-                under_fault={'hist-outage': 'skipped'}),
+                # its only strategy fails: nothing evaluated, a retryable error (the redelivery trades)
+                under_fault={'hist-outage': 'error'}),
         # a dry run asks the gateway for whatIf margins, which goes over placeOrder
         Example({'intent': 'allocation', 'dryRun': True}, prepare=_vixy_position,
                 under_fault={'hist-outage': 'skipped', 'stall-orders': 'error'}),

@@ -27,6 +27,7 @@ from functions_framework import event_conversion
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
+from functions.blocking import THREAD_NAME_PREFIX as BLOCKING_THREADS
 from functions.contract import IntentResult, result_schema
 from functions.handler import TransientFailure, handle
 from lib.config import Settings
@@ -262,8 +263,11 @@ class Holdings:
         """What is held now that was not before."""
         leaks = []
         new_threads = self.threads - before.threads
-        if new_threads:
-            names = [t.name for t in threading.enumerate() if t.ident in new_threads]
+        # the process's pool for blocking calls (functions/blocking.py) grows to what concurrency needs and
+        # keeps its threads for later runs: bounded and reused, not a run's leftover
+        names = [t.name for t in threading.enumerate() if t.ident in new_threads
+                 and not t.name.startswith(f'{BLOCKING_THREADS}_')]
+        if names:
             leaks.append(f'threads {names}')
         if len(self.sockets) > len(before.sockets):
             leaks.append(f'{len(self.sockets) - len(before.sockets)} more sockets')

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -301,8 +302,10 @@ def unreachable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     lambda s: s.take_lease(ACCOUNT_LEASE, 'run-1', 60, T0),
     lambda s: s.release_lease(ACCOUNT_LEASE, 'run-1'),
     lambda s: s.stuck_claims(T0),
+    lambda s: s.get_cursor('c'),
+    lambda s: s.put_cursor('c', {}),
 ], ids=['claim', 'finish', 'get_claim', 'get_targets', 'put_targets', 'record_fill', 'fills', 'get_settings',
-        'put_settings', 'take_lease', 'release_lease', 'stuck_claims'])
+        'put_settings', 'take_lease', 'release_lease', 'stuck_claims', 'get_cursor', 'put_cursor'])
 def test_unreachable_backend_raises_store_unavailable(unreachable_store: Store, operation):
     started = time.monotonic()
     with pytest.raises(StoreUnavailable):
@@ -339,3 +342,17 @@ def test_recording_a_run_again_replaces_it(store: Store):
     store.record_run('r1', 'allocation', 'error', T0, history_doc('r1', 'allocation', 'error'), keep)
     store.record_run('r1', 'allocation', 'ok', T0, history_doc('r1', 'allocation', 'ok'), keep)
     assert [d['status'] for d in store.recent_runs(10, T0)] == ['ok']
+
+
+# --- cursors ------------------------------------------------------------------------------------
+
+def test_a_cursor_is_replaced_whole_and_names_are_apart(store: Store):
+    name = 'executions-booked:DU123/ü'
+    assert store.get_cursor(name) is None
+    store.put_cursor(name, {'through': '2026-01-05T15:00:00Z', 'held': ['0001.01']})
+    store.put_cursor(name, {'through': '2026-01-05T16:00:00Z'})
+    store.put_cursor('executions-booked:DU999', {'through': '2026-01-05T09:00:00Z'})
+    assert store.get_cursor(name) == {'through': '2026-01-05T16:00:00Z'}
+    assert store.get_cursor('executions-booked:DU999') == {'through': '2026-01-05T09:00:00Z'}
+    with pytest.raises(ValueError):
+        store.put_cursor(name, {'through': math.nan})

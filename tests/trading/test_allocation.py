@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import math
+import re
 
+from functions.render import headline
 from lib.ibapi import IB, LimitOrder, Stock
 
 from strategies.base import Bar, MarketData
@@ -82,11 +84,46 @@ def test_a_strategy_without_an_opinion_keeps_its_stored_targets_and_one_that_fai
     assert report['targetsSource'] == 'stored'
     assert rig.position('VIXY') == held
 
-    # without stored targets a failing strategy's contracts are not touched at all
+    # without stored targets a failing strategy's contracts are not touched at all; a run that could evaluate
+    # no strategy is not a quiet `skipped` but an error, retryable since an outage passes
     rig.store.put_targets('spy-macd-vixy', {}, 'reset', OPEN_TIME)
     untouched = rig.send('allocation', {'strategies': ['spy-macd-vixy']}, key='no-stored-targets')
-    assert untouched.status == 'skipped' and untouched.result['contracts'] == []
+    assert untouched.status == 'error' and untouched.result['contracts'] == []
+    assert (untouched.error.type, untouched.error.retryable) == ('StrategiesFailed', True)
     assert rig.position('VIXY') == held
+
+
+def test_a_historical_data_outage_names_the_failed_strategy_in_problems_and_in_the_headline(make_rig):
+    config = BASE_CONFIG.replace('dummy = 0.5', 'dummy = 0.5\nspy-macd-vixy = 0.2') + SPY_MACD_VIXY_CONFIG
+    rig = make_rig(config)
+    rig.sim.faults.hist_outage = True
+    # the only strategy fails: nothing could be evaluated, so the run is an error, not `skipped`
+    alone = rig.send('allocation', {'strategies': ['spy-macd-vixy']}, key='alone')
+    assert alone.status == 'error' and alone.error.type == 'StrategiesFailed' and alone.error.retryable
+    assert 'spy-macd-vixy' in alone.error.message and 'HistoricalDataUnavailable' in alone.error.message
+    assert [p['code'] for p in alone.result['problems']] == ['strategy-failed']
+    assert alone.result['problems'][0]['message'].startswith('spy-macd-vixy: HistoricalDataUnavailable')
+    assert alone.result['degraded'] is True and rig.order_log() == []
+    title = headline(alone.to_wire(), 120).splitlines()[0]
+    assert title.startswith('allocation: ERROR in ') and 'StrategiesFailed' in title and 'spy-macd-vixy' in title
+    assert len(title) <= 120
+
+    # beside a strategy on the same contract (dummy trades SPY), the failed one's contracts are left alone, so
+    # nothing could be evaluated either
+    shared = rig.send('allocation', {'strategies': ['dummy', 'spy-macd-vixy']}, key='shared')
+    assert shared.status == 'error' and shared.error.type == 'StrategiesFailed' and rig.order_log() == []
+    assert 'spy-macd-vixy' in headline(shared.to_wire(), 120).splitlines()[0]
+
+    # beside a strategy that trades elsewhere, the run trades what it can and says in its first line what failed
+    rig = make_rig(config.replace('symbol = "SPY"', 'symbol = "QQQ"'))
+    rig.sim.faults.hist_outage = True
+    both = rig.send('allocation', {'strategies': ['dummy', 'spy-macd-vixy']}, key='both')
+    assert both.status == 'ok', both.error
+    assert [p['code'] for p in both.result['problems']] == ['strategy-failed'] and both.result['degraded'] is True
+    title = headline(both.to_wire(), 120).splitlines()[0]
+    assert re.match(r'allocation: OK in [\d.,]+ ms — 1 order\(s\) placed, 1 filled; problem: spy-macd-vixy: '
+                    r'HistoricalDataUnavailable', title), title
+    assert len(title) <= 120
 
 
 def test_manual_positions_outside_the_universe_are_left_alone(rig):
@@ -158,3 +195,17 @@ def test_unknown_strategies_and_extra_params_are_rejected_with_the_known_names(r
     extra = rig.send('allocation', {'strategy': 'dummy'})
     assert extra.status == 'rejected' and 'params.strategy' in extra.error.message
     assert rig.order_log() == []
+
+
+def test_no_price_for_any_contract_is_a_retryable_error_and_some_prices_are_not():
+    from intents.allocation import Evaluation, _nothing_evaluated
+    from lib.ibapi import Contract
+    from lib.market_data import ContractInfo, Quote
+
+    spy, qqq = (ContractInfo(Contract(conId=con_id, symbol=symbol, localSymbol=symbol), 0.01, '', 'US/Eastern')
+                for con_id, symbol in ((1, 'SPY'), (2, 'QQQ')))
+    evaluated = [Evaluation('dummy', 'ok', 0.5, {'SPY': spy, 'QQQ': qqq}, {'SPY': 0.5, 'QQQ': 0.5}, 'new', {})]
+    nothing = Quote(None, None, None, None)
+    failure = _nothing_evaluated(evaluated, {1: spy, 2: qqq}, {1: nothing, 2: nothing}, set())
+    assert (failure.type, failure.retryable) == ('NoPrices', True) and 'SPY, QQQ' in failure.message
+    assert _nothing_evaluated(evaluated, {1: spy, 2: qqq}, {1: nothing, 2: Quote(1.0, 1.1, 1.05, 1.0)}, set()) is None
