@@ -104,7 +104,7 @@ class PersistentGateway:
             managed = ib.managedAccounts()
             session = Session(ib=ib, host=self.host, port=self.port, client_id=self.client_id,
                               server_version=ib.client.serverVersion(), account=check_account(managed, self.settings),
-                              managed_accounts=managed, trading_mode=self.settings.trading_mode, readonly=True)
+                              managed_accounts=managed)
         except BaseException as exc:
             self._startup_error = exc
             self._ready.set()

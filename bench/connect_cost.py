@@ -101,7 +101,7 @@ def run_once(intent: str, settings: Settings, connect: str) -> tuple[float, floa
     os.environ['SQLITE_PATH'] = str(Path(os.environ['SQLITE_PATH']).with_name(f'state-{settings.gateway_port}.db'))
     request = {'intent': intent, 'params': PARAMS.get(intent, {}), 'idempotencyKey': uuid.uuid4().hex}
     event = pubsub_push_event(request, project='bench')
-    context = full_connect(get_intent(intent).readonly) if connect == 'full' else contextlib.nullcontext()
+    context = full_connect(not get_intent(intent).places_orders) if connect == 'full' else contextlib.nullcontext()
     with context:
         cpu, wall = time.process_time(), time.perf_counter()
         try:

@@ -41,12 +41,14 @@ VARIANTS = ('shared pool', 'per-loop executor')
 HEADERS = ['variant', 'invocations', 'CPU ms / invocation', 'p50 ms', 'p95 ms']
 
 
-def before_runner(intent_cls, params, dry_run, settings, context, before_intent):
-    """functions.runner._run_in_fresh_loop before functions/blocking.py: the loop's own default executor."""
+def before_runner(work, on_crash, box):
+    """functions.runner._run_loop before functions/blocking.py: the loop's own default executor."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(runner._execute(intent_cls, params, dry_run, settings, context, before_intent))
+        box.append(loop.run_until_complete(work()))
+    except BaseException as exc:
+        box.append(on_crash(exc))
     finally:
         runner._cancel_leftovers(loop)
         loop.run_until_complete(loop.shutdown_asyncgens())
@@ -58,7 +60,7 @@ def before_runner(intent_cls, params, dry_run, settings, context, before_intent)
 def variant(name: str):
     if name == 'shared pool':
         return contextlib.nullcontext()
-    return mock.patch.object(runner, '_run_in_fresh_loop', before_runner)
+    return mock.patch.object(runner, '_run_loop', before_runner)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,13 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update({'STORE_BACKEND': 'sqlite', 'SQLITE_PATH': os.path.join(scratch, 'state.db'), 'LOG_LEVEL': 'INFO'})
     log.configure(stream=open(os.devnull, 'w'), level='INFO', json=True)
     intent_profiles: list[cProfile.Profile] = []
-    run_in_fresh_loop = runner._run_in_fresh_loop
+    run_loop = runner._run_loop
 
     def profiled(*call_args, **kwargs):
         profile = cProfile.Profile(time.thread_time)
         profile.enable()
         try:
-            return run_in_fresh_loop(*call_args, **kwargs)
+            return run_loop(*call_args, **kwargs)
         finally:
             profile.disable()
             intent_profiles.append(profile)
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             once()
         print(f'{args.intent}: {(time.process_time() - began) * 1000 / args.n:.2f} ms CPU per invocation, '
               f'unprofiled, all threads')
-        runner._run_in_fresh_loop = profiled
+        runner._run_loop = profiled
         handler_profile = cProfile.Profile()
         handler_profile.enable()
         try:
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 once()
         finally:
             handler_profile.disable()
-            runner._run_in_fresh_loop = run_in_fresh_loop
+            runner._run_loop = run_loop
     for title, profiles in (('the handler thread', [handler_profile]), ("the intent's thread", intent_profiles)):
         out = io.StringIO()
         stats = pstats.Stats(profiles[0], stream=out)

@@ -17,12 +17,12 @@ from typing import Any, Literal
 from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from intents.outcome import Status
 from lib.session_window import SessionWindow
 
 RESULT_SCHEMA = 'intent-result/v1'
 MAX_MESSAGE_ID_CHARS = 200          # Pub/Sub's are ~16 digits; a longer one is cut, not echoed whole
 INTENT_NAME_PATTERN = r'^[a-z][a-z0-9_-]{0,63}$'
-Status = Literal['ok', 'error', 'rejected', 'skipped', 'duplicate']
 
 
 class WireModel(BaseModel):
@@ -93,9 +93,6 @@ class Timings(WireModel):
     queue_ms: float | None = Field(None, description="From the message's publishTime to the start of this run.")
     connect_ms: float | None = Field(None, description='Connecting to the gateway, clientId retries included.')
     intent_ms: float | None = Field(None, description='Running the intent once connected.')
-    publish_ms: float | None = Field(
-        None, description='Always null in a published result (a document cannot time its own publication); '
-                          "the run's log line and the local runner report it.")
 
 
 class Gateway(WireModel):

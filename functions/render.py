@@ -144,8 +144,8 @@ def _facts(doc: dict[str, Any]) -> dict[str, Any]:
         'gateway': (f'{gateway.get("host")}:{gateway.get("port")}  clientId {gateway.get("clientId")}  '
                     f'server version {gateway.get("serverVersion")}') if gateway else None,
         'timings': '  '.join(f'{name} {_ms(timings[key])}' for name, key in
-                             (('queue', 'queueMs'), ('connect', 'connectMs'), ('intent', 'intentMs'),
-                              ('publish', 'publishMs')) if timings.get(key) is not None),
+                             (('queue', 'queueMs'), ('connect', 'connectMs'), ('intent', 'intentMs'))
+                             if timings.get(key) is not None),
         'started': doc.get('startedAt'),
         'run id': doc.get('runId'),
         'message id': doc.get('messageId'),

@@ -21,7 +21,8 @@ from datetime import datetime
 
 from pydantic import field_validator
 
-from intents.base import IntentOutput, IntentParams, IntentRejected
+from intents.base import IntentParams, IntentRejected
+from intents.outcome import Outcome
 from intents.trading import (
     OrderIntent, PolicyOverrides, account_positions, book_transfers, build_strategy, known_strategy_names,
     ledger_holdings, strategy_bars, strategy_universe,
@@ -41,8 +42,6 @@ from strategies.base import MarketData, check_targets
 class AllocationParams(IntentParams):
     strategies: list[str] | None = None
     """Strategies to run; default: every strategy with an exposure.strategies share."""
-    dry_run: bool = False
-    """Plan and run whatIf for each order, place nothing (same as the request's dryRun)."""
     order_policy: PolicyOverrides | None = None
     """Overrides of the configured orderPolicy for this run."""
 
@@ -72,7 +71,7 @@ class Allocation(OrderIntent):
     name = 'allocation'
     Params = AllocationParams
 
-    async def run(self) -> IntentOutput:
+    async def run(self) -> Outcome:
         names = self.params.strategies or sorted(self.trading.exposures)
         if not names:
             raise IntentRejected('no strategy to allocate: pass params.strategies or set exposure.strategies')

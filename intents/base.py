@@ -1,16 +1,16 @@
 """What every intent is: typed params, flags for read-only and order placing, and an async run on a session."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic.alias_generators import to_camel
 
-from lib.failures import Failure
+from intents.outcome import Outcome
 from lib.ibapi import Contract
-from lib.idempotency import legacy_reference, run_reference
+from lib.idempotency import RecordedOrder, legacy_reference, run_reference
 from lib.market_data import ContractInfo, contract_infos, gateway_time
 from lib.session import AccountState
 from lib.session_window import SessionWindow, judge
@@ -28,7 +28,7 @@ US_EQUITY_MARKET = Contract(secType='STK', symbol='SPY', exchange='SMART', curre
 
 class IntentParams(BaseModel):
     """Base for intent params: camelCase on the wire, unknown keys refused, booleans only as JSON booleans
-    (`"false"` or 0 for a flag like dryRun is an error, never coerced)."""
+    (`"false"` or 0 for a flag like useRth is an error, never coerced)."""
 
     model_config = ConfigDict(extra='forbid', alias_generator=to_camel, populate_by_name=True, frozen=True,
                               use_attribute_docstrings=True)
@@ -51,21 +51,6 @@ _BOOLEAN_ANNOTATIONS = (bool, Optional[bool], bool | None)
 
 class NoParams(IntentParams):
     """For intents that take no params."""
-
-
-@dataclass
-class IntentOutput:
-    """What an intent hands back: `result` is its JSON-able output, `reason` explains skipped or rejected.
-
-    An 'error' output is a failure that still has a result to report (e.g. the orders it placed);
-    its `failure` (lib.failures) becomes the result document's error and decides whether Pub/Sub
-    redelivers the message.
-    """
-
-    status: Literal['ok', 'skipped', 'rejected', 'error'] = 'ok'
-    result: dict = field(default_factory=dict)
-    reason: str | None = None
-    failure: Failure | None = None
 
 
 class IntentRejected(Exception):
@@ -106,7 +91,7 @@ class RunContext:
 
 
 class Intent:
-    """One job run against the gateway. Subclasses set name, readonly and Params and implement run().
+    """One job run against the gateway. Subclasses set name and Params and implement run().
 
     `places_orders` intents are admitted only with trading enabled, a readable store and a held
     idempotency claim (dry runs need no claim); `uses_store` intents get context.store.
@@ -115,7 +100,6 @@ class Intent:
     """
 
     name: ClassVar[str]
-    readonly: ClassVar[bool]
     account_state: ClassVar[frozenset[AccountState]] = frozenset()
     places_orders: ClassVar[bool] = False
     uses_store: ClassVar[bool] = False
@@ -130,7 +114,7 @@ class Intent:
         self.context = context or RunContext()
         self.deadline = deadline    # loop.time() by which run() must be done; set by the runner
 
-    async def start(self) -> IntentOutput:
+    async def start(self) -> Outcome:
         """Run, unless the request's window says not now: then skipped, with today's session, nothing done."""
         if self.context.window is None:
             return await self.run()
@@ -138,19 +122,23 @@ class Intent:
         contracts = await self.session_contracts(now)
         verdict = judge(self.context.window, [info.hours() for info in contracts], now)
         if not verdict.inside:
-            return IntentOutput(status='skipped', result={'window': verdict.describe()},
-                                reason=f'outside the session window: {verdict.reason}')
-        output = await self.run()
-        output.result.setdefault('window', verdict.describe())
-        return output
+            return Outcome.skipped(f'outside the session window: {verdict.reason}', {'window': verdict.describe()})
+        outcome = await self.run()
+        outcome.result = outcome.result if outcome.result is not None else {}
+        outcome.result.setdefault('window', verdict.describe())
+        return outcome
 
-    async def run(self) -> IntentOutput:
+    async def run(self) -> Outcome:
         """Do the work on self.ib and describe the outcome."""
         raise NotImplementedError
 
     def interrupted_result(self) -> dict | None:
         """The result of a run that raised part-way (None: nothing worth reporting)."""
         return None
+
+    def recorded_orders(self) -> tuple[RecordedOrder, ...]:
+        """The orders this run placed or found, as its claim records them (none for intents that trade nothing)."""
+        return ()
 
     async def session_contracts(self, now: datetime) -> list[ContractInfo]:
         """The contracts whose session a `window` is judged by: those the run would trade.

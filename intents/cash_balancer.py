@@ -13,7 +13,8 @@ from datetime import datetime
 
 from pydantic import Field
 
-from intents.base import IntentOutput, IntentParams
+from intents.base import IntentParams
+from intents.outcome import Outcome
 from intents.trading import OrderIntent
 from lib.ibapi import Contract
 from lib.market_data import ContractInfo, UnknownContract, account_snapshot, contract_info, quotes
@@ -27,14 +28,13 @@ FX_MINIMUM_QUANTITY = 25_000
 class CashBalancerParams(IntentParams):
     threshold: float | None = Field(None, ge=0)
     """Convert balances worth more than this (base currency); default: the config's cashBalancerThreshold."""
-    dry_run: bool = False
 
 
 class CashBalancer(OrderIntent):
     name = 'cash-balancer'
     Params = CashBalancerParams
 
-    async def run(self) -> IntentOutput:
+    async def run(self) -> Outcome:
         start = await self.prepare()
         snapshot = start.snapshot
         threshold = self.params.threshold

@@ -24,7 +24,8 @@ from typing import Literal
 
 from pydantic import field_validator, model_validator
 
-from intents.base import IntentOutput, IntentParams
+from intents.base import IntentParams
+from intents.outcome import Outcome
 from intents.trading import (
     PLACING_RESERVE_SECONDS, OrderIntent, PolicyOverrides, account_positions, book_transfers, build_strategy,
     known_strategy_names, ledger_holdings, strategy_universe,
@@ -45,7 +46,6 @@ class CloseAllParams(IntentParams):
     """Strategies whose holdings to close; default: every configured strategy."""
     scope: Literal['strategies', 'all'] = 'strategies'
     """'all': also manual positions and every client's open orders."""
-    dry_run: bool = False
     order_policy: PolicyOverrides | None = None
     """Overrides of the configured closePolicy for this run."""
 
@@ -62,7 +62,7 @@ class CloseAll(OrderIntent):
     name = 'close-all'
     Params = CloseAllParams
 
-    async def run(self) -> IntentOutput:
+    async def run(self) -> Outcome:
         start = await self.prepare()
         every_scope = self.params.scope == 'all'
         names = self.params.strategies or sorted(self.trading.strategies)

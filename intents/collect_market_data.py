@@ -11,7 +11,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from intents.base import Intent, IntentOutput, IntentParams, IntentRejected
+from intents.base import Intent, IntentParams, IntentRejected
+from intents.outcome import Outcome
 from lib.ibapi import Contract
 from lib.market_data import ContractInfo, UnknownContract, contract_infos, fetch_bars
 
@@ -42,10 +43,9 @@ class CollectMarketDataParams(IntentParams):
 
 class CollectMarketData(Intent):
     name = 'collect-market-data'
-    readonly = True
     Params = CollectMarketDataParams
 
-    async def run(self) -> IntentOutput:
+    async def run(self) -> Outcome:
         p = self.params
         infos = await self._infos()
         series = await fetch_bars(self.ib, [(info.contract, p.bar_size, p.duration, p.what_to_show) for info in infos],
@@ -56,7 +56,7 @@ class CollectMarketData(Intent):
             data.append({'contract': info.describe(), 'count': len(kept), 'truncated': len(bars) > len(kept),
                          'bars': [{'date': b.date.isoformat(), 'open': b.open, 'high': b.high, 'low': b.low,
                                    'close': b.close, 'volume': b.volume} for b in kept]})
-        return IntentOutput(result={'barSize': p.bar_size, 'duration': p.duration, 'whatToShow': p.what_to_show,
+        return Outcome.ok({'barSize': p.bar_size, 'duration': p.duration, 'whatToShow': p.what_to_show,
                                     'useRth': p.use_rth, 'instruments': data})
 
     async def session_contracts(self, now: datetime) -> list[ContractInfo]:

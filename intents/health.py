@@ -5,7 +5,8 @@ import asyncio
 import time
 from datetime import datetime, timezone
 
-from intents.base import Intent, IntentOutput
+from intents.base import Intent
+from intents.outcome import Outcome
 from lib import log
 from lib.idempotency import stuck_claims
 from lib.problems import problem
@@ -28,10 +29,9 @@ class Health(Intent):
     """
 
     name = 'health'
-    readonly = True
     uses_store = True
 
-    async def run(self) -> IntentOutput:
+    async def run(self) -> Outcome:
         session = self.session
         sent = time.time()
         gateway_time = await self.ib.reqCurrentTimeAsync()
@@ -46,11 +46,10 @@ class Health(Intent):
         if not api_ready:
             problems.append(problem('api-not-ready', 'API connection is not ready'))
         stuck = await self._stuck_claims(problems)
-        return IntentOutput(result={
+        return Outcome.ok({
             'healthy': not problems,
             'stuckClaims': stuck,
             'problems': problems,
-            'gatewayReachable': True,
             'apiReady': api_ready,
             'serverVersion': session.server_version,
             'managedAccounts': session.managed_accounts,

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import asyncio
 
-from intents.base import Intent, IntentOutput, IntentParams, IntentRejected
+from intents.base import Intent, IntentParams, IntentRejected
+from intents.outcome import Outcome
 from lib.ib_values import number
 from lib.ibapi import AccountValue, Contract, ExecutionFilter, Fill, PortfolioItem, Position, Trade
 from lib.orders import on_account
@@ -19,11 +20,10 @@ class Summary(Intent):
     """Everything about one account in one read-only pass, requested concurrently."""
 
     name = 'summary'
-    readonly = True
     account_state = frozenset({AccountState.ACCOUNT_UPDATES})   # values and portfolio; the rest it asks for
     Params = SummaryParams
 
-    async def run(self) -> IntentOutput:
+    async def run(self) -> Outcome:
         ib = self.ib
         account = self.params.account or self.session.account
         if account not in self.session.managed_accounts:
@@ -43,7 +43,7 @@ class Summary(Intent):
         known_fills = {f.execution.execId: f for f in ib.fills()}
         fills = [known_fills.get(f.execution.execId, f) for f in fills]
         managed = ib.managedAccounts()
-        return IntentOutput(result={
+        return Outcome.ok({
             'account': account,
             'accountValues': account_values(ib.accountValues(account)),
             'summary': account_values(summary),

@@ -19,7 +19,8 @@ import asyncio
 
 from datetime import datetime, timezone
 
-from intents.base import Intent, IntentOutput
+from intents.base import Intent
+from intents.outcome import Outcome
 from intents.trading import market_date
 from lib.ledger import QUANTITY_DIGITS, book_executions, last_reconciled_day, record_reconciled_day
 from lib.market_data import gateway_time
@@ -28,10 +29,9 @@ from lib.problems import MISSED_DAY, POSITION_DRIFT, problem
 
 class TradeReconciliation(Intent):
     name = 'trade-reconciliation'
-    readonly = True
     uses_store = True
 
-    async def run(self) -> IntentOutput:
+    async def run(self) -> Outcome:
         ib, store, account = self.ib, self.context.store, self.session.account
         now = await gateway_time(ib)
         today = market_date(now)
@@ -56,7 +56,7 @@ class TradeReconciliation(Intent):
                                             f'the fills ledger expects {row["expected"]:g}', contract=row['contract'])
                     for row in drift]
         problems += booking.problems() + gaps
-        return IntentOutput(result={
+        return Outcome.ok({
             'account': account,
             'executions': booking.executions,
             'recorded': booking.recorded,

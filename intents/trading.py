@@ -9,11 +9,12 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field
 
-from intents.base import Intent, IntentOutput, IntentParams, IntentRejected
+from intents.base import Intent, IntentParams, IntentRejected
+from intents.outcome import Outcome
 from lib.failures import Failure
 from lib.ibapi import Position, Trade
 from lib.ibapi import Contract
-from lib.idempotency import order_ref, reference_of
+from lib.idempotency import RecordedOrder, order_ref, reference_of
 from lib.ledger import Holding, book_executions, holdings, internal_transfer, transfer_entry
 from lib.market_data import AccountSnapshot, ContractInfo, account_snapshot, contract_infos, gateway_time
 from lib.orders import (
@@ -146,7 +147,6 @@ class OrderIntent(Intent):
     so that whatever ends the run (an error after placing included) its result lists them.
     """
 
-    readonly = False
     places_orders = True
     # NLV and exchange rates (account_snapshot), and what the account holds and has working
     account_state = frozenset({AccountState.ACCOUNT_UPDATES, AccountState.POSITIONS, AccountState.OPEN_ORDERS})
@@ -244,7 +244,7 @@ class OrderIntent(Intent):
                 'attempt': context.attempt, 'takeover': context.takeover,
                 'tradingEnabled': self.trading.trading_enabled}
 
-    def output(self, report: ExecutionReport, result: dict) -> IntentOutput:
+    def output(self, report: ExecutionReport, result: dict) -> Outcome:
         """The intent's output: ok when something was placed, planned or found, else skipped with the reason.
 
         Skipped only when there was something to judge: when nothing could be evaluated (`not_evaluated`,
@@ -262,14 +262,16 @@ class OrderIntent(Intent):
             kinds = sorted({p['code'] for p in failures})
             reason = '; '.join(p['message'] for p in failures)
             make = Failure.transient if all(ORDER_CODES[code] for code in kinds) else Failure.permanent
-            return IntentOutput(status='error', result=full, reason=reason,
-                                failure=make(ERROR_TYPES.get(kinds[0], 'OrderProblems'), reason))
+            return Outcome.failed(make(ERROR_TYPES.get(kinds[0], 'OrderProblems'), reason), full)
         if self.not_evaluated is not None and report.status == 'skipped':
-            return IntentOutput(status='error', result=full, reason=self.not_evaluated.message,
-                                failure=self.not_evaluated)
-        return IntentOutput(status=report.status, result=full, reason=report.reason)
+            return Outcome.failed(self.not_evaluated, full)
+        return Outcome.ok(full) if report.status == 'ok' else Outcome.skipped(report.reason, full)
 
     def interrupted_result(self) -> dict:
         """What a run that failed part-way reports: every order it placed, found or counted so far."""
         return {**self.header(), **self.report.to_result()}
+
+    def recorded_orders(self) -> tuple[RecordedOrder, ...]:
+        """Every order placed or found so far (lib.orders.ExecutionReport.recorded), for the claim record."""
+        return self.report.recorded()
 

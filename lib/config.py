@@ -59,15 +59,15 @@ class Settings:
             gateway_port=parse('IB_GATEWAY_PORT', _port, cls.gateway_port),
             client_id_min=low,
             client_id_max=high,
-            connect_timeout=parse('IB_CONNECT_TIMEOUT', _positive_float, cls.connect_timeout),
+            connect_timeout=parse('IB_CONNECT_TIMEOUT', positive_seconds, cls.connect_timeout),
             connect_attempts=parse('IB_CONNECT_ATTEMPTS', _positive_int, cls.connect_attempts),
             account=get('IB_ACCOUNT'),
             trading_mode=trading_mode,
             allow_live=parse('ALLOW_LIVE_TRADING', parse_boolean, cls.allow_live),
-            deadline_seconds=parse('INTENT_DEADLINE_SECONDS', _positive_float, cls.deadline_seconds),
+            deadline_seconds=parse('INTENT_DEADLINE_SECONDS', positive_seconds, cls.deadline_seconds),
             results_topic=get('RESULTS_TOPIC'),
             project=get('GOOGLE_CLOUD_PROJECT'),
-            publish_timeout=parse('PUBLISH_TIMEOUT_SECONDS', _positive_float, cls.publish_timeout),
+            publish_timeout=parse('PUBLISH_TIMEOUT_SECONDS', positive_seconds, cls.publish_timeout),
         )
 
 
@@ -85,11 +85,24 @@ def _positive_int(raw: str) -> int:
     return value
 
 
-def _positive_float(raw: str) -> float:
+def positive_seconds(raw: str) -> float:
+    """A duration from the environment: a finite number of seconds > 0; ValueError says what was expected."""
     value = _number(raw, float, 'a positive number of seconds, e.g. 30 or 2.5')
-    if not value > 0 or value == float('inf'):
+    if not 0 < value < float('inf'):
         raise ValueError('expected a positive number of seconds, e.g. 30 or 2.5')
     return value
+
+
+def env_seconds(env: Mapping[str, str], name: str, default: T) -> float | T:
+    """The positive number of seconds `env[name]` holds, or `default` when it is unset or blank;
+    ConfigError names the variable and its bad value. The one parser of durations from the environment."""
+    raw = env.get(name, '').strip()
+    if not raw:
+        return default
+    try:
+        return positive_seconds(raw)
+    except ValueError as exc:
+        raise ConfigError(f'{name}={raw!r} is invalid: {exc}') from None
 
 
 def _number(raw: str, convert: Callable[[str], T], expected: str) -> T:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
-from lib.config import ConfigError
+from lib.config import ConfigError, env_seconds
 from lib.store import ClaimRecord, Store
 from lib.times import iso
 
@@ -62,13 +62,13 @@ class IdempotencySettings:
     def from_env(cls, deadline_seconds: float, env: Mapping[str, str] | None = None) -> IdempotencySettings:
         """Settings from env (default os.environ); ConfigError names a bad variable."""
         env = os.environ if env is None else env
-        window = _seconds(env, 'IDEMPOTENCY_WINDOW_SECONDS', cls.window_seconds)
-        lease = _seconds(env, 'IDEMPOTENCY_LEASE_SECONDS', None)
+        window = env_seconds(env, 'IDEMPOTENCY_WINDOW_SECONDS', cls.window_seconds)
+        lease = env_seconds(env, 'IDEMPOTENCY_LEASE_SECONDS', None)
         if lease is not None and lease < deadline_seconds:
             raise ConfigError(f'IDEMPOTENCY_LEASE_SECONDS={lease:g} is invalid: it must be at least the intent '
                               f'deadline ({deadline_seconds:g} s), or a run could be taken over while it places orders')
-        return cls(window, lease, _seconds(env, 'ORDER_MAX_AGE_SECONDS', cls.max_age_seconds),
-                   _seconds(env, 'ACCOUNT_LEASE_WAIT_SECONDS', cls.account_wait_seconds))
+        return cls(window, lease, env_seconds(env, 'ORDER_MAX_AGE_SECONDS', cls.max_age_seconds),
+                   env_seconds(env, 'ACCOUNT_LEASE_WAIT_SECONDS', cls.account_wait_seconds))
 
     def lease_for(self, deadline_seconds: float) -> float:
         """The claim's lease: past the deadline, so a live run is never taken over."""
@@ -115,7 +115,7 @@ def legacy_claim(store: Store, reference: str | None, now: datetime) -> ClaimRec
     if record is None:
         return None
     if record.status == 'finished':
-        return None if (record.result or {}).get('retry') else record
+        return None if FinishedRun.retried(record) else record
     return record if record.lease_until > now else None
 
 
@@ -142,8 +142,8 @@ def is_ours(order_ref_text: str) -> bool:
 
 
 @dataclass(frozen=True)
-class Admission:
-    """The answer to claim_run: either we hold a claim (and may act) or another run has the key."""
+class KeyClaim:
+    """The answer to claim_run: either we hold a generation of the key (and may act) or another run has it."""
 
     held: bool
     claim_key: str
@@ -158,11 +158,73 @@ class Admission:
         return generation + self.record.attempt - 1
 
 
+@dataclass(frozen=True)
+class RecordedOrder:
+    """One order as a finished claim records it: enough to attribute its fills and to answer duplicates.
+
+    The order layer makes them (lib.orders.ExecutionReport.recorded); stored as `orders` of the claim's
+    result, in the camelCase keys of `to_record` (records written by earlier versions read the same).
+    """
+
+    order_ref: str
+    action: str | None = None
+    quantity: float | None = None
+    strategies: dict[str, float] | None = None   # strategy -> its signed share of the order
+    perm_id: int | None = None
+    status: str | None = None
+    filled: float | None = None
+    con_id: int | None = None
+
+    def to_record(self) -> dict:
+        return {'orderRef': self.order_ref, 'action': self.action, 'quantity': self.quantity,
+                'strategies': self.strategies, 'permId': self.perm_id, 'status': self.status,
+                'filled': self.filled, 'conId': self.con_id}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> RecordedOrder:
+        return cls(record['orderRef'], record.get('action'), record.get('quantity'), record.get('strategies'),
+                   record.get('permId'), record.get('status'), record.get('filled'), record.get('conId'))
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """What `finish` stores as a claim's result: the run, how it ended, whether a redelivery retries it,
+    and every order it placed or found (so a later run can attribute their fills)."""
+
+    run_id: str
+    status: str
+    retry: bool
+    idempotency_key: str | None
+    error: dict | None
+    orders: tuple[RecordedOrder, ...] = ()
+
+    def to_record(self) -> dict:
+        return {'runId': self.run_id, 'status': self.status, 'retry': self.retry,
+                'idempotencyKey': self.idempotency_key, 'error': self.error,
+                'orders': [order.to_record() for order in self.orders]}
+
+    @classmethod
+    def of(cls, record: ClaimRecord) -> FinishedRun | None:
+        """The finished run a stored claim holds (None while it runs: the store keeps a result once finished)."""
+        stored = record.result
+        if not stored:
+            return None
+        return cls(stored.get('runId', record.run_id), stored.get('status', ''), bool(stored.get('retry')),
+                   stored.get('idempotencyKey'), stored.get('error'),
+                   tuple(RecordedOrder.from_record(order) for order in stored.get('orders') or []))
+
+    @classmethod
+    def retried(cls, record: ClaimRecord) -> bool:
+        """The claim finished asking for a redelivery to take the next generation (retry: true)."""
+        finished = cls.of(record)
+        return finished is not None and finished.retry
+
+
 class TooManyAttempts(Exception):
     """The key was retried MAX_GENERATIONS times; it is not tried again."""
 
 
-def claim_run(store: Store, reference: str, run_id: str, lease_seconds: float, now: datetime) -> Admission:
+def claim_run(store: Store, reference: str, run_id: str, lease_seconds: float, now: datetime) -> KeyClaim:
     """Claim the first generation of `reference` that is free, expired or unfinished.
 
     Returns held=False with the blocking record when another run holds a valid lease ('running') or a
@@ -174,11 +236,11 @@ def claim_run(store: Store, reference: str, run_id: str, lease_seconds: float, n
         claim = store.claim(key, run_id, lease_seconds, now)
         first_claimed = first_claimed or claim.record.created_at
         if claim.held:
-            return Admission(True, key, claim.record, takeover=claim.outcome == 'taken_over' or generation > 1,
+            return KeyClaim(True, key, claim.record, takeover=claim.outcome == 'taken_over' or generation > 1,
                              claimed_at=first_claimed)
-        if claim.outcome == 'finished' and (claim.record.result or {}).get('retry'):
+        if claim.outcome == 'finished' and FinishedRun.retried(claim.record):
             continue
-        return Admission(False, key, claim.record)
+        return KeyClaim(False, key, claim.record)
     raise TooManyAttempts(f'{reference} was attempted {MAX_GENERATIONS} times; not trying again')
 
 
@@ -187,7 +249,7 @@ def claim_key(reference: str, generation: int) -> str:
     return reference if generation == 1 else f'{reference}#{generation}'
 
 
-def recorded_orders(store: Store, reference: str) -> dict[str, dict]:
+def recorded_orders(store: Store, reference: str) -> dict[str, RecordedOrder]:
     """orderRef -> the order as recorded by the runs of `reference`.
 
     The earliest record of an orderRef wins: it comes from the run that placed the order; a takeover
@@ -198,19 +260,7 @@ def recorded_orders(store: Store, reference: str) -> dict[str, dict]:
         record = store.get_claim(claim_key(reference, generation))
         if record is None:
             break
-        for order in (record.result or {}).get('orders', []):
-            orders.setdefault(order['orderRef'], order)
+        finished = FinishedRun.of(record)
+        for order in finished.orders if finished else ():
+            orders.setdefault(order.order_ref, order)
     return orders
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float | None) -> float | None:
-    raw = env.get(name, '').strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < math.inf:
-        raise ConfigError(f'{name}={raw!r} is invalid: expected a positive number of seconds')
-    return value

@@ -21,7 +21,7 @@ from datetime import date, datetime, timedelta, timezone
 from lib.exchange_calendar import is_trading_day
 from lib.ib_values import number
 from lib.ibapi import IB, ExecutionFilter, Fill
-from lib.idempotency import is_ours, recorded_orders, reference_of
+from lib.idempotency import RecordedOrder, is_ours, recorded_orders, reference_of
 from lib.market_data import REQUEST_TIMEOUT_SECONDS, execution_filter_time
 from lib.problems import FILL_UNATTRIBUTED, problem
 from lib.store import Store
@@ -76,7 +76,7 @@ async def book_executions(ib: IB, store: Store, account: str, now: datetime | No
     # commission reports are attached to the Fill ib_insync saw first (at connect), not to this copy
     seen = {f.execution.execId: f for f in ib.fills()}
     fills = [seen.get(f.execution.execId, f) for f in fills if f.execution.acctNumber == account]
-    orders: dict[str, dict] = {}
+    orders: dict[str, RecordedOrder] = {}
     for reference in sorted({reference_of(f.execution.orderRef) for f in fills} - {None}):
         orders.update(await asyncio.to_thread(recorded_orders, store, reference))
     booking = Booking(executions=len(fills))
@@ -114,7 +114,7 @@ def booking_since(cursor: dict | None, now: datetime | None) -> datetime | None:
     return through - BOOKING_OVERLAP
 
 
-def ledger_entry(fill: Fill, order: dict | None) -> dict:
+def ledger_entry(fill: Fill, order: RecordedOrder | None) -> dict:
     """The fills-ledger document of one execution; `order` is its recorded order (None if not ours)."""
     e, c, report = fill.execution, fill.contract, fill.commissionReport
     quantity = e.shares if e.side == 'BOT' else -e.shares
@@ -132,18 +132,18 @@ def ledger_entry(fill: Fill, order: dict | None) -> dict:
     }
 
 
-def split_fill(quantity: float, order: dict | None) -> dict[str, float]:
+def split_fill(quantity: float, order: RecordedOrder | None) -> dict[str, float]:
     """Each strategy's part of a fill: the strategies trading on the fill's side, in proportion to their trades.
 
     When their trades on that side add up to less than the order (a close-all of every position takes
     manual holdings too), the rest of each fill is manual: no strategy's.
     """
-    trades = (order or {}).get('strategies') or {}
+    trades = (order.strategies if order else None) or {}
     side = {name: trade for name, trade in trades.items() if trade * quantity > 0}
     total = abs(sum(side.values()))
     if not side or total == 0:
         return {}
-    total = max(total, float((order or {}).get('quantity') or 0.0))
+    total = max(total, float((order.quantity if order else None) or 0.0))
     return {name: round(quantity * abs(trade) / total, QUANTITY_DIGITS) for name, trade in side.items()}
 
 

@@ -31,8 +31,8 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Awaitable, Callable, NamedTuple
 
 from lib.crash import crash_point
-from lib.idempotency import is_ours, order_ref, parse_order_ref, reference_of
 from lib.ib_values import number
+from lib.idempotency import RecordedOrder, is_ours, order_ref, parse_order_ref, reference_of
 from lib.ibapi import IB, ExecutionFilter, Order, Trade
 from lib.market_data import (
     REQUEST_TIMEOUT_SECONDS, AccountSnapshot, ContractInfo, Quote, execution_filter_time, gateway_time,
@@ -144,9 +144,23 @@ class ExecutionReport:
         return 'no trades needed'
 
     def to_result(self) -> dict:
-        orders = self.orders + [{**_describe_plan(p), **trade_state(t)} for p, t in self.placing]
-        return {'orders': orders, 'alreadyPlaced': self.already_placed, 'workingOrders': self.working,
+        return {'orders': self._orders_now(), 'alreadyPlaced': self.already_placed, 'workingOrders': self.working,
                 'skipped': self.skipped, 'notPlaced': self.not_placed, 'problems': self.problems}
+
+    def recorded(self) -> tuple[RecordedOrder, ...]:
+        """What the run's claim records: the orders placed now and, on a takeover, those found at the broker
+        with the state it reported, so trade-reconciliation can attribute an earlier attempt's fills even
+        when this run placed nothing."""
+        return tuple(_recorded(order) for order in [*self._orders_now(), *self.already_placed])
+
+    def _orders_now(self) -> list[dict]:
+        return self.orders + [{**_describe_plan(p), **trade_state(t)} for p, t in self.placing]
+
+
+def _recorded(order: dict) -> RecordedOrder:
+    return RecordedOrder(order['orderRef'], order.get('action'), order.get('quantity'), order.get('strategies'),
+                         order.get('permId'), order.get('status'), order.get('filled'),
+                         (order.get('contract') or {}).get('conId'))
 
 
 def took_effect(found: dict) -> bool:

@@ -77,8 +77,6 @@ class Session:
     server_version: int
     account: str
     managed_accounts: list[str]
-    trading_mode: str
-    readonly: bool
     notices: list[dict] = field(default_factory=list)
     connect_ms: float = 0.0
     attempts: int = 1
@@ -108,12 +106,12 @@ def check_account(managed: list[str], settings: Settings) -> str:
     return account
 
 
-async def open_session(ib: IB, settings: Settings, *, readonly: bool, deadline: float | None = None,
+async def open_session(ib: IB, settings: Settings, *, deadline: float | None = None,
                        allocator: ClientIdAllocator = CLIENT_IDS,
                        account_state: Collection[AccountState] = ()) -> Session:
     """Connect `ib` with a fresh client id and return the Session; the caller closes it with close_session.
 
-    Only the `account_state` parts are downloaded (see AccountState); `readonly` only marks the session.
+    Only the `account_state` parts are downloaded (see AccountState).
 
     `deadline` is a loop.time() by which connecting must be over: attempts shrink to fit and no retry
     starts that cannot finish. A client id clash (error 326) is noticed as it arrives and retried at
@@ -175,7 +173,6 @@ async def open_session(ib: IB, settings: Settings, *, readonly: bool, deadline: 
         return Session(
             ib=ib, host=settings.gateway_host, port=settings.gateway_port, client_id=client_id,
             server_version=ib.client.serverVersion(), account=account, managed_accounts=ib.managedAccounts(),
-            trading_mode=settings.trading_mode, readonly=readonly,
             notices=notices, connect_ms=(time.perf_counter() - started) * 1000, attempts=attempts)
 
 

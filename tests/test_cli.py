@@ -136,12 +136,12 @@ def test_human_output_fits_120_columns_with_a_headline_first_and_whole_share_cou
         assert wide == [], f'{name}: {len(wide)} lines wider than 120 columns, e.g. {wide[0]!r}'
         outputs[name] = run.stdout
     allocation = outputs['allocation']
-    assert re.match(r'allocation: OK in [\d.,]+ ms — 3 order\(s\) placed, 3 filled\n  NLV 1,000,000 USD', allocation)
-    orders = allocation.split('\norders (3)\n')[1].split('\n\n')[0]
+    assert re.match(r'allocation: OK in [\d.,]+ ms — 2 order\(s\) placed, 2 filled\n  NLV 1,000,000 USD', allocation)
+    orders = allocation.split('\norders (2)\n')[1].split('\n\n')[0]
     assert re.search(r'SELL\s+647\s', orders) and '647.00' not in orders        # a share count, not a price
     assert 'more column(s)' in orders and '--wide shows them' in orders
     summary = outputs['summary']
-    assert summary.index('positions (3)') < summary.index('accountValues')
+    assert summary.index('positions (2)') < summary.index('accountValues')
     assert 'accountValues' in summary and '(hidden; --wide shows them)' in summary
     assert re.search(r'started\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d E[SD]T \(\d\d:\d\d:\d\d UTC\)', summary)
     assert re.search(r'close-all: OK in .* — \d order\(s\) placed', outputs['close-all'])
@@ -187,7 +187,7 @@ def test_messages_a_user_can_act_on():
     unknown = cli('run', 'allocation', '--json', '--params', '{"strategy": ["dummy"]}')
     error = json.loads(unknown.stdout)['error']
     assert error['type'] == 'InvalidParams' and 'Extra inputs' not in error['message']
-    assert 'params.strategy: unknown key; accepted keys: dryRun, orderPolicy, strategies' in error['message']
+    assert 'params.strategy: unknown key; accepted keys: orderPolicy, strategies' in error['message']
     unreachable = cli('run', 'health', env=fresh_env(IB_GATEWAY_HOST='127.0.0.1', IB_GATEWAY_PORT=str(free_port()),
                                                      IB_CONNECT_TIMEOUT='1', IB_CONNECT_ATTEMPTS='1'))
     assert unreachable.returncode == 1

@@ -33,7 +33,7 @@ def test_every_run_is_kept_and_history_lists_them_newest_first(env):
     assert [line.split()[3] for line in lines] == ['health', 'summary', 'allocation']
     assert [doc['runId'] in line for doc, line in zip(reversed(runs), lines)] == [True] * 3
     assert 'REJECTED' in lines[0] and 'params.x: unknown key' in lines[0]
-    assert '3 order(s) placed' in lines[2]
+    assert '2 order(s) placed' in lines[2]
 
     only = cli('history', '--intent', 'allocation', '--json', env=env)
     assert [json.loads(line) for line in only.stdout.splitlines()] == [runs[0]]

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from functions.runner import run_isolated
+from functions.handler import run_isolated
 from intents.base import NoParams
 from intents.health import Health
 from intents.summary import Summary, SummaryParams
@@ -70,7 +70,7 @@ def by_symbol(rows: list[dict]) -> dict[str, dict]:
 def test_summary_reports_values_positions_orders_and_executions(market):
     sim, traded = market
     outcome = run_isolated(Summary, SummaryParams(), dry_run=False, settings=settings_for(sim, account=ACCOUNT))
-    assert outcome.status == 'ok', outcome.error
+    assert outcome.status == 'ok', outcome.failure
     result = outcome.result
     json.dumps(result, allow_nan=False)   # the result document must be plain JSON
 
@@ -105,7 +105,7 @@ def test_summary_of_another_managed_account(market):
     sim, traded = market
     outcome = run_isolated(Summary, SummaryParams(account=OTHER_ACCOUNT), dry_run=False,
                            settings=settings_for(sim, account=ACCOUNT))
-    assert outcome.status == 'ok', outcome.error
+    assert outcome.status == 'ok', outcome.failure
     result = outcome.result
     assert result['account'] == OTHER_ACCOUNT
     assert by_symbol(result['positions'])['SPY']['position'] == 7
@@ -120,7 +120,7 @@ def test_summary_of_an_unmanaged_account_is_rejected(market):
     outcome = run_isolated(Summary, SummaryParams(account='DU0000001'), dry_run=False,
                            settings=settings_for(sim, account=ACCOUNT))
     assert outcome.status == 'rejected'
-    assert 'DU0000001' in outcome.error['message'] and outcome.error['retryable'] is False
+    assert 'DU0000001' in outcome.failure.message and outcome.failure.retryable is False
 
 
 def test_summary_params_refuse_unknown_keys():
@@ -137,11 +137,11 @@ def gateway():
 
 def test_health_reports_a_healthy_gateway(gateway):
     outcome = run_isolated(Health, NoParams(), dry_run=False, settings=settings_for(gateway))
-    assert outcome.status == 'ok', outcome.error
+    assert outcome.status == 'ok', outcome.failure
     result = outcome.result
     json.dumps(result, allow_nan=False)
     assert result['healthy'] is True and result['problems'] == []
-    assert result['gatewayReachable'] and result['apiReady']
+    assert result['apiReady']
     assert result['serverVersion'] == 176
     assert result['managedAccounts'] == [ACCOUNT] and result['account'] == ACCOUNT
     assert {n['code'] for n in result['farmNotices']} >= {2104, 2106, 2158}

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from bench.activity import fill_activity
-from functions.runner import run_isolated
+from functions.handler import run_isolated
 from intents.base import NoParams
 from intents.health import Health
 from lib.config import Settings
@@ -40,10 +40,10 @@ def busy_gateway():
 def test_health_on_a_busy_account_downloads_nothing_and_takes_three_round_trips(busy_gateway):
     outcome = run_isolated(Health, NoParams(), dry_run=False,
                            settings=Settings(gateway_host=busy_gateway.host, gateway_port=busy_gateway.port))
-    assert outcome.status == 'ok', outcome.error
+    assert outcome.status == 'ok', outcome.failure
     # (not 'healthy': the simulator's clock is set to a market day, far off the wall clock)
     assert outcome.result['apiReady'] and outcome.result['managedAccounts'] == [ACCOUNT]
-    counters = requests_of(busy_gateway, outcome.gateway['clientId'])
+    counters = requests_of(busy_gateway, outcome.gateway.client_id)
     sent = {ACCOUNT_DOWNLOADS[msg_id]: n for msg_id, n in counters['in'].items() if msg_id in ACCOUNT_DOWNLOADS}
     assert sent == {}
     assert counters['in'].get(REQ_CURRENT_TIME) == 1

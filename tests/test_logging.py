@@ -51,7 +51,7 @@ def test_a_real_run_logs_json_with_labels_and_never_the_secret(simulator):
     assert ok_line['timings']['publishMs'] is not None and ok_line['status'] == 'ok'
     # lines written by the runner's thread carry the same labels
     threaded = [line for line in logs if line[log.LABELS_KEY].get('runId') == results[0]['runId']]
-    assert any(line['logger'].startswith((CLIENT_LIBRARY, 'lib.', 'functions.runner')) for line in threaded
+    assert any(line['logger'].startswith((CLIENT_LIBRARY, 'lib.', 'functions.handler')) for line in threaded
                if line is not ok_line)
     masked = [line for line in logs if line['message'] == f'connecting with {log.MASK}']
     assert len(masked) == 1 and masked[0]['severity'] == 'ERROR'
@@ -115,7 +115,7 @@ def test_human_form_on_a_terminal_and_configure_is_idempotent():
 
 
 def test_the_client_librarys_own_info_logging_is_off_unless_ib_client_log_level_asks(gateway, monkeypatch):
-    from functions.runner import run_isolated
+    from functions.handler import run_isolated
     from intents.summary import Summary, SummaryParams
     from lib.config import Settings
 
@@ -132,7 +132,7 @@ def test_the_client_librarys_own_info_logging_is_off_unless_ib_client_log_level_
         finally:
             monkeypatch.delenv('IB_CLIENT_LOG_LEVEL', raising=False)
             log.configure()
-        assert outcome.status == 'ok', outcome.error
+        assert outcome.status == 'ok', outcome.failure
         return [line['message'] for line in map(json.loads, stream.getvalue().splitlines())
                 if line['logger'].startswith(CLIENT_LIBRARY)]
 

@@ -10,11 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from functions.runner import run_isolated
-from intents.base import Intent, IntentOutput, IntentParams, IntentRejected, NoParams
+from functions.handler import run_isolated
+from intents.base import Intent, IntentParams, IntentRejected, NoParams
+from intents.outcome import Outcome
 from intents.health import Health
 from lib import log
 from lib.config import Settings
+from lib.failures import Failure
 from lib.ibapi import CLIENT_LIBRARY
 from simulator import Simulator
 from tests.polling import wait_until
@@ -35,10 +37,9 @@ class Probe(Intent):
     """Asks the gateway for its time, holds, and records where it ran."""
 
     name = 'probe'
-    readonly = True
     Params = ProbeParams
 
-    async def run(self) -> IntentOutput:
+    async def run(self) -> Outcome:
         gateway_time = await self.ib.reqCurrentTimeAsync()
         await asyncio.sleep(self.params.hold)
         with probes_lock:
@@ -49,14 +50,14 @@ class Probe(Intent):
             raise IntentRejected('over the limit')
         if self.params.fail == 'exit':
             raise SystemExit(3)
-        return IntentOutput(result={'gatewayTime': gateway_time.isoformat()})
+        return Outcome.ok({'gatewayTime': gateway_time.isoformat()})
 
 
 class PlacingProbe(Probe):
     """The same, posing as an order-placing intent."""
 
     name = 'placing-probe'
-    readonly = False
+    places_orders = True
 
 
 @pytest.fixture(autouse=True)
@@ -75,37 +76,37 @@ def our_threads() -> set[threading.Thread]:
 
 def test_the_intent_result_is_handed_back_with_gateway_and_timings(gateway):
     outcome = run_isolated(Health, NoParams(), dry_run=False, settings=settings_for(gateway))
-    assert outcome.status == 'ok' and outcome.error is None
+    assert outcome.status == 'ok' and outcome.failure is None
     assert outcome.result['serverVersion'] == 176 and outcome.result['managedAccounts'] == [ACCOUNT]
     assert outcome.account == ACCOUNT
-    assert outcome.gateway['host'] == gateway.host and outcome.gateway['port'] == gateway.port
-    assert 100 <= outcome.gateway['clientId'] <= 999 and outcome.gateway['serverVersion'] == 176
+    assert outcome.gateway.host == gateway.host and outcome.gateway.port == gateway.port
+    assert 100 <= outcome.gateway.client_id <= 999 and outcome.gateway.server_version == 176
     assert outcome.connect_ms > 0 and outcome.intent_ms > 0
 
 
 def test_a_bug_in_the_intent_comes_back_as_a_non_retryable_error(gateway):
     outcome = run_isolated(Probe, ProbeParams(fail='bug'), dry_run=False, settings=settings_for(gateway))
     assert outcome.status == 'error'
-    assert outcome.error == {'type': 'ValueError', 'message': 'boom', 'retryable': False}
-    assert outcome.account == ACCOUNT and outcome.gateway['clientId'] is not None
+    assert outcome.failure == Failure.permanent('ValueError', 'boom')
+    assert outcome.account == ACCOUNT and outcome.gateway.client_id is not None
     assert wait_until(lambda: not gateway.connected_client_ids())
 
 
 def test_even_system_exit_in_an_intent_becomes_an_outcome(gateway):
     outcome = run_isolated(Probe, ProbeParams(fail='exit'), dry_run=False, settings=settings_for(gateway))
-    assert outcome.status == 'error' and outcome.error['type'] == 'SystemExit'
+    assert outcome.status == 'error' and outcome.failure.type == 'SystemExit'
 
 
 def test_a_business_rejection_is_status_rejected(gateway):
     outcome = run_isolated(Probe, ProbeParams(fail='rejected'), dry_run=False, settings=settings_for(gateway))
     assert outcome.status == 'rejected'
-    assert outcome.error == {'type': 'IntentRejected', 'message': 'over the limit', 'retryable': False}
+    assert outcome.failure == Failure.rejected('IntentRejected', 'over the limit')
 
 
 def test_an_account_rule_violation_is_status_rejected(gateway):
     outcome = run_isolated(Probe, ProbeParams(), dry_run=False, settings=settings_for(gateway, account='DU7654321'))
     assert outcome.status == 'rejected'
-    assert outcome.error['type'] == 'AccountNotManaged' and outcome.error['retryable'] is False
+    assert outcome.failure.type == 'AccountNotManaged' and outcome.failure.retryable is False
 
 
 def test_the_loop_is_closed_and_the_thread_gone_after_each_call(gateway):
@@ -130,7 +131,7 @@ class Blocking(Probe):
 
     name = 'blocking-probe'
 
-    async def run(self) -> IntentOutput:
+    async def run(self) -> Outcome:
         await asyncio.gather(*(asyncio.to_thread(time.sleep, 0.01) for _ in range(3)))
         started = threading.Event()
         late = asyncio.ensure_future(asyncio.to_thread(lambda: (started.set(), time.sleep(0.2))))
@@ -138,7 +139,7 @@ class Blocking(Probe):
             await asyncio.sleep(0.001)
         with probes_lock:
             probes.append({'late': late})
-        return IntentOutput(result={})
+        return Outcome.ok({})
 
 
 def test_blocking_calls_start_no_thread_per_run_and_are_over_before_the_run_is(gateway, monkeypatch):
@@ -161,8 +162,8 @@ def test_a_deadline_hit_mid_intent_returns_promptly_and_leaves_nothing_behind(ga
     elapsed = time.perf_counter() - started
     assert elapsed < 2.0
     assert outcome.status == 'error'
-    assert outcome.error['type'] == 'DeadlineExceeded' and outcome.error['retryable'] is True
-    assert outcome.gateway['clientId'] is not None and outcome.intent_ms is not None
+    assert outcome.failure.type == 'DeadlineExceeded' and outcome.failure.retryable is True
+    assert outcome.gateway.client_id is not None and outcome.intent_ms is not None
     assert our_threads() == before
     assert wait_until(lambda: not gateway.connected_client_ids())
 
@@ -171,15 +172,15 @@ def test_a_deadline_hit_by_an_order_intent_is_not_retryable(gateway):
     gateway.faults.stall = {CURRENT_TIME}
     outcome = run_isolated(PlacingProbe, ProbeParams(), dry_run=False,
                            settings=settings_for(gateway, deadline_seconds=0.5))
-    assert outcome.error['type'] == 'DeadlineExceeded' and outcome.error['retryable'] is False
+    assert outcome.failure.type == 'DeadlineExceeded' and outcome.failure.retryable is False
 
 
 def test_gateway_down_is_a_retryable_error_not_an_exception(gateway):
     gateway.faults.refuse_connections = True
     outcome = run_isolated(Health, NoParams(), dry_run=False, settings=settings_for(gateway, connect_attempts=2))
     assert outcome.status == 'error'
-    assert outcome.error['type'] == 'GatewayUnavailable' and outcome.error['retryable'] is True
-    assert outcome.gateway == {'host': gateway.host, 'port': gateway.port, 'clientId': None, 'serverVersion': None}
+    assert outcome.failure.type == 'GatewayUnavailable' and outcome.failure.retryable is True
+    assert outcome.gateway.to_wire() == {'host': gateway.host, 'port': gateway.port, 'clientId': None, 'serverVersion': None}
 
 
 def test_a_disconnect_mid_intent_ends_the_run_at_once_as_retryable(gateway):
@@ -191,8 +192,8 @@ def test_a_disconnect_mid_intent_ends_the_run_at_once_as_retryable(gateway):
                            settings=settings_for(gateway, deadline_seconds=10))
     restart.join()
     assert time.perf_counter() - started < 2.0
-    assert outcome.status == 'error' and outcome.error['retryable'] is True
-    assert outcome.error['type'] in ('GatewayDisconnected', 'ConnectionError')
+    assert outcome.status == 'error' and outcome.failure.retryable is True
+    assert outcome.failure.type in ('GatewayDisconnected', 'ConnectionError')
 
 
 def test_twenty_concurrent_runs_get_distinct_client_ids_and_their_own_loop_and_ib(gateway):
@@ -215,7 +216,7 @@ def test_twenty_concurrent_runs_get_distinct_client_ids_and_their_own_loop_and_i
     done.set()
     watcher.join()
     assert [o.status for o in outcomes] == ['ok'] * 20
-    client_ids = {o.gateway['clientId'] for o in outcomes}
+    client_ids = {o.gateway.client_id for o in outcomes}
     assert len(client_ids) == 20
     assert max(peak) >= 10   # the runs really overlapped at the gateway
     assert len({id(p['loop']) for p in probes}) == 20
@@ -239,5 +240,5 @@ def test_labels_reach_log_lines_written_inside_the_thread(gateway, monkeypatch):
     for entry in from_ib:
         labels = entry['logging.googleapis.com/labels']
         assert labels['runId'] == 'run-1' and labels['intent'] == 'health' and labels['messageId'] == 'm-1'
-    client_id = str(outcome.gateway['clientId'])
+    client_id = str(outcome.gateway.client_id)
     assert any(e['logging.googleapis.com/labels'].get('clientId') == client_id for e in from_ib)

@@ -44,12 +44,12 @@ def in_fresh_loop(coro_fn, *args, **kwargs):
     return value
 
 
-async def connect_and_describe(settings: Settings, *, readonly=True, allocator=None, hold=None):
+async def connect_and_describe(settings: Settings, *, allocator=None, hold=None):
     """Open a session, report what a caller sees, close it."""
     ib = IB()
     kwargs = {'allocator': allocator} if allocator else {}
     started = time.perf_counter()
-    session = await open_session(ib, settings, readonly=readonly, **kwargs)
+    session = await open_session(ib, settings, **kwargs)
     elapsed = time.perf_counter() - started
     try:
         if hold:
@@ -117,8 +117,7 @@ def test_a_range_with_every_id_taken_is_reported_as_exhausted(gateway):
         try:
             started = time.perf_counter()
             with pytest.raises(ClientIdsExhausted) as caught:
-                await open_session(IB(), settings_for(gateway, client_id_min=700, client_id_max=700),
-                                   readonly=True)
+                await open_session(IB(), settings_for(gateway, client_id_min=700, client_id_max=700))
             return caught.value, time.perf_counter() - started
         finally:
             squatter.disconnect()
@@ -154,8 +153,7 @@ def test_retries_stop_when_the_deadline_leaves_no_room(gateway):
 
     async def with_deadline():
         loop = asyncio.get_running_loop()
-        await open_session(IB(), settings_for(gateway, connect_attempts=10), readonly=True,
-                           deadline=loop.time() + 0.5)
+        await open_session(IB(), settings_for(gateway, connect_attempts=10), deadline=loop.time() + 0.5)
 
     started = time.perf_counter()
     with pytest.raises(GatewayUnavailable):

@@ -88,6 +88,12 @@ def test_the_repository_file_loads_and_its_strategies_accept_their_config(store)
     assert config.limits.allows('SPY') and not config.limits.allows('TSLA')
 
 
+def test_the_shipped_config_trades_no_test_signal_until_opted_in(store):
+    """A new user's first scheduled allocation must not trade `dummy`'s seeded signal: its share is 0."""
+    config = load_trading_config(store, trading_mode='paper', env={})
+    assert config.exposures['dummy'] == 0.0 and config.exposures['spy-macd-vixy'] > 0
+
+
 def test_trading_is_enabled_by_default_in_paper_and_disabled_in_live(store, config_file):
     assert load_trading_config(store, trading_mode='paper', env={}, path=config_file).trading_enabled is True
     assert load_trading_config(store, trading_mode='live', env={}, path=config_file).trading_enabled is False

@@ -19,14 +19,13 @@ Nothing here does I/O before the first store operation.
 """
 from __future__ import annotations
 
-import math
 import os
 import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Mapping, Protocol
 
-from lib.config import ConfigError
+from lib.config import ConfigError, env_seconds
 
 __all__ = [
     'BACKENDS', 'Claim', 'ClaimRecord', 'Lease', 'Store', 'StoreUnavailable', 'open_store',
@@ -172,16 +171,7 @@ def _store_config(env: Mapping[str, str]) -> tuple:
         return value or None
 
     backend = (get('STORE_BACKEND') or 'sqlite').lower()
-    raw_timeout = get('STORE_TIMEOUT_SECONDS')
-    timeout = DEFAULT_TIMEOUT_SECONDS
-    if raw_timeout is not None:
-        try:
-            timeout = float(raw_timeout)
-        except ValueError:
-            timeout = math.nan
-        if not 0 < timeout < math.inf:
-            raise ConfigError(f'STORE_TIMEOUT_SECONDS={raw_timeout!r} is invalid: '
-                              'expected a positive number of seconds')
+    timeout = env_seconds(env, 'STORE_TIMEOUT_SECONDS', DEFAULT_TIMEOUT_SECONDS)
     if backend == 'sqlite':
         return ('sqlite', os.path.abspath(get('SQLITE_PATH') or DEFAULT_SQLITE_PATH), timeout)
     if backend == 'firestore':

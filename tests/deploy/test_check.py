@@ -35,9 +35,9 @@ def test_the_shipped_files_pass_and_the_next_week_is_listed(tmp_path: Path):
 
 @pytest.mark.parametrize(('trading', 'message'), [
     (TRADING + '\nthis is not toml', 'trading.toml'),
-    (TRADING.replace('spy-macd-vixy = 0.4', 'spy-macd-vixy = 0.9').replace('dummy = 0.1', 'dummy = 0.4'),
+    (TRADING.replace('spy-macd-vixy = 0.4', 'spy-macd-vixy = 0.9').replace('dummy = 0.0', 'dummy = 0.4'),
      'the shares add up to 1.3, more than 1'),
-    (TRADING.replace('dummy = 0.1', 'dummy = 0.1\nmomentum = 0.1'),
+    (TRADING.replace('dummy = 0.0', 'dummy = 0.0\nmomentum = 0.1'),
      "strategy 'momentum' is not registered; known strategies: dummy, spy-macd-vixy"),
     (TRADING.replace('fast = 12', 'fast = 12\nfastest = 3'), "[strategies.spy-macd-vixy]: spy-macd-vixy: unknown config"),
     (TRADING.replace('"VIXY", ', ''), "limits.allowlist does not admit VIXY, which strategy 'spy-macd-vixy' trades"),

@@ -49,7 +49,7 @@ def test_bigquery_columns_follow_the_result_contract():
     assert columns['dryRun']['type'] == 'BOOLEAN' and columns['result']['type'] == 'JSON'
     assert columns['status']['type'] == 'STRING'
     timings = {field['name']: field['type'] for field in columns['timings']['fields']}
-    assert timings == {'queueMs': 'FLOAT', 'connectMs': 'FLOAT', 'intentMs': 'FLOAT', 'publishMs': 'FLOAT'}
+    assert timings == {'queueMs': 'FLOAT', 'connectMs': 'FLOAT', 'intentMs': 'FLOAT'}
     gateway = {field['name']: field['type'] for field in columns['gateway']['fields']}
     assert gateway['port'] == 'INTEGER' and gateway['host'] == 'STRING'
     assert {field['name'] for field in columns['error']['fields']} == {'type', 'message', 'retryable'}

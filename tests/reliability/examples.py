@@ -97,7 +97,7 @@ EXAMPLES: dict[str, list[Example]] = {
     'close-all': [
         Example({'intent': 'close-all', 'params': {'scope': 'all'}}, prepare=_positions_and_an_earlier_runs_order,
                 places_orders=True),
-        Example({'intent': 'close-all', 'params': {'scope': 'all', 'dryRun': True}},
+        Example({'intent': 'close-all', 'params': {'scope': 'all'}, 'dryRun': True},
                 prepare=_positions_and_an_earlier_runs_order, under_fault={'stall-orders': 'error'}),
     ],
     'cash-balancer': [

@@ -22,8 +22,9 @@ import threading
 import time
 from typing import Any, Iterator
 
-from functions.runner import run_isolated
-from intents.base import Intent, IntentOutput
+from functions.handler import run_isolated
+from intents.base import Intent
+from intents.outcome import Outcome
 from tests.reliability.harness import settings_for
 
 FAULTS = ('refuse', 'drop-in-connect', 'drop-in-intent', 'stall', 'stall-orders', 'disconnect-all',
@@ -37,14 +38,13 @@ SETTLE_SECONDS = 0.01
 
 class _Noop(Intent):
     name = 'reliability-noop'
-    readonly = True
 
-    async def run(self) -> IntentOutput:
-        return IntentOutput()
+    async def run(self) -> Outcome:
+        return Outcome.ok({})
 
 
 class _NoopPlacing(_Noop):
-    readonly = False
+    places_orders = True
 
 
 _startups: dict[tuple, int] = {}
@@ -56,13 +56,13 @@ def startup_messages(sim: Any, intent_cls: type[Intent]) -> int:
 
     Measured once per kind of session, with an intent that does nothing but connects the same way.
     """
-    kind = (intent_cls.readonly, intent_cls.account_state)
+    kind = (intent_cls.places_orders, intent_cls.account_state)
     if kind not in _startups:
-        noop = type('ReliabilityNoop', (_Noop if intent_cls.readonly else _NoopPlacing,),
+        noop = type('ReliabilityNoop', (_NoopPlacing if intent_cls.places_orders else _Noop,),
                     {'account_state': intent_cls.account_state})
         before = len(sim.counters())
         outcome = run_isolated(noop, noop.Params(), dry_run=False, settings=settings_for(sim))
-        assert outcome.status == 'ok', outcome.error
+        assert outcome.status == 'ok', outcome.failure
         _startups[kind] = sim.counters()[before]['messagesIn']
     return _startups[kind]
 

@@ -55,13 +55,13 @@ def cells() -> list:
     return params
 
 
-def check_outcome(example: Example, fault_name: str, delivery: Delivery, readonly: bool) -> None:
+def check_outcome(example: Example, fault_name: str, delivery: Delivery, places_orders: bool) -> None:
     """The status and error a delivery under `fault_name` must end with."""
     doc = delivery.doc
     if fault_name in EXPECTED_ERRORS:
         assert doc['status'] == 'error', doc
         assert doc['error']['type'] in EXPECTED_ERRORS[fault_name], doc['error']
-        if fault_name != 'stall' or readonly:
+        if fault_name != 'stall' or not places_orders:
             assert doc['error']['retryable'] is True, doc['error']
     elif fault_name == 'stall-orders' and example.places_orders:
         assert doc['status'] == 'error' and doc['error']['type'] == 'OrdersUnacknowledged', doc
@@ -126,7 +126,7 @@ def run_cell(example: Example, fault_name: str, gateway: Simulator, capsys, stor
         check_published(attempt, printed)
         assert attempt.seconds <= faulted.deadline_seconds + DEADLINE_SLACK_SECONDS, attempt.doc
         if concurrent == 1 and drop_after is None:
-            check_outcome(example, fault_name, attempt, intent_cls.readonly)
+            check_outcome(example, fault_name, attempt, intent_cls.places_orders)
     for redelivery in redeliveries:
         check_published(redelivery, printed)
     if redeliveries:

@@ -169,10 +169,12 @@ def test_dry_run_places_nothing_and_reports_whatif_margin_and_commission(rig):
     assert real.status == 'ok' and len(rig.order_log()) == 1
 
 
-def test_params_dry_run_counts_like_the_request_flag(rig):
+def test_a_dry_run_param_is_refused_and_places_nothing(rig):
+    """dryRun is the request's (one flag); inside params it is an unknown key, refused before connecting."""
     result = rig.send('allocation', {'strategies': ['dummy'], 'dryRun': True})
-    assert result.dry_run is True and result.status == 'ok'
-    assert rig.order_log() == []
+    assert result.status == 'rejected' and result.error.type == 'InvalidParams'
+    assert 'params.dryRun: unknown key' in result.error.message
+    assert rig.order_log() == [] and rig.sim.counters() == []
 
 
 def test_order_policy_override_sends_a_marketable_limit_on_the_tick_grid(rig):

@@ -145,7 +145,7 @@ def test_close_all_dry_run_lists_what_it_would_do(rig):
     assert rig.send('allocation').status == 'ok'
     bought = rig.position('SPY')
     place_resting(rig, 41, 'SPY', TAGGED_REF)
-    result = rig.send('close-all', {'dryRun': True})
+    result = rig.send('close-all', dry_run=True)
     assert result.status == 'ok' and result.dry_run
     assert result.result['cancelled'][0]['wouldCancel'] is True
     assert result.result['orders'][0]['whatIf'] is not None

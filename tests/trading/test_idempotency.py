@@ -16,7 +16,7 @@ import pytest
 
 from functions.admission import admit
 from functions.contract import decode_message
-from functions.runner import run_isolated
+from functions.handler import run_isolated
 from intents.allocation import Allocation
 from lib.idempotency import derive_key, legacy_reference, order_ref, parse_order_ref, reference_of, run_reference
 from tests.polling import wait_until
@@ -111,7 +111,7 @@ def test_a_run_that_dies_after_placing_is_taken_over_when_its_lease_expires(make
     # the pieces handle() runs, without the last one: the process is killed before it finishes its claim
     admission = admit(Allocation, params, decoded, run_id='killed-run', dry_run=False, settings=rig.settings)
     died = run_isolated(Allocation, params, dry_run=False, settings=rig.settings, context=admission.context,
-                        before_intent=admission.begin)
+                        claim_terms=admission.claim_terms)
     assert died.status == 'ok' and len(rig.order_log()) == 2
     placed = {o.orderRef: o.remaining for o in rig.sim.broker.open_orders()}
 

@@ -13,7 +13,8 @@ from dataclasses import replace
 
 from functions.admission import admit
 from functions.contract import decode_message
-from functions.runner import Outcome, run_isolated
+from functions.handler import run_isolated
+from intents.outcome import Outcome
 from intents.registry import get_intent
 from lib.ibapi import IB, LimitOrder, Stock
 from tests.polling import wait_until
@@ -30,7 +31,7 @@ def killed_after_running(rig, event) -> Outcome:
     params = intent.Params.model_validate(decoded.request.params)
     admission = admit(intent, params, decoded, run_id='killed-run', dry_run=False, settings=rig.settings)
     return run_isolated(intent, params, dry_run=False, settings=rig.settings, context=admission.context,
-                        before_intent=admission.begin)
+                        claim_terms=admission.claim_terms)
 
 
 def in_flight(result) -> bool:

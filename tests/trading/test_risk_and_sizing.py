@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from lib.risk import CheckedOrder, RiskLimitBreached, check_limits
+from lib.idempotency import RecordedOrder
 from lib.ledger import internal_transfer, split_fill
 from lib.orders import reduce_only
 from lib.sizing import strategy_trades, target_quantity
@@ -71,10 +72,10 @@ def test_each_strategy_trades_its_own_change_and_what_nets_out_is_an_internal_tr
     assert trades == {'dummy': -666, 'macd': 1199}
     assert internal_transfer(trades) == {'dummy': -666, 'macd': 666}
     # the market buy goes to the buyers only, never a negative share to the seller
-    assert split_fill(533, {'quantity': 533, 'strategies': trades}) == {'macd': 533}
-    assert split_fill(-40, {'quantity': 100, 'strategies': {'a': -60, 'b': -40, 'c': 20}}) == {'a': -24, 'b': -16}
+    assert split_fill(533, RecordedOrder('ibj:0:1', quantity=533, strategies=trades)) == {'macd': 533}
+    assert split_fill(-40, RecordedOrder('ibj:0:1', quantity=100, strategies={'a': -60, 'b': -40, 'c': 20})) == {'a': -24, 'b': -16}
     # a close of every position takes manual holdings too: that part of each fill is no strategy's
-    assert split_fill(-740, {'quantity': 740, 'strategies': {'dummy': -100}}) == {'dummy': -100}
+    assert split_fill(-740, RecordedOrder('ibj:0:1', quantity=740, strategies={'dummy': -100})) == {'dummy': -100}
     # what the ledger does not explain (an unknown position, pending orders) is shared by the targets
     assert strategy_trades(-100, {'solo': 0}, {}) == {'solo': -100}
     assert strategy_trades(60, {'a': 100, 'b': 50}, {'a': 80, 'b': 20}) == pytest.approx({'a': 20 + 10 * 100 / 150,
