@@ -8,6 +8,8 @@ so an earlier attempt's fills are attributed too). Our fills whose run has not r
 for a later run rather than being booked without attribution. Expected holdings (the ledger's sum per
 contract and strategy) are then compared with the gateway's positions; drift is reported, never raised:
 each drifting contract and each fill awaiting attribution is a data problem (result.degraded).
+The running holdings the store keeps for allocation and close-all (Store.holdings) are checked against
+the ledger's sum too: a contract where they differ is a `holdings-mismatch` problem.
 
 Because IB returns only the current day's executions, each run records the (New York) day it completed,
 and reports every NYSE trading day since the last completed one as a `missed-day` problem (a data
@@ -22,9 +24,12 @@ from datetime import datetime, timezone
 from intents.base import Intent
 from intents.outcome import Outcome
 from intents.trading import market_date
-from lib.ledger import QUANTITY_DIGITS, book_executions, last_reconciled_day, record_reconciled_day
+from lib.ledger import (
+    QUANTITY_DIGITS, Holding, book_executions, holdings as ledger_sum, last_reconciled_day, record_reconciled_day,
+    stored_holdings,
+)
 from lib.market_data import gateway_time
-from lib.problems import MISSED_DAY, POSITION_DRIFT, problem
+from lib.problems import HOLDINGS_MISMATCH, MISSED_DAY, POSITION_DRIFT, problem
 
 
 class TradeReconciliation(Intent):
@@ -55,7 +60,13 @@ class TradeReconciliation(Intent):
         problems = [problem(POSITION_DRIFT, f'{row["contract"]["localSymbol"]}: the gateway holds {row["actual"]:g}, '
                                             f'the fills ledger expects {row["expected"]:g}', contract=row['contract'])
                     for row in drift]
-        problems += booking.problems() + gaps
+        mismatches = totals_mismatches(ledger_sum(ledger, account),
+                                       await asyncio.to_thread(stored_holdings, store, account))
+        problems += booking.problems() + gaps + [
+            problem(HOLDINGS_MISMATCH, f'{row["contract"].get("localSymbol")}: the running holdings keep '
+                                       f'{row["kept"]}, the fills ledger sums to {row["ledger"]}; allocation and '
+                                       'close-all size from the running holdings', contract=row['contract'])
+            for row in mismatches]
         return Outcome.ok({
             'account': account,
             'executions': booking.executions,
@@ -64,6 +75,7 @@ class TradeReconciliation(Intent):
             'awaitingAttribution': booking.waiting,
             'holdings': holdings,
             'drift': drift,
+            'holdingsMismatch': mismatches,
             'strategies': strategy_holdings(ledger),
             'marketDate': today.isoformat(),
             'lastReconciledDay': last_day.isoformat() if last_day else None,
@@ -89,6 +101,21 @@ def compare_holdings(ledger: list[dict], positions: dict[int, tuple]) -> list[di
         row['unattributed'] = round(row['expected'] - sum(row['byStrategy'].values()), QUANTITY_DIGITS)
         row['drift'] = round(row['actual'] - row['expected'], QUANTITY_DIGITS)
     return sorted(rows.values(), key=lambda row: row['contract']['localSymbol'])
+
+
+def totals_mismatches(expected: dict[int, Holding], kept: dict[int, Holding]) -> list[dict]:
+    """Per contract where they differ: the ledger's sum against the store's running holding."""
+    def described(holding: Holding | None) -> dict:
+        return {'position': holding.position if holding else 0.0,
+                'strategies': holding.strategies if holding else {}}
+
+    rows = []
+    for con_id in sorted(set(expected) | set(kept)):
+        ledger, running = described(expected.get(con_id)), described(kept.get(con_id))
+        if ledger != running:
+            contract = (expected.get(con_id) or kept[con_id]).contract
+            rows.append({'contract': contract, 'ledger': ledger, 'kept': running})
+    return rows
 
 
 def strategy_holdings(ledger: list[dict]) -> dict[str, dict[str, float]]:

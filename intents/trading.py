@@ -15,7 +15,7 @@ from lib.failures import Failure
 from lib.ibapi import Position, Trade
 from lib.ibapi import Contract
 from lib.idempotency import RecordedOrder, order_ref, reference_of
-from lib.ledger import Holding, book_executions, holdings, internal_transfer, transfer_entry
+from lib.ledger import Holding, book_executions, internal_transfer, stored_holdings, transfer_entry
 from lib.market_data import AccountSnapshot, ContractInfo, account_snapshot, contract_infos, gateway_time
 from lib.orders import (
     ExecutionReport, ExecutionSettings, Leg, cancel_orders, cancel_problems, describe_trade, execute,
@@ -106,15 +106,16 @@ async def account_positions(intent: Intent) -> dict[int, Position]:
 
 async def ledger_holdings(intent: Intent, now: datetime) -> tuple[dict[int, Holding], list[dict]]:
     """Book the executions since the last booking (lib.ledger.book_executions; `now` is the gateway's time),
-    then each contract's holdings by strategy (and manual) from the ledger.
+    then each contract's holdings by strategy (and manual): the ledger's sum, as the store keeps it (one
+    small read, whatever the ledger's length).
 
     Fills of ours whose run recorded nothing yet cannot be attributed: each is a `fill-unattributed` problem,
     but for a takeover's own earlier attempt, whose orders this run finds and records.
     """
     store, account = intent.context.store, intent.session.account
     booking = await book_executions(intent.ib, store, account, now)
-    ledger = await asyncio.to_thread(store.fills)
-    return holdings(ledger, account), booking.problems(intent.context.reference if intent.context.takeover else None)
+    held = await asyncio.to_thread(stored_holdings, store, account)
+    return held, booking.problems(intent.context.reference if intent.context.takeover else None)
 
 
 async def book_transfers(intent: OrderIntent, legs: list[Leg], now: datetime) -> list[dict]:

@@ -25,8 +25,8 @@ from lib.idempotency import RecordedOrder, is_ours, recorded_orders, reference_o
 from lib.market_data import REQUEST_TIMEOUT_SECONDS, execution_filter_time
 from lib.problems import FILL_UNATTRIBUTED, problem
 from lib.store import Store
+from lib.store.common import QUANTITY_DIGITS, holding_view, sum_holdings
 
-QUANTITY_DIGITS = 8
 TRANSFER_PREFIX = 'transfer:'
 RECONCILED_PREFIX = 'reconciled:'
 LOOKBACK_TRADING_DAYS = 10
@@ -196,21 +196,22 @@ class Holding:
 
 
 def holdings(ledger: list[dict], account: str) -> dict[int, Holding]:
-    """conId -> the ledger's holding, from the account's entries."""
-    rows: dict[int, Holding] = {}
-    for entry in ledger:
-        if entry.get('account') != account:
-            continue
-        row = rows.setdefault(entry['conId'], Holding(entry['conId'], {
-            'conId': entry['conId'], 'symbol': entry['symbol'], 'secType': entry['secType'],
-            'localSymbol': entry['localSymbol'], 'currency': entry.get('currency')}))
-        row.position += entry['quantity']
-        for name, part in entry['strategies'].items():
-            row.strategies[name] = row.strategies.get(name, 0.0) + part
-    for row in rows.values():
-        row.position = round(row.position, QUANTITY_DIGITS)
-        row.strategies = {name: round(q, QUANTITY_DIGITS) for name, q in sorted(row.strategies.items())}
-    return rows
+    """conId -> the ledger's holding, from the account's entries (summed in units of 10^-QUANTITY_DIGITS;
+    contracts where nothing is held and strategies' zero parts are left out)."""
+    return as_holdings([holding_view(row) for (owner, _), row in sorted(sum_holdings(ledger).items())
+                        if owner == account])
+
+
+def stored_holdings(store: Store, account: str) -> dict[int, Holding]:
+    """conId -> the account's holding as the store keeps it (Store.holdings): no ledger read, whatever its length."""
+    return as_holdings(store.holdings(account))
+
+
+def as_holdings(rows: list[dict]) -> dict[int, Holding]:
+    """conId -> Holding, from rows as Store.holdings returns them."""
+    return {row['conId']: Holding(row['conId'], row['contract'], round(row['position'], QUANTITY_DIGITS),
+                                  {name: round(q, QUANTITY_DIGITS) for name, q in row['strategies'].items()})
+            for row in rows}
 
 
 def record_reconciled_day(store: Store, account: str, day: date, run_id: str, now: datetime) -> None:

@@ -42,6 +42,7 @@ CONTRACTS_UNRESOLVED = 'contracts-unresolved'
 HOURS_UNREADABLE = 'hours-unreadable'
 POSITION_DRIFT = 'position-drift'          # the gateway's position is not what the fills ledger expects
 FILL_UNATTRIBUTED = 'fill-unattributed'    # a fill of ours whose run recorded no order yet
+HOLDINGS_MISMATCH = 'holdings-mismatch'    # the store's running holdings are not the fills ledger's sum
 MISSED_DAY = 'missed-day'                  # a trading day without a completed reconciliation: its fills are lost
 REDUCED_TO_POSITION = 'reduced-to-position'   # a close trimmed to the position so it does not flip it
 

@@ -1,5 +1,6 @@
 """The state store: run claims and results, strategy targets, the fills ledger, dynamic settings, run history,
-cursors (how far incremental work such as booking executions has got).
+cursors (how far incremental work such as booking executions has got), and each account's running holdings
+(the fills ledger's sum, kept as fills are recorded).
 
 Two backends behave the same (one shared test suite): SQLite, the embedded default for local runs,
 and Firestore for the cloud. `open_store()` picks one from the environment:
@@ -123,6 +124,15 @@ class Store(Protocol):
 
     def fills(self, *, since: datetime | None = None, strategy: str | None = None) -> list[dict]:
         """Recorded fills with time >= since serving `strategy`, oldest first."""
+
+    def holdings(self, account: str) -> list[dict]:
+        """The account's running holdings, by conId: [{conId, contract, position, strategies}], non-zero only.
+
+        record_fill keeps them in the same atomic write that adds a new ledger entry with `account`, `conId`,
+        `quantity` and `strategies` (name -> part), so they are the ledger's sum (lib.store.common.sum_holdings,
+        in units of 1e-8) without reading the ledger. A ledger written before the totals existed is summed
+        once, by the first call of either method.
+        """
 
     def get_settings(self) -> dict:
         """The dynamic settings (tradingEnabled, limits, exposures); {} when none were stored."""

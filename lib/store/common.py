@@ -97,3 +97,74 @@ def fill_entry(fill: Mapping[str, Any]) -> FillEntry:
     if not isinstance(strategies, (list, tuple, dict)) or not all(isinstance(name, str) for name in strategies):
         raise ValueError(f'fill {exec_id}: strategies must be a list of names or a dict keyed by name')
     return FillEntry(exec_id, utc(moment), tuple(sorted(set(strategies))), to_json(dict(fill), f'fill {exec_id}'))
+
+
+# --- running holdings: each account's position and strategies' parts per contract, kept with the ledger ----
+
+QUANTITY_DIGITS = 8
+UNITS_PER_SHARE = 10 ** QUANTITY_DIGITS     # holdings are summed in whole units, so the order of addition
+                                            # does not matter and the totals equal the ledger's sum exactly
+CONTRACT_FIELDS = ('conId', 'symbol', 'secType', 'localSymbol', 'currency')
+
+
+@dataclass(frozen=True)
+class HoldingChange:
+    """What one ledger entry adds to its account's holding of its contract, in units (1e-8 of a share)."""
+
+    account: str
+    con_id: int
+    contract: dict
+    position: int
+    strategies: dict[str, int]
+
+
+def to_units(quantity: float) -> int:
+    """A quantity in whole units of 10^-QUANTITY_DIGITS (the ledger's rounding)."""
+    return round(quantity * UNITS_PER_SHARE)
+
+
+def holding_change(fill: Mapping[str, Any]) -> HoldingChange | None:
+    """The change a ledger entry (an execution or an internal transfer) makes to the running holdings;
+    None for a fill without account, conId and quantity (it moves no holding)."""
+    account, con_id, quantity = fill.get('account'), fill.get('conId'), fill.get('quantity')
+    if not isinstance(account, str) or not isinstance(con_id, int) or isinstance(quantity, bool) \
+            or not isinstance(quantity, (int, float)):
+        return None
+    parts = fill.get('strategies')
+    parts = parts if isinstance(parts, dict) else {}
+    return HoldingChange(account, con_id, {name: fill.get(name) for name in CONTRACT_FIELDS},
+                         to_units(quantity), {name: to_units(part) for name, part in parts.items()})
+
+
+def add_change(row: dict | None, change: HoldingChange) -> dict:
+    """A stored holding row (units) with `change` added: {account, conId, contract, position, strategies}."""
+    strategies = dict(row['strategies']) if row else {}
+    for name, units in change.strategies.items():
+        strategies[name] = strategies.get(name, 0) + units
+    return {'account': change.account, 'conId': change.con_id, 'contract': change.contract,
+            'position': (row['position'] if row else 0) + change.position,
+            'strategies': {name: units for name, units in sorted(strategies.items()) if units}}
+
+
+def is_empty(row: Mapping[str, Any]) -> bool:
+    """A holding with no position and no strategy's part (it need not be kept)."""
+    return not row['position'] and not any(row['strategies'].values())
+
+
+def holding_view(row: Mapping[str, Any]) -> dict:
+    """A stored holding row as the Store returns it: quantities in shares, zero parts left out."""
+    return {'conId': row['conId'], 'contract': dict(row['contract']),
+            'position': row['position'] / UNITS_PER_SHARE,
+            'strategies': {name: units / UNITS_PER_SHARE for name, units in sorted(row['strategies'].items())
+                           if units}}
+
+
+def sum_holdings(fills: list[Mapping[str, Any]]) -> dict[tuple[str, int], dict]:
+    """(account, conId) -> the holding row (units) the ledger entries add up to; empty rows left out."""
+    rows: dict[tuple[str, int], dict] = {}
+    for fill in fills:
+        change = holding_change(fill)
+        if change is not None:
+            key = (change.account, change.con_id)
+            rows[key] = add_change(rows.get(key), change)
+    return {key: row for key, row in rows.items() if not is_empty(row)}

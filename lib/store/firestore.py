@@ -9,6 +9,10 @@ Layout (document ids of runs, targets and fills are the sha256 hex of the key, b
 - `fills/{sha256(execId)}`: execId, time, strategies (array of names), fill (the fill as JSON text);
 - `leases/{sha256(name)}`: name, holder, leaseUntil (one order-placing run per account at a time);
 - `cursors/{sha256(name)}`: name, value (JSON text): how far incremental work (booking executions) has got;
+- `holdings/{sha256(account, conId)}`: account, conId, contract (map), position and strategies (map name ->
+  part), in integer units of 1e-8 share: the account's running holding of the contract, incremented in the
+  same atomic write that creates a new fill; `ledgerState/holdings` says they are kept (absent: the ledger
+  was written by older code and is summed once, in a transaction, by the first store call that needs them);
 - `settings/trading`: the dynamic settings as plain fields (tradingEnabled, exposure, limits, ...),
   meant to be edited in the console.
 
@@ -37,14 +41,16 @@ from google.cloud.firestore_v1.field_path import FieldPath
 
 from lib.store import Claim, ClaimRecord, Lease, StoreUnavailable
 from lib.store.common import (
-    HISTORY_COLLECTION, HISTORY_EXPIRY_FIELD, clean_settings, clean_targets, existing_outcome, fill_entry, lease_end,
-    to_json,
+    HISTORY_COLLECTION, HISTORY_EXPIRY_FIELD, HoldingChange, clean_settings, clean_targets, existing_outcome,
+    fill_entry, holding_change, holding_view, is_empty, lease_end, sum_holdings, to_json,
 )
 from lib.times import iso, utc
 
 SETTINGS_DOCUMENT = ('settings', 'trading')
 HISTORY = HISTORY_COLLECTION   # the deploy sets a TTL policy on its HISTORY_EXPIRY_FIELD
 CURSORS = 'cursors'
+HOLDINGS = 'holdings'
+HOLDINGS_KEPT = ('ledgerState', 'holdings')
 HISTORY_SCAN_FACTOR = 20       # runs read per run wanted when filtering by intent
 HISTORY_SCAN_MAX = 1000
 CONDITIONAL_WRITE_ATTEMPTS = 20
@@ -63,6 +69,7 @@ class FirestoreStore:
                                    multiplier=2.0, timeout=timeout)
         self._lock = threading.Lock()
         self._client: firestore.Client | None = None
+        self._totals_kept = False     # seen ledgerState/holdings (it is never removed)
 
     def claim(self, key: str, run_id: str, lease_seconds: float, now: datetime) -> Claim:
         now = utc(now)
@@ -170,15 +177,58 @@ class FirestoreStore:
             self._doc('targets', strategy).set(fields, **self._call())
 
     def record_fill(self, fill: dict) -> bool:
-        entry = fill_entry(fill)
+        entry, change = fill_entry(fill), holding_change(fill)
         fields = {'execId': entry.exec_id, 'time': entry.time, 'strategies': list(entry.strategies),
                   'fill': entry.text}
         with self._unavailable_on_error():
+            self._keep_totals()
+            # one atomic commit: the create fails if the execId is recorded, and then nothing is added
+            batch = self._client_or_connect().batch()
+            batch.create(self._doc('fills', entry.exec_id), fields)
+            if change is not None:
+                batch.set(self._holding_doc(change.account, change.con_id), _increments(change), merge=True)
             try:
-                self._doc('fills', entry.exec_id).create(fields, **self._call())
+                batch.commit(**self._call())
             except gexc.AlreadyExists:
                 return False
         return True
+
+    def holdings(self, account: str) -> list[dict]:
+        with self._unavailable_on_error():
+            self._keep_totals()
+            query = self._client_or_connect().collection(HOLDINGS).where(filter=FieldFilter('account', '==', account))
+            rows = [_holding_row(snapshot.to_dict()) for snapshot in query.stream(**self._call())]
+        return [holding_view(row) for row in sorted(rows, key=lambda row: row['conId']) if not is_empty(row)]
+
+    def _keep_totals(self) -> None:
+        """Sum the ledger into the holdings once, if older code wrote it without them.
+
+        A transaction reading the marker: of two runs summing at once, one commits and the other is retried
+        and finds the marker. A fill is added (with its increment) only after its writer has seen the marker
+        committed, so the sum and the increments never count one fill twice.
+        """
+        if self._totals_kept:
+            return
+        client = self._client_or_connect()
+        marker = client.document(*HOLDINGS_KEPT)
+
+        @firestore.transactional
+        def sum_once(transaction: firestore.Transaction) -> None:
+            if marker.get(transaction=transaction, timeout=self.timeout).exists:
+                return
+            fills = [json.loads(snapshot.get('fill'))
+                     for snapshot in client.collection('fills').stream(transaction=transaction, timeout=self.timeout)]
+            for snapshot in client.collection(HOLDINGS).stream(transaction=transaction, timeout=self.timeout):
+                transaction.delete(snapshot.reference)
+            for row in sum_holdings(fills).values():
+                transaction.set(self._holding_doc(row['account'], row['conId']), row)
+            transaction.set(marker, {'summedAt': firestore.SERVER_TIMESTAMP, 'fills': len(fills)})
+
+        sum_once(client.transaction(max_attempts=CONDITIONAL_WRITE_ATTEMPTS))
+        self._totals_kept = True
+
+    def _holding_doc(self, account: str, con_id: int) -> firestore.DocumentReference:
+        return self._doc(HOLDINGS, json.dumps([account, con_id]))
 
     def fills(self, *, since: datetime | None = None, strategy: str | None = None) -> list[dict]:
         # One filter on the server keeps to single-field indexes (no composite index to deploy);
@@ -287,6 +337,20 @@ class FirestoreStore:
             yield
         except (gexc.GoogleAPIError, auth_exceptions.GoogleAuthError) as exc:
             raise StoreUnavailable(f'Firestore {self.project}/{self.database}: {exc}') from exc
+
+
+def _increments(change: HoldingChange) -> dict[str, Any]:
+    """The merge that adds `change` to its holding document (created at zero if absent)."""
+    fields: dict[str, Any] = {'account': change.account, 'conId': change.con_id, 'contract': change.contract,
+                              'position': firestore.Increment(change.position)}
+    if change.strategies:     # an empty map given to a merge would replace the stored one
+        fields['strategies'] = {name: firestore.Increment(units) for name, units in change.strategies.items()}
+    return fields
+
+
+def _holding_row(fields: dict[str, Any]) -> dict:
+    return {'account': fields['account'], 'conId': fields['conId'], 'contract': fields.get('contract') or {},
+            'position': fields.get('position', 0), 'strategies': fields.get('strategies') or {}}
 
 
 def _finished_with(fields: dict[str, Any], run_id: str, result_text: str) -> bool:

@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lib.store import Claim, ClaimRecord, Lease, StoreUnavailable
-from lib.store.common import clean_settings, clean_targets, existing_outcome, fill_entry, lease_end, to_json
+from lib.store.common import (
+    add_change, clean_settings, clean_targets, existing_outcome, fill_entry, holding_change, holding_view, is_empty,
+    lease_end, sum_holdings, to_json,
+)
 from lib.times import iso, utc
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -43,7 +46,13 @@ CREATE TABLE IF NOT EXISTS history (
 CREATE INDEX IF NOT EXISTS history_by_time ON history (finished_us);
 CREATE INDEX IF NOT EXISTS history_by_expiry ON history (keep_until_us);
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS holdings (
+    account TEXT NOT NULL, con_id INTEGER NOT NULL, holding TEXT NOT NULL, PRIMARY KEY (account, con_id)
+);
+CREATE TABLE IF NOT EXISTS ledger_state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# the ledger_state row saying the holdings table holds the ledger's sum (absent in a file of older code)
+_TOTALS_KEPT = "holdings-kept"
 
 
 class SqliteStore:
@@ -54,6 +63,7 @@ class SqliteStore:
         self.timeout = timeout
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
+        self._totals_kept = False     # seen the holdings kept (it never stops being so)
 
     def claim(self, key: str, run_id: str, lease_seconds: float, now: datetime) -> Claim:
         now = utc(now)
@@ -130,13 +140,42 @@ class SqliteStore:
                        (strategy, text, now.isoformat(), run_id))
 
     def record_fill(self, fill: dict) -> bool:
-        entry = fill_entry(fill)
+        entry, change = fill_entry(fill), holding_change(fill)
         with self._transaction() as db:
-            return db.execute(
+            self._keep_totals(db)
+            new = db.execute(
                 'INSERT INTO fills (exec_id, time_us, strategies, fill) VALUES (?, ?, ?, ?) '
                 'ON CONFLICT (exec_id) DO NOTHING',
                 (entry.exec_id, _micros(entry.time), to_json(list(entry.strategies), 'strategies'),
                  entry.text)).rowcount == 1
+            if new and change is not None:
+                row = db.execute('SELECT holding FROM holdings WHERE account = ? AND con_id = ?',
+                                 (change.account, change.con_id)).fetchone()
+                _put_holding(db, add_change(None if row is None else _loads(row[0]), change))
+        self._totals_kept = True
+        return new
+
+    def holdings(self, account: str) -> list[dict]:
+        if not self._totals_kept:
+            with self._transaction() as db:
+                self._keep_totals(db)
+            self._totals_kept = True
+        with self._reading() as db:
+            rows = db.execute('SELECT holding FROM holdings WHERE account = ? ORDER BY con_id', (account,)).fetchall()
+        return [holding_view(_loads(row[0])) for row in rows]
+
+    def _keep_totals(self, db: sqlite3.Connection) -> None:
+        """In a write transaction: sum the ledger into the holdings once, if older code wrote it without them.
+
+        BEGIN IMMEDIATE serialises this with every other writer of the file: one run sums, the others see it done.
+        """
+        if self._totals_kept or db.execute('SELECT 1 FROM ledger_state WHERE name = ?', (_TOTALS_KEPT,)).fetchone():
+            return
+        db.execute('DELETE FROM holdings')
+        for row in sum_holdings([_loads(text) for (text,) in db.execute('SELECT fill FROM fills')]).values():
+            _put_holding(db, row)
+        db.execute('INSERT INTO ledger_state (name, value) VALUES (?, ?)',
+                   (_TOTALS_KEPT, to_json({'summedAt': iso(datetime.now(timezone.utc))}, 'ledger state')))
 
     def fills(self, *, since: datetime | None = None, strategy: str | None = None) -> list[dict]:
         since_us = None if since is None else _micros(utc(since, 'since'))
@@ -257,6 +296,14 @@ def _read_claim(db: sqlite3.Connection, key: str) -> ClaimRecord | None:
     run_id, status, lease_until, attempt, created_at, result = row
     return ClaimRecord(key, run_id, status, datetime.fromisoformat(lease_until), attempt,
                        datetime.fromisoformat(created_at), None if result is None else _loads(result))
+
+
+def _put_holding(db: sqlite3.Connection, row: dict) -> None:
+    if is_empty(row):
+        db.execute('DELETE FROM holdings WHERE account = ? AND con_id = ?', (row['account'], row['conId']))
+    else:
+        db.execute('INSERT OR REPLACE INTO holdings (account, con_id, holding) VALUES (?, ?, ?)',
+                   (row['account'], row['conId'], to_json(row, 'holding')))
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

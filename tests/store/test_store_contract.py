@@ -356,3 +356,117 @@ def test_a_cursor_is_replaced_whole_and_names_are_apart(store: Store):
     assert store.get_cursor('executions-booked:DU999') == {'through': '2026-01-05T09:00:00Z'}
     with pytest.raises(ValueError):
         store.put_cursor(name, {'through': math.nan})
+
+
+# --- running holdings: the ledger's sum, kept as fills are recorded -----------------------------------
+
+HOLDER = 'DU1234567'
+SPY = {'conId': 756733, 'symbol': 'SPY', 'secType': 'STK', 'localSymbol': 'SPY', 'currency': 'USD'}
+MNQ = {'conId': 654503314, 'symbol': 'MNQ', 'secType': 'FUT', 'localSymbol': 'MNQZ6', 'currency': 'USD'}
+
+
+def _execution(exec_id: str, contract: dict, quantity: float, parts: dict, *, account: str = HOLDER,
+               minutes: int = 0) -> dict:
+    """A ledger entry as lib.ledger.ledger_entry writes one."""
+    return {'execId': exec_id, 'time': (T0 + timedelta(minutes=minutes)).isoformat(), 'account': account,
+            'orderRef': f'ibj:0123456789:{exec_id}' if parts else None, 'permId': 1, 'orderId': 1, 'clientId': 7,
+            **contract, 'side': 'BOT' if quantity > 0 else 'SLD', 'shares': abs(quantity), 'quantity': quantity,
+            'price': 100.0, 'commission': 1.0, 'commissionCurrency': 'USD', 'realizedPNL': 0.0,
+            'strategies': parts, 'commissions': {}}
+
+
+def _ledger_sum(store: Store, account: str) -> list[dict]:
+    """What the whole ledger adds up to (lib.ledger.holdings), in the shape Store.holdings returns."""
+    from lib.ledger import holdings
+    return [{'conId': h.con_id, 'contract': h.contract, 'position': h.position, 'strategies': h.strategies}
+            for h in holdings(store.fills(), account).values()]
+
+
+def test_holdings_are_the_ledgers_sum_after_bookings_refetches_and_transfers(store: Store):
+    from lib.ledger import transfer_entry
+    assert store.holdings(HOLDER) == []
+    assert store.record_fill(_execution('e1', SPY, 100, {'dummy': 60.0, 'spy-macd-vixy': 40.0})) is True
+    # re-fetched behind the booking cursor: the same execId, never counted twice (whatever it says now)
+    assert store.record_fill(_execution('e1', SPY, 100, {'dummy': 60.0, 'spy-macd-vixy': 40.0})) is False
+    assert store.record_fill(_execution('e1', SPY, 999, {'dummy': 999.0})) is False
+    assert store.record_fill(_execution('e2', SPY, -30, {}, minutes=1)) is True               # manual
+    transfer = transfer_entry('ibj:0123456789:1', SPY, HOLDER, {'dummy': -20.0, 'spy-macd-vixy': 20.0}, 100.0,
+                              (T0 + timedelta(minutes=2)).isoformat())
+    assert store.record_fill(transfer) is True and store.record_fill(transfer) is False
+    for n in range(3):                                    # 0.1 three times: 0.3 exactly, as the ledger rounds
+        assert store.record_fill(_execution(f'f{n}', MNQ, 0.1, {'dummy': 0.1}, minutes=3 + n))
+    assert store.record_fill(_execution('o1', MNQ, 2, {'other': 2.0}, account='DU999', minutes=9))
+    for n, quantity in enumerate((5, -5)):                # bought and sold back: nothing held, nothing listed
+        store.record_fill(_execution(f'z{n}', {**SPY, 'conId': 1, 'localSymbol': 'Z'}, quantity, {'dummy': quantity}))
+    store.record_fill(_fill('untagged', 0, ['dummy']))   # a fill without account or contract moves no holding
+
+    expected = [{'conId': 756733, 'contract': SPY, 'position': 70.0, 'strategies': {'dummy': 40.0,
+                                                                                    'spy-macd-vixy': 60.0}},
+                {'conId': 654503314, 'contract': MNQ, 'position': 0.3, 'strategies': {'dummy': 0.3}}]
+    assert sorted(store.holdings(HOLDER), key=lambda h: -h['position']) == expected
+    assert store.holdings(HOLDER) == _ledger_sum(store, HOLDER)
+    assert store.holdings('DU999') == [{'conId': 654503314, 'contract': MNQ, 'position': 2.0,
+                                        'strategies': {'other': 2.0}}]
+    assert store.holdings('nobody') == []
+
+
+def test_concurrent_bookings_of_the_same_fills_count_each_once(new_store):
+    stores = [new_store(), new_store()]           # two connections to one file, two Firestore clients
+    entries = [_execution(f'c{n}', SPY if n % 3 else MNQ, (n % 5) - 1.5, {'dummy': (n % 5) - 2.0} if n % 2 else {},
+                          minutes=n) for n in range(24)]
+
+    recorded = run_concurrently(2, lambda i: [stores[i].record_fill(e) for e in (entries if i else entries[::-1])])
+
+    assert [a + b for a, b in zip(recorded[0][::-1], recorded[1])] == [1] * len(entries)   # each new exactly once
+    assert stores[0].holdings(HOLDER) == stores[1].holdings(HOLDER) == _ledger_sum(stores[0], HOLDER)
+    position = sum((n % 5) - 1.5 for n in range(24) if n % 3)
+    assert [h['position'] for h in stores[0].holdings(HOLDER) if h['conId'] == SPY['conId']] == [position]
+
+
+def _record_as_older_code(store: Store, fill: dict) -> None:
+    """Write a fill the way the store did before it kept holdings: the ledger alone."""
+    from lib.store.common import fill_entry
+    entry = fill_entry(fill)
+    if hasattr(store, 'path'):
+        import sqlite3
+        with sqlite3.connect(store.path) as db:
+            db.execute('CREATE TABLE IF NOT EXISTS fills (exec_id TEXT PRIMARY KEY, time_us INTEGER NOT NULL, '
+                       'strategies TEXT NOT NULL, fill TEXT NOT NULL)')
+            db.execute('INSERT INTO fills VALUES (?, ?, ?, ?)',
+                       (entry.exec_id, (entry.time - datetime(1970, 1, 1, tzinfo=timezone.utc))
+                        // timedelta(microseconds=1), json.dumps(list(entry.strategies)), entry.text))
+        db.close()
+    else:
+        import hashlib
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import firestore
+        client = firestore.Client(project=store.project, credentials=AnonymousCredentials())
+        client._emulator_host = store.emulator_host
+        client.collection('fills').document(hashlib.sha256(entry.exec_id.encode()).hexdigest()).create(
+            {'execId': entry.exec_id, 'time': entry.time, 'strategies': list(entry.strategies), 'fill': entry.text})
+        client.close()
+
+
+def test_a_ledger_written_before_holdings_were_kept_is_summed_once_even_by_two_runs_at_once(new_store):
+    first = new_store()
+    older = [_execution(f'old{n}', SPY, 10.0 if n % 2 else -4.0, {'dummy': 10.0} if n % 2 else {}, minutes=n)
+             for n in range(30)]
+    for entry in older:
+        _record_as_older_code(first, entry)
+    first.close()
+    stores = [new_store() for _ in range(4)]        # four new runs start on it at once
+    newer = [_execution(f'new{n}', SPY, 1.0, {'dummy': 1.0}, minutes=100 + n) for n in range(4)]
+
+    def run(i: int) -> list:
+        if i % 2:
+            return stores[i].holdings(HOLDER)
+        return [stores[i].record_fill(newer[i]), stores[i].record_fill(older[i]), stores[i].record_fill(newer[i + 1])]
+
+    results = run_concurrently(4, run)
+
+    assert results[0] == [True, False, True] and results[2][1] is False
+    expected = [{'conId': SPY['conId'], 'contract': SPY, 'position': 15 * 10.0 - 15 * 4.0 + 4,
+                 'strategies': {'dummy': 150.0 + 4}}]
+    assert new_store().holdings(HOLDER) == expected == _ledger_sum(stores[0], HOLDER)
+    assert stores[1].record_fill(_execution('later', SPY, -4.0, {'dummy': -4.0}, minutes=200))
+    assert stores[3].holdings(HOLDER)[0]['strategies'] == {'dummy': 150.0}
