@@ -11,7 +11,8 @@ Layout (document ids of runs, targets and fills are the sha256 hex of the key, b
 - `cursors/{sha256(name)}`: name, value (JSON text): how far incremental work (booking executions) has got;
 - `holdings/{sha256(account, conId)}`: account, conId, contract (map), position and strategies (map name ->
   part), in integer units of 1e-8 share: the account's running holding of the contract, incremented in the
-  same atomic write that creates a new fill; `ledgerState/holdings` says they are kept (absent: the ledger
+  same atomic write that creates a new fill (one that is back to zero is deleted when next read, unless it
+  changed since); `ledgerState/holdings` says they are kept (absent: the ledger
   was written by older code and is summed once, in a transaction, by the first store call that needs them);
 - `settings/trading`: the dynamic settings as plain fields (tradingEnabled, exposure, limits, ...),
   meant to be edited in the console.
@@ -197,8 +198,21 @@ class FirestoreStore:
         with self._unavailable_on_error():
             self._keep_totals()
             query = self._client_or_connect().collection(HOLDINGS).where(filter=FieldFilter('account', '==', account))
-            rows = [_holding_row(snapshot.to_dict()) for snapshot in query.stream(**self._call())]
-        return [holding_view(row) for row in sorted(rows, key=lambda row: row['conId']) if not is_empty(row)]
+            rows = []
+            for snapshot in query.stream(**self._call()):
+                row = _holding_row(snapshot.to_dict())
+                if is_empty(row):     # nothing held any more: deleted unless an increment came since
+                    self._delete_unchanged(snapshot)
+                else:
+                    rows.append(row)
+        return [holding_view(row) for row in sorted(rows, key=lambda row: row['conId'])]
+
+    def _delete_unchanged(self, snapshot: firestore.DocumentSnapshot) -> None:
+        option = self._client_or_connect().write_option(last_update_time=snapshot.update_time)
+        try:
+            snapshot.reference.delete(option=option, **self._call())
+        except (gexc.FailedPrecondition, gexc.NotFound):
+            pass
 
     def _keep_totals(self) -> None:
         """Sum the ledger into the holdings once, if older code wrote it without them.
@@ -211,6 +225,9 @@ class FirestoreStore:
             return
         client = self._client_or_connect()
         marker = client.document(*HOLDINGS_KEPT)
+        if marker.get(**self._call()).exists:     # as it is, but once, on a ledger older code wrote
+            self._totals_kept = True
+            return
 
         @firestore.transactional
         def sum_once(transaction: firestore.Transaction) -> None:
@@ -224,7 +241,10 @@ class FirestoreStore:
                 transaction.set(self._holding_doc(row['account'], row['conId']), row)
             transaction.set(marker, {'summedAt': firestore.SERVER_TIMESTAMP, 'fills': len(fills)})
 
-        sum_once(client.transaction(max_attempts=CONDITIONAL_WRITE_ATTEMPTS))
+        try:
+            sum_once(client.transaction(max_attempts=CONDITIONAL_WRITE_ATTEMPTS))
+        except ValueError as exc:    # the transaction's own bookkeeping after a failed call (no rollback to do)
+            raise StoreUnavailable(f'Firestore {self.project}/{self.database}: summing the ledger: {exc}') from exc
         self._totals_kept = True
 
     def _holding_doc(self, account: str, con_id: int) -> firestore.DocumentReference:

@@ -297,6 +297,7 @@ def unreachable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     lambda s: s.put_targets('dummy', {'SPY': 1.0}, 'run-1', T0),
     lambda s: s.record_fill(_fill('x', 0, [])),
     lambda s: s.fills(),
+    lambda s: s.holdings('DU1234567'),
     lambda s: s.get_settings(),
     lambda s: s.put_settings({'tradingEnabled': True}),
     lambda s: s.take_lease(ACCOUNT_LEASE, 'run-1', 60, T0),
@@ -304,7 +305,7 @@ def unreachable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     lambda s: s.stuck_claims(T0),
     lambda s: s.get_cursor('c'),
     lambda s: s.put_cursor('c', {}),
-], ids=['claim', 'finish', 'get_claim', 'get_targets', 'put_targets', 'record_fill', 'fills', 'get_settings',
+], ids=['claim', 'finish', 'get_claim', 'get_targets', 'put_targets', 'record_fill', 'fills', 'holdings', 'get_settings',
         'put_settings', 'take_lease', 'release_lease', 'stuck_claims', 'get_cursor', 'put_cursor'])
 def test_unreachable_backend_raises_store_unavailable(unreachable_store: Store, operation):
     started = time.monotonic()
@@ -408,6 +409,27 @@ def test_holdings_are_the_ledgers_sum_after_bookings_refetches_and_transfers(sto
     assert store.holdings('DU999') == [{'conId': 654503314, 'contract': MNQ, 'position': 2.0,
                                         'strategies': {'other': 2.0}}]
     assert store.holdings('nobody') == []
+    # what is read stays what is held: the contract bought and sold back is no longer stored
+    assert _stored_holding_rows(store) == 3
+    assert store.record_fill(_execution('z2', {**SPY, 'conId': 1, 'localSymbol': 'Z'}, 1.0, {}))
+    assert [h['position'] for h in store.holdings(HOLDER) if h['conId'] == 1] == [1.0]
+
+
+def _stored_holding_rows(store: Store) -> int:
+    """How many holdings the backend stores (every account's), read past the Store."""
+    if hasattr(store, 'path'):
+        import sqlite3
+        with sqlite3.connect(store.path) as db:
+            count = db.execute('SELECT COUNT(*) FROM holdings').fetchone()[0]
+        db.close()
+        return count
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import firestore
+    client = firestore.Client(project=store.project, credentials=AnonymousCredentials())
+    client._emulator_host = store.emulator_host
+    count = len(list(client.collection('holdings').stream()))
+    client.close()
+    return count
 
 
 def test_concurrent_bookings_of_the_same_fills_count_each_once(new_store):
