@@ -396,7 +396,7 @@ def test_holdings_are_the_ledgers_sum_after_bookings_refetches_and_transfers(sto
     assert store.record_fill(transfer) is True and store.record_fill(transfer) is False
     for n in range(3):                                    # 0.1 three times: 0.3 exactly, as the ledger rounds
         assert store.record_fill(_execution(f'f{n}', MNQ, 0.1, {'dummy': 0.1}, minutes=3 + n))
-    assert store.record_fill(_execution('o1', MNQ, 2, {'other': 2.0}, account='DU999', minutes=9))
+    assert store.record_fill(_execution('o1', MNQ, 2, {'odd.name `ü`': 2.0}, account='DU999', minutes=9))
     for n, quantity in enumerate((5, -5)):                # bought and sold back: nothing held, nothing listed
         store.record_fill(_execution(f'z{n}', {**SPY, 'conId': 1, 'localSymbol': 'Z'}, quantity, {'dummy': quantity}))
     store.record_fill(_fill('untagged', 0, ['dummy']))   # a fill without account or contract moves no holding
@@ -407,7 +407,7 @@ def test_holdings_are_the_ledgers_sum_after_bookings_refetches_and_transfers(sto
     assert sorted(store.holdings(HOLDER), key=lambda h: -h['position']) == expected
     assert store.holdings(HOLDER) == _ledger_sum(store, HOLDER)
     assert store.holdings('DU999') == [{'conId': 654503314, 'contract': MNQ, 'position': 2.0,
-                                        'strategies': {'other': 2.0}}]
+                                        'strategies': {'odd.name `ü`': 2.0}}]
     assert store.holdings('nobody') == []
     # what is read stays what is held: the contract bought and sold back is no longer stored
     assert _stored_holding_rows(store) == 3
