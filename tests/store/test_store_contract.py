@@ -12,6 +12,7 @@ import pytest
 
 from lib.store import Claim, Store, StoreUnavailable, open_store
 from tests.emulators import free_port
+from tests.store import raw
 
 T0 = datetime(2026, 3, 2, 14, 30, 0, 123456, tzinfo=timezone.utc)
 KEY = 'allocation/2026-03-02T14:30Z/ab12'      # keys may contain '/' and ':'
@@ -410,26 +411,9 @@ def test_holdings_are_the_ledgers_sum_after_bookings_refetches_and_transfers(sto
                                         'strategies': {'odd.name `ü`': 2.0}}]
     assert store.holdings('nobody') == []
     # what is read stays what is held: the contract bought and sold back is no longer stored
-    assert _stored_holding_rows(store) == 3
+    assert raw.stored_holding_rows(store) == 3
     assert store.record_fill(_execution('z2', {**SPY, 'conId': 1, 'localSymbol': 'Z'}, 1.0, {}))
     assert [h['position'] for h in store.holdings(HOLDER) if h['conId'] == 1] == [1.0]
-
-
-def _stored_holding_rows(store: Store) -> int:
-    """How many holdings the backend stores (every account's), read past the Store."""
-    if hasattr(store, 'path'):
-        import sqlite3
-        with sqlite3.connect(store.path) as db:
-            count = db.execute('SELECT COUNT(*) FROM holdings').fetchone()[0]
-        db.close()
-        return count
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import firestore
-    client = firestore.Client(project=store.project, credentials=AnonymousCredentials())
-    client._emulator_host = store.emulator_host
-    count = len(list(client.collection('holdings').stream()))
-    client.close()
-    return count
 
 
 def test_concurrent_bookings_of_the_same_fills_count_each_once(new_store):
@@ -445,38 +429,11 @@ def test_concurrent_bookings_of_the_same_fills_count_each_once(new_store):
     assert [h['position'] for h in stores[0].holdings(HOLDER) if h['conId'] == SPY['conId']] == [position]
 
 
-def _record_as_older_code(store: Store, fills: list[dict]) -> None:
-    """Write fills the way the store did before it kept holdings: the ledger alone."""
-    from lib.store.common import fill_entry
-    entries = [fill_entry(fill) for fill in fills]
-    if hasattr(store, 'path'):
-        import sqlite3
-        with sqlite3.connect(store.path) as db:
-            db.execute('CREATE TABLE IF NOT EXISTS fills (exec_id TEXT PRIMARY KEY, time_us INTEGER NOT NULL, '
-                       'strategies TEXT NOT NULL, fill TEXT NOT NULL)')
-            db.executemany('INSERT INTO fills VALUES (?, ?, ?, ?)', [
-                (e.exec_id, (e.time - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1),
-                 json.dumps(list(e.strategies)), e.text) for e in entries])
-        db.close()
-    else:
-        import hashlib
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud import firestore
-        client = firestore.Client(project=store.project, credentials=AnonymousCredentials())
-        client._emulator_host = store.emulator_host
-        batch = client.batch()
-        for e in entries:
-            batch.create(client.collection('fills').document(hashlib.sha256(e.exec_id.encode()).hexdigest()),
-                         {'execId': e.exec_id, 'time': e.time, 'strategies': list(e.strategies), 'fill': e.text})
-        batch.commit()
-        client.close()
-
-
 def test_a_ledger_written_before_holdings_were_kept_is_summed_once_even_by_two_runs_at_once(new_store):
     first = new_store()
     older = [_execution(f'old{n}', SPY, 10.0 if n % 2 else -4.0, {'dummy': 10.0} if n % 2 else {}, minutes=n)
              for n in range(30)]
-    _record_as_older_code(first, older)
+    raw.record_as_older_code(first, older)
     first.close()
     stores = [new_store(), new_store()]        # two new runs start on it at once: one books, one reads
     newer = [_execution(f'new{n}', SPY, 1.0, {'dummy': 1.0}, minutes=100 + n) for n in range(2)]
@@ -495,23 +452,7 @@ def test_a_ledger_written_before_holdings_were_kept_is_summed_once_even_by_two_r
     assert stores[1].record_fill(_execution('later', SPY, -2.0, {'dummy': -2.0}, minutes=200))
     assert stores[0].holdings(HOLDER)[0]['strategies'] == {'dummy': 150.0}
     # summed once: a later run (a new process) reads the kept holdings, not the ledger (probed by emptying it)
-    _empty_the_ledger(stores[0])
+    raw.empty_the_ledger(stores[0])
     assert new_store().holdings(HOLDER)[0]['strategies'] == {'dummy': 150.0}
 
 
-def _empty_the_ledger(store: Store) -> None:
-    """Delete every fill past the Store (a probe: holdings must not come from the ledger)."""
-    if hasattr(store, 'path'):
-        import sqlite3
-        with sqlite3.connect(store.path) as db:
-            db.execute('DELETE FROM fills')
-        db.close()
-    else:
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud import firestore
-        client = firestore.Client(project=store.project, credentials=AnonymousCredentials())
-        client._emulator_host = store.emulator_host
-        for snapshot in client.collection('fills').stream():
-            snapshot.reference.delete()
-        client.close()
-    assert store.fills() == []

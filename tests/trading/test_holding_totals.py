@@ -1,7 +1,8 @@
 """Allocation sizes from the running holdings the store keeps, not from the whole fills ledger.
 
 Counted where it lands: the SQL statements the store's SQLite connection runs (sqlite3's trace callback),
-and the orders at the simulated gateway.
+and the orders at the simulated gateway. The intent code is the same on Firestore; that its Store.holdings
+does not come from the ledger is shown in tests/store/test_store_contract.py (the ledger emptied behind it).
 """
 from __future__ import annotations
 
