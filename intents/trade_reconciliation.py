@@ -30,6 +30,9 @@ from lib.ledger import (
 )
 from lib.market_data import gateway_time
 from lib.problems import HOLDINGS_MISMATCH, MISSED_DAY, POSITION_DRIFT, problem
+from lib.store import Store
+
+LEDGER_READS = 3
 
 
 class TradeReconciliation(Intent):
@@ -43,7 +46,7 @@ class TradeReconciliation(Intent):
         # all of the day's executions, not only those since the last booking: the daily check also
         # catches one that reached the gateway later than the booking overlap allows for
         booking = await book_executions(ib, store, account, now, incremental=False)
-        ledger = [f for f in await asyncio.to_thread(store.fills) if f.get('account') == account]
+        ledger, kept = await asyncio.to_thread(ledger_and_holdings, store, account)
         last_day, missed = await asyncio.to_thread(last_reconciled_day, store, account, today)
         started = min((entry['time'][:10] for entry in ledger), default=today.isoformat())
         missed = [day for day in missed if day.isoformat() >= started]     # since the ledger has entries
@@ -60,8 +63,7 @@ class TradeReconciliation(Intent):
         problems = [problem(POSITION_DRIFT, f'{row["contract"]["localSymbol"]}: the gateway holds {row["actual"]:g}, '
                                             f'the fills ledger expects {row["expected"]:g}', contract=row['contract'])
                     for row in drift]
-        mismatches = totals_mismatches(ledger_sum(ledger, account),
-                                       await asyncio.to_thread(stored_holdings, store, account))
+        mismatches = totals_mismatches(ledger_sum(ledger, account), kept)
         problems += booking.problems() + gaps + [
             problem(HOLDINGS_MISMATCH, f'{row["contract"].get("localSymbol")}: the running holdings keep '
                                        f'{row["kept"]}, the fills ledger sums to {row["ledger"]}; allocation and '
@@ -101,6 +103,21 @@ def compare_holdings(ledger: list[dict], positions: dict[int, tuple]) -> list[di
         row['unattributed'] = round(row['expected'] - sum(row['byStrategy'].values()), QUANTITY_DIGITS)
         row['drift'] = round(row['actual'] - row['expected'], QUANTITY_DIGITS)
     return sorted(rows.values(), key=lambda row: row['contract']['localSymbol'])
+
+
+def ledger_and_holdings(store: Store, account: str) -> tuple[list[dict], dict[int, Holding]]:
+    """The account's ledger entries and the store's running holdings as of one moment.
+
+    The holdings are read before and after the ledger; when a run booked a fill in between (they differ),
+    both are read again (LEDGER_READS times at most), so that booking is not reported as a mismatch.
+    """
+    for _ in range(LEDGER_READS):
+        before = stored_holdings(store, account)
+        ledger = [f for f in store.fills() if f.get('account') == account]
+        after = stored_holdings(store, account)
+        if after == before:
+            break
+    return ledger, after
 
 
 def totals_mismatches(expected: dict[int, Holding], kept: dict[int, Holding]) -> list[dict]:

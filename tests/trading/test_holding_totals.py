@@ -12,6 +12,7 @@ import sqlite3
 from datetime import timedelta
 
 from lib.store.common import fill_entry
+from lib.store.sqlite import SqliteStore
 from strategies.dummy import daily_signal
 from tests.trading.support import ACCOUNT, OPEN_TIME
 
@@ -78,3 +79,27 @@ def test_reconciliation_reports_running_holdings_that_are_not_the_ledgers_sum(ri
     [row] = found.result['holdingsMismatch']
     assert row['ledger']['position'] == row['kept']['position'] + 1 == rig.position('SPY') + 1
     assert row['ledger']['strategies']['dummy'] == row['kept']['strategies']['dummy'] + 1
+
+
+def test_a_fill_booked_while_reconciliation_reads_the_ledger_is_no_mismatch(rig):
+    spy = spy_contract(rig)
+    rig.store.record_fill(history_entry(0, spy))
+    rig.sim.broker.set_position(ACCOUNT, rig.instrument('SPY'), 2, 500.0)
+    other = SqliteStore(rig.store.path)            # another run, on the same file
+    ledger_read = rig.store.fills
+
+    def fills_while_another_run_books(**kwargs):
+        entries = ledger_read(**kwargs)
+        other.record_fill(history_entry(1, spy))        # booked right after the first read (then already there)
+        return entries
+
+    rig.store.fills = fills_while_another_run_books
+    try:
+        first = rig.send('trade-reconciliation')
+    finally:
+        del rig.store.fills
+        other.close()
+
+    assert first.status == 'ok', first.error
+    assert first.result['holdingsMismatch'] == []
+    assert 'holdings-mismatch' not in [p['code'] for p in first.result['problems']]
