@@ -7,7 +7,7 @@ Allocation and close-all book the account's executions into the fills ledger bef
 (lib/ledger.book_executions). Booking is incremental: it fetches only the executions since the account's
 booking cursor, then read the account's running holdings from the store (Store.holdings, one small read).
 Two earlier versions are swapped in beside it: `ledger-read` books incrementally but then reads the whole
-fills ledger and sums it (`store.fills()` into `lib.ledger.holdings`, as before the running holdings), and
+fills ledger and sums it (`store.fills()` into `trading.ledger.holdings`, as before the running holdings), and
 `whole-day` also fetches all of the day's executions every time (`book_executions(..., incremental=False)`).
 Each gateway's account has its own SQLite store, so its ledger holds that level's executions. One simulated gateway per level and
 booking (a process each) gets one warm-up run of each intent, then the level's activity (bench/activity.py:
@@ -33,8 +33,9 @@ import lib.ibapi  # noqa: F401  (main thread import, see lib/ibapi.py)
 from bench.common import RunStart, median, table, write_report
 from bench.connect_cost import ACCOUNT, MARKET_OPEN, _check, _environment, run_once
 from bench.gateway import GatewayProcess
-from lib import ledger, log
+from lib import log
 from lib.config import Settings
+from trading import ledger
 
 BOOKINGS = ('incremental', 'ledger-read', 'whole-day')
 EXEC_DETAILS = 11

@@ -21,9 +21,9 @@ from functions.contract import IntentRequest, describe_validation_error
 from intents.registry import UnknownIntent, get_intent
 from intents.trading import build_strategy
 from lib.config import ConfigError
-from lib.exchange_calendar import nyse_holidays, regular_session
-from lib.session_window import ContractHours, SessionWindow, judge
-from lib.trading_config import load_trading_config
+from trading.exchange_calendar import nyse_holidays, regular_session
+from trading.session_window import ContractHours, SessionWindow, judge
+from trading.trading_config import load_trading_config
 from strategies.registry import strategy_names
 
 NEW_YORK = zoneinfo.ZoneInfo('America/New_York')

@@ -14,7 +14,7 @@ from deploy.steps import Always, Ref, Remove, StageFiles, Step, gcloud
 RUNTIME = 'python312'
 ENTRY_POINT = 'run_intent'
 # What the function needs at run time: its entry point, requirements, packages, trading config, schemas.
-SOURCE_FILES = ('main.py', 'requirements.txt', 'functions', 'intents', 'lib', 'strategies', 'config', 'schemas')
+SOURCE_FILES = ('main.py', 'requirements.txt', 'functions', 'intents', 'trading', 'lib', 'strategies', 'config', 'schemas')
 
 
 def source_dir(work_dir: Path) -> Path:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from lib.exchange_calendar import regular_session
+from trading.exchange_calendar import regular_session
 
 CALENDAR_ZONE = 'America/New_York'     # the zone the NYSE calendar's times are in
 GRACE_SECONDS = 60

@@ -4,7 +4,7 @@
 nothing is placed now and the message comes back; a bad config is rejected: ConfigError); the message no
 older than ORDER_MAX_AGE_SECONDS, whatever its maxAgeSeconds (StaleMessage); trading enabled
 (TradingDisabled; dry runs are let through and only plan; the store is read again before each order, see
-lib.orders). It answers `Admitted` (the context to run with, and the claim terms when the run must claim)
+trading.orders). It answers `Admitted` (the context to run with, and the claim terms when the run must claim)
 or the Outcome that ends the run.
 
 `claim` (once connected: a gateway outage never uses up a claim) takes the account's lease (one
@@ -31,10 +31,10 @@ from lib import log
 from lib.config import ConfigError, Settings
 from lib.crash import crash_point
 from lib.failures import Failure, failure_of
-from lib.idempotency import FinishedRun, IdempotencySettings, TooManyAttempts, claim_run, derive_key, legacy_claim
+from trading.idempotency import FinishedRun, IdempotencySettings, TooManyAttempts, claim_run, derive_key, legacy_claim
 from lib.store import ClaimRecord, Store, StoreUnavailable, open_store
 from lib.times import iso
-from lib.trading_config import load_trading_config
+from trading.trading_config import load_trading_config
 
 logger = log.get_logger(__name__)
 

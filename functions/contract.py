@@ -18,7 +18,7 @@ from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic.alias_generators import to_camel
 
 from intents.outcome import Status
-from lib.session_window import SessionWindow
+from trading.session_window import SessionWindow
 
 RESULT_SCHEMA = 'intent-result/v1'
 MAX_MESSAGE_ID_CHARS = 200          # Pub/Sub's are ~16 digits; a longer one is cut, not echoed whole

@@ -3,7 +3,7 @@
 It uses the function's own settings (STORE_BACKEND, SQLITE_PATH, GOOGLE_CLOUD_PROJECT, FIRESTORE_DATABASE,
 TRADING_MODE, TRADING_CONFIG_PATH, TRADING_ENABLED), so it reads and writes what the deployed function reads
 before each order. `on` and `off` write `tradingEnabled` to the store; any source that still disables
-trading is named (only the store can enable it: see lib.trading_config). `on` in live mode needs --yes.
+trading is named (only the store can enable it: see trading.trading_config). `on` in live mode needs --yes.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Mapping, TextIO
 
 from lib.config import ConfigError, Settings
 from lib.store import StoreUnavailable, open_store
-from lib.trading_config import TradingSwitch, trading_switch
+from trading.trading_config import TradingSwitch, trading_switch
 
 ACTIONS = ('status', 'on', 'off')
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

@@ -7,7 +7,7 @@ strategies' universe. Manual holdings (fills of orders that were not ours, in th
 A strategy with no opinion or an error keeps its last stored targets; without stored targets its
 contracts are left alone. Our open orders from earlier runs on these contracts are cancelled first.
 
-The executions since the last booking are booked into the ledger first (lib.ledger), so each strategy's holding is known:
+The executions since the last booking are booked into the ledger first (trading.ledger), so each strategy's holding is known:
 its own trade is its target minus that holding; what strategies' trades net out between them is booked
 as an internal transfer. A strategy's holding in a contract no longer in its universe (expired, rolled,
 removed from the config) is closed with a reduce-only order; one that cannot be closed is a problem that
@@ -28,13 +28,13 @@ from intents.trading import (
     ledger_holdings, strategy_bars, strategy_universe,
 )
 from lib.failures import Failure, failure_of
-from lib.idempotency import reference_of
-from lib.ledger import Holding
-from lib.market_data import ContractInfo, Quote, contract_info, fetch_bars, quotes
+from trading.idempotency import reference_of
+from trading.ledger import Holding
+from trading.market_data import ContractInfo, Quote, contract_info, fetch_bars, quotes
 from lib.ibapi import Contract, Position
-from lib.orders import ExecutionSettings, Leg, check_legs
+from trading.orders import ExecutionSettings, Leg, check_legs
 from lib.problems import NO_PRICE, NOT_CLOSED, STRATEGY_FAILED, problem
-from lib.sizing import strategy_trades, target_quantity
+from trading.sizing import strategy_trades, target_quantity
 from lib.times import iso
 from strategies.base import MarketData, check_targets
 

@@ -10,16 +10,16 @@ from pydantic.alias_generators import to_camel
 
 from intents.outcome import Outcome
 from lib.ibapi import Contract
-from lib.idempotency import RecordedOrder, legacy_reference, run_reference
-from lib.market_data import ContractInfo, contract_infos, gateway_time
+from trading.idempotency import RecordedOrder, legacy_reference, run_reference
+from trading.market_data import ContractInfo, contract_infos, gateway_time
 from lib.session import AccountState
-from lib.session_window import SessionWindow, judge
+from trading.session_window import SessionWindow, judge
 
 if TYPE_CHECKING:
     from lib.config import Settings
     from lib.session import Session
     from lib.store import Store
-    from lib.trading_config import TradingConfig
+    from trading.trading_config import TradingConfig
 
 
 # What a `window` is judged by for intents that trade nothing.
@@ -63,7 +63,7 @@ class RunContext:
 
     `store` is set for intents that use it; `trading`, `idempotency_key` and `reference` for
     order-placing ones; `reference` once the session's `account` is known (an orderRef names its
-    account: see lib.idempotency). `takeover` means an earlier attempt under the same key may have placed
+    account: see trading.idempotency). `takeover` means an earlier attempt under the same key may have placed
     orders, so the intent must look them up by orderRef before placing.
     """
 

@@ -17,8 +17,8 @@ from intents.base import IntentParams
 from intents.outcome import Outcome
 from intents.trading import OrderIntent
 from lib.ibapi import Contract
-from lib.market_data import ContractInfo, UnknownContract, account_snapshot, contract_info, quotes
-from lib.orders import Leg
+from trading.market_data import ContractInfo, UnknownContract, account_snapshot, contract_info, quotes
+from trading.orders import Leg
 from lib.problems import problem
 
 FX_VENUE = 'IDEALPRO'

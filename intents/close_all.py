@@ -10,7 +10,7 @@ account alone, else each order through its client id).
 
 This run's own orders (an earlier attempt's, on a takeover) are never cancelled: they are counted, and so
 is any order that could not be cancelled, which also makes the run an error. Every close is reduce-only
-(lib.orders.reduce_only, checked again at placement against the gateway's position and our working
+(trading.orders.reduce_only, checked again at placement against the gateway's position and our working
 orders: toward flat, never past it), and is sent under the close policy (`closePolicy.*`: market orders
 by default), exempt from the size and NLV limits, the allowlist and the price band, but for the close
 policy's own optional band.
@@ -31,10 +31,10 @@ from intents.trading import (
     known_strategy_names, ledger_holdings, strategy_universe,
 )
 from lib.ibapi import Contract, Trade
-from lib.idempotency import reference_of
-from lib.ledger import Holding
-from lib.market_data import ContractInfo, contract_info, quotes
-from lib.orders import FINAL, Leg, describe_trade, on_account, reduce_only
+from trading.idempotency import reference_of
+from trading.ledger import Holding
+from trading.market_data import ContractInfo, contract_info, quotes
+from trading.orders import FINAL, Leg, describe_trade, on_account, reduce_only
 from lib.problems import CONTRACTS_UNRESOLVED, NOT_CLOSED, problem
 from lib.times import iso
 

@@ -14,7 +14,7 @@ from pydantic import Field
 from intents.base import Intent, IntentParams, IntentRejected
 from intents.outcome import Outcome
 from lib.ibapi import Contract
-from lib.market_data import ContractInfo, UnknownContract, contract_infos, fetch_bars
+from trading.market_data import ContractInfo, UnknownContract, contract_infos, fetch_bars
 
 MAX_INSTRUMENTS = 20
 MAX_BARS = 5000

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from intents.base import Intent
 from intents.outcome import Outcome
 from lib import log
-from lib.idempotency import stuck_claims
+from trading.idempotency import stuck_claims
 from lib.problems import problem
 from lib.store import StoreUnavailable
 from lib.times import iso
@@ -24,7 +24,7 @@ class Health(Intent):
     """Reports gateway facts and flags problems; a scheduled run alerts on a broken gateway.
 
     It also lists stuck claims: order-placing runs still 'running' long after their lease ended
-    (lib.idempotency.STUCK_AFTER_SECONDS), which no redelivery will take over any more.
+    (trading.idempotency.STUCK_AFTER_SECONDS), which no redelivery will take over any more.
     An unreachable gateway never gets this far: the run ends as a retryable GatewayUnavailable error.
     """
 

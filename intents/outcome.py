@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from lib.failures import Failure, redeliver
-from lib.idempotency import RecordedOrder
+from trading.idempotency import RecordedOrder
 
 if TYPE_CHECKING:   # the lifecycle's types, named here only for the reader
     from functions.admission import HeldClaim

@@ -7,7 +7,7 @@ from intents.base import Intent, IntentParams, IntentRejected
 from intents.outcome import Outcome
 from lib.ib_values import number
 from lib.ibapi import AccountValue, Contract, ExecutionFilter, Fill, PortfolioItem, Position, Trade
-from lib.orders import on_account
+from trading.orders import on_account
 from lib.session import AccountState
 
 

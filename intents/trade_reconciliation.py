@@ -1,7 +1,7 @@
 """The `trade-reconciliation` intent: book executions into the fills ledger and compare holdings.
 
 Every execution the gateway reports for the account (today's, as IB keeps them) goes into the ledger
-once, keyed by execId, with its commission and the strategies it served (lib.ledger has the rules): an
+once, keyed by execId, with its commission and the strategies it served (trading.ledger has the rules): an
 order's orderRef (`ibj:<hash10>:<leg>`, `...:<leg>.<n>` for a remainder a takeover re-sent) leads to the
 run that placed it, whose claim records each strategy's trade (a takeover records every order it found,
 so an earlier attempt's fills are attributed too). Our fills whose run has not recorded the order yet wait
@@ -24,11 +24,11 @@ from datetime import datetime, timezone
 from intents.base import Intent
 from intents.outcome import Outcome
 from intents.trading import market_date
-from lib.ledger import (
+from trading.ledger import (
     QUANTITY_DIGITS, Holding, book_executions, holdings as ledger_sum, last_reconciled_day, record_reconciled_day,
     stored_holdings,
 )
-from lib.market_data import gateway_time
+from trading.market_data import gateway_time
 from lib.problems import HOLDINGS_MISMATCH, MISSED_DAY, POSITION_DRIFT, problem
 from lib.store import Store
 

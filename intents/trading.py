@@ -14,17 +14,17 @@ from intents.outcome import Outcome
 from lib.failures import Failure
 from lib.ibapi import Position, Trade
 from lib.ibapi import Contract
-from lib.idempotency import RecordedOrder, order_ref, reference_of
-from lib.ledger import Holding, book_executions, internal_transfer, stored_holdings, transfer_entry
-from lib.market_data import AccountSnapshot, ContractInfo, account_snapshot, contract_infos, gateway_time
-from lib.orders import (
+from trading.idempotency import RecordedOrder, order_ref, reference_of
+from trading.ledger import Holding, book_executions, internal_transfer, stored_holdings, transfer_entry
+from trading.market_data import AccountSnapshot, ContractInfo, account_snapshot, contract_infos, gateway_time
+from trading.orders import (
     ExecutionReport, ExecutionSettings, Leg, cancel_orders, cancel_problems, describe_trade, execute,
     our_open_orders, pending_by_contract, released_by,
 )
 from lib.problems import ERROR_TYPES, ORDER_CODES, order_problems
 from lib.session import AccountState
 from lib.times import iso
-from lib.trading_config import LIMIT_OFFSET_CEILING_BPS, ClosePolicy, OrderPolicy, TradingConfig
+from trading.trading_config import LIMIT_OFFSET_CEILING_BPS, ClosePolicy, OrderPolicy, TradingConfig
 from strategies.base import Bar, InstrumentSpec, Strategy
 from strategies.registry import get_strategy, strategy_names
 
@@ -105,7 +105,7 @@ async def account_positions(intent: Intent) -> dict[int, Position]:
 
 
 async def ledger_holdings(intent: Intent, now: datetime) -> tuple[dict[int, Holding], list[dict]]:
-    """Book the executions since the last booking (lib.ledger.book_executions; `now` is the gateway's time),
+    """Book the executions since the last booking (trading.ledger.book_executions; `now` is the gateway's time),
     then each contract's holdings by strategy (and manual): the ledger's sum, as the store keeps it (one
     small read, whatever the ledger's length).
 
@@ -190,7 +190,7 @@ class OrderIntent(Intent):
         return None if switch.enabled else switch.reason()
 
     async def execute(self, legs: list[Leg], settings: ExecutionSettings) -> ExecutionReport:
-        """lib.orders.execute into this run's report."""
+        """trading.orders.execute into this run's report."""
         return await execute(self.ib, legs, settings, self.report)
 
     async def working_orders(self, con_ids: set[int] | None = None) -> list[Trade]:
@@ -205,7 +205,7 @@ class OrderIntent(Intent):
         return pending_by_contract(trades)
 
     async def cancel(self, trades: list[Trade]) -> list[dict]:
-        """Cancel orders of any client id (see lib.orders.cancel_orders); those left working are problems."""
+        """Cancel orders of any client id (see trading.orders.cancel_orders); those left working are problems."""
         settings = self.context.settings
         # leave time to place orders after the cancels: 2 s, or half of what is left in a short run
         left = self.deadline - asyncio.get_running_loop().time()
@@ -273,6 +273,6 @@ class OrderIntent(Intent):
         return {**self.header(), **self.report.to_result()}
 
     def recorded_orders(self) -> tuple[RecordedOrder, ...]:
-        """Every order placed or found so far (lib.orders.ExecutionReport.recorded), for the claim record."""
+        """Every order placed or found so far (trading.orders.ExecutionReport.recorded), for the claim record."""
         return self.report.recorded()
 

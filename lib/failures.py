@@ -68,7 +68,7 @@ EXCEPTION_TABLE: dict[str, str] = dict((
     ('TooManyAttempts', 'rejected'),         # the key was retried MAX_GENERATIONS times
     ('GatewayUnavailable', 'transient'),     # refused, timed out or dropped while connecting
     ('ClientIdsExhausted', 'transient'),     # every client id is busy right now
-    ('HistoricalDataUnavailable', 'transient'),   # HMDS outage or pacing (error 162, see lib.market_data)
+    ('HistoricalDataUnavailable', 'transient'),   # HMDS outage or pacing (error 162, see trading.market_data)
     ('StoreUnavailable', 'transient'),       # the store is unreadable: nothing was placed, try later
     ('AccountBusy', 'transient'),            # another order-placing run holds the account's lease
     ('ConnectionError', 'transient'),        # the gateway connection broke

@@ -1,7 +1,7 @@
 """The simulated contract universe and its trading hours.
 
 Built in: a few US stocks and ETFs, four IDEALPRO forex pairs and quarterly CME equity-index futures; more
-instruments can come from a JSON file. Sessions are computed from the NYSE calendar (`lib/exchange_calendar.py`).
+instruments can come from a JSON file. Sessions are computed from the NYSE calendar (`trading/exchange_calendar.py`).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from lib.exchange_calendar import REGULAR_CLOSE, is_trading_day, regular_session
+from trading.exchange_calendar import REGULAR_CLOSE, is_trading_day, regular_session
 from .clock import as_utc
 from .model import Instrument
 

@@ -8,7 +8,7 @@ import pytest
 
 from functions.handler import TransientFailure, conclude
 from lib.failures import EXCEPTION_TABLE, Failed, Failure, failure_of, redeliver
-from lib.market_data import HistoricalDataError, HistoricalDataUnavailable, hmds_162_kind
+from trading.market_data import HistoricalDataError, HistoricalDataUnavailable, hmds_162_kind
 from lib.session import GatewayUnavailable, TradingModeViolation
 from lib.store import StoreUnavailable
 

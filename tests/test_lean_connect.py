@@ -100,7 +100,7 @@ def test_a_takeover_on_a_busy_account_looks_only_at_the_executions_since_its_cla
     assert len([o for o in rig.order_log() if o.orderRef.startswith('ibj:')]) == 1
     counters = requests_of(rig.sim, redelivered.gateway.client_id)
     # it did look: executions since its claim and completed orders; plus the day's executions once for the
-    # ledger's booking (allocation books them before sizing: lib/ledger.py), which a takeover does not add to
+    # ledger's booking (allocation books them before sizing: trading/ledger.py), which a takeover does not add to
     assert counters['in'].get(7) == 2 and counters['in'].get(99) == 1
 
 

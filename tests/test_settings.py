@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lib.config import ConfigError, Settings
-from lib.idempotency import IdempotencySettings
+from trading.idempotency import IdempotencySettings
 from lib.store import open_store
 
 READERS = {

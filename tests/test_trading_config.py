@@ -8,7 +8,7 @@ import pytest
 from lib.config import ConfigError
 from lib.store import StoreUnavailable
 from lib.store.sqlite import SqliteStore
-from lib.trading_config import DEFAULT_PATH, load_trading_config, trading_switch
+from trading.trading_config import DEFAULT_PATH, load_trading_config, trading_switch
 from strategies.registry import get_strategy
 
 FILE = """

@@ -39,12 +39,12 @@ def archive(gcloud_contract) -> zipfile.ZipFile:
 def test_the_archive_holds_the_function_and_nothing_else(archive):
     names = set(archive.namelist())
     for needed in ('main.py', 'requirements.txt', 'functions/main.py', 'functions/handler.py', 'intents/health.py',
-                   'lib/store/firestore.py', 'strategies/registry.py', 'config/trading.toml',
+                   'trading/orders.py', 'lib/store/firestore.py', 'strategies/registry.py', 'config/trading.toml',
                    'schemas/intent-request.schema.json'):
         assert needed in names
     top_level = {name.split('/', 1)[0] for name in names}
-    assert top_level == {'main.py', 'requirements.txt', 'functions', 'intents', 'lib', 'strategies', 'config',
-                         'schemas'}
+    assert top_level == {'main.py', 'requirements.txt', 'functions', 'intents', 'trading', 'lib', 'strategies',
+                         'config', 'schemas'}
     parts = {part for name in names for part in name.split('/')[:-1]}
     assert not parts & {'tests', 'simulator', 'bench', 'deploy', 'docs', '__pycache__'}
     assert not [name for name in names if any(part.startswith('.') for part in name.split('/'))]

@@ -13,7 +13,7 @@ import pytest
 from deploy.cron import CronError, parse_cron
 from deploy.schedules import ScheduleError, load_jobs
 from intents.registry import get_intent, intent_names
-from lib.session_window import ContractHours, SessionWindow, judge
+from trading.session_window import ContractHours, SessionWindow, judge
 from simulator.universe import Universe
 from tests.deploy.conftest import REPO
 
@@ -151,7 +151,7 @@ def ran(jobs: list, day, universe: Universe) -> list[str]:
 
 @pytest.mark.parametrize('start', ['2026-12-03', '2027-06-15', '2028-02-01'])
 def test_the_session_relative_allocation_runs_exactly_once_on_every_trading_day_of_the_coming_year(start):
-    from lib.exchange_calendar import is_trading_day, regular_session
+    from trading.exchange_calendar import is_trading_day, regular_session
 
     today = datetime.fromisoformat(start).date()
     expanded = [job for job in load_jobs(SCHEDULES, today=today) if job.name.startswith('allocation-')]

@@ -3,7 +3,7 @@ from datetime import date, time, timedelta
 
 import pytest
 
-from lib.exchange_calendar import is_trading_day, nyse_early_closes, nyse_holidays, regular_session
+from trading.exchange_calendar import is_trading_day, nyse_early_closes, nyse_holidays, regular_session
 
 PUBLISHED_HOLIDAYS = {
     2025: ['2025-01-01', '2025-01-09', '2025-01-20', '2025-02-17', '2025-04-18', '2025-05-26', '2025-06-19',

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from lib.exchange_calendar import is_trading_day
+from trading.exchange_calendar import is_trading_day
 from simulator.prices import PriceModel
 from simulator.universe import Universe
 

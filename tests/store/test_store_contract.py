@@ -369,7 +369,7 @@ MNQ = {'conId': 654503314, 'symbol': 'MNQ', 'secType': 'FUT', 'localSymbol': 'MN
 
 def _execution(exec_id: str, contract: dict, quantity: float, parts: dict, *, account: str = HOLDER,
                minutes: int = 0) -> dict:
-    """A ledger entry as lib.ledger.ledger_entry writes one."""
+    """A ledger entry as trading.ledger.ledger_entry writes one."""
     return {'execId': exec_id, 'time': (T0 + timedelta(minutes=minutes)).isoformat(), 'account': account,
             'orderRef': f'ibj:0123456789:{exec_id}' if parts else None, 'permId': 1, 'orderId': 1, 'clientId': 7,
             **contract, 'side': 'BOT' if quantity > 0 else 'SLD', 'shares': abs(quantity), 'quantity': quantity,
@@ -378,14 +378,14 @@ def _execution(exec_id: str, contract: dict, quantity: float, parts: dict, *, ac
 
 
 def _ledger_sum(store: Store, account: str) -> list[dict]:
-    """What the whole ledger adds up to (lib.ledger.holdings), in the shape Store.holdings returns."""
-    from lib.ledger import holdings
+    """What the whole ledger adds up to (trading.ledger.holdings), in the shape Store.holdings returns."""
+    from trading.ledger import holdings
     return [{'conId': h.con_id, 'contract': h.contract, 'position': h.position, 'strategies': h.strategies}
             for h in holdings(store.fills(), account).values()]
 
 
 def test_holdings_are_the_ledgers_sum_after_bookings_refetches_and_transfers(store: Store):
-    from lib.ledger import transfer_entry
+    from trading.ledger import transfer_entry
     assert store.holdings(HOLDER) == []
     assert store.record_fill(_execution('e1', SPY, 100, {'dummy': 60.0, 'spy-macd-vixy': 40.0})) is True
     # re-fetched behind the booking cursor: the same execId, never counted twice (whatever it says now)

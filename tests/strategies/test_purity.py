@@ -8,7 +8,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 IO_MODULES = ('ib_insync', 'ib_async', 'eventkit', 'google', 'grpc', 'sqlite3', 'socket', 'ssl', 'asyncio', 'http',
-              'urllib', 'requests', 'subprocess', 'threading', 'random', 'lib', 'intents', 'functions', 'simulator')
+              'urllib', 'requests', 'subprocess', 'threading', 'random', 'lib', 'trading', 'intents', 'functions', 'simulator')
 
 SCRIPT = '''
 import importlib, json, pkgutil, sys

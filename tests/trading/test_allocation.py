@@ -200,7 +200,7 @@ def test_unknown_strategies_and_extra_params_are_rejected_with_the_known_names(r
 def test_no_price_for_any_contract_is_a_retryable_error_and_some_prices_are_not():
     from intents.allocation import Evaluation, _nothing_evaluated
     from lib.ibapi import Contract
-    from lib.market_data import ContractInfo, Quote
+    from trading.market_data import ContractInfo, Quote
 
     spy, qqq = (ContractInfo(Contract(conId=con_id, symbol=symbol, localSymbol=symbol), 0.01, '', 'US/Eastern')
                 for con_id, symbol in ((1, 'SPY'), (2, 'QQQ')))

@@ -1,4 +1,4 @@
-"""The claim record is typed (lib.idempotency.FinishedRun, RecordedOrder) and its stored JSON keeps its shape:
+"""The claim record is typed (trading.idempotency.FinishedRun, RecordedOrder) and its stored JSON keeps its shape:
 records written before the types existed are read the same, and what is written now is what they held."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sqlite3
 import threading
 from datetime import datetime, timezone
 
-from lib.idempotency import FinishedRun, RecordedOrder, claim_key, recorded_orders, run_reference
+from trading.idempotency import FinishedRun, RecordedOrder, claim_key, recorded_orders, run_reference
 from lib.store.sqlite import SqliteStore
 from tests.trading.support import ACCOUNT
 

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from functions.handler import TransientFailure, handle
-from lib.idempotency import claim_key, run_reference
+from trading.idempotency import claim_key, run_reference
 from tests.pubsub_events import request_event
 from tests.trading.support import ACCOUNT
 
@@ -112,7 +112,7 @@ def test_error_162_is_split_by_its_text(rig, params, fault, status, retryable):
     ('no-data', 'ok', None), ('outage', 'error', True), ('pacing', 'error', True),
 ])
 def test_every_162_text_the_simulator_sends_is_decided_by_the_table(rig, fault, status, retryable):
-    """simulator.faults.HIST_ERRORS, IB's wording of each 162, against lib.market_data.HMDS_162_TEXTS."""
+    """simulator.faults.HIST_ERRORS, IB's wording of each 162, against trading.market_data.HMDS_162_TEXTS."""
     rig.sim.faults.hist_error = fault
     result = rig.send('collect-market-data', {'instruments': [{'symbol': 'SPY'}]})
     assert result.status == status, result.error

@@ -22,7 +22,7 @@ READS_FILLS = re.compile(r'\bFROM\s+fills\b', re.IGNORECASE)
 
 
 def history_entry(n: int, spy: dict) -> dict:
-    """An execution of an earlier day as lib.ledger.ledger_entry books one: +1/-1 SPY for `dummy`, ending at HELD."""
+    """An execution of an earlier day as trading.ledger.ledger_entry books one: +1/-1 SPY for `dummy`, ending at HELD."""
     quantity = 1.0 if n < HELD or n % 2 else -1.0
     return {'execId': f'0000e1f2.{n:08d}.01.01', 'time': (OPEN_TIME - timedelta(days=60, seconds=-n)).isoformat(),
             'account': ACCOUNT, 'orderRef': f'ibj:00000000aa:{n}', 'permId': n, 'orderId': n, 'clientId': 7, **spy,

@@ -18,7 +18,7 @@ from functions.admission import admit
 from functions.contract import decode_message
 from functions.handler import run_isolated
 from intents.allocation import Allocation
-from lib.idempotency import derive_key, legacy_reference, order_ref, parse_order_ref, reference_of, run_reference
+from trading.idempotency import derive_key, legacy_reference, order_ref, parse_order_ref, reference_of, run_reference
 from tests.polling import wait_until
 from tests.trading.support import BASE_CONFIG, SPY_MACD_VIXY_CONFIG
 

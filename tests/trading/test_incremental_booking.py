@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 
 from bench.activity import ACTIVITY_CLIENT_ID, fill_activity
 from lib.ibapi import IB
-from lib.idempotency import claim_key
-from lib.ledger import BOOKING_CURSOR_PREFIX, Booking, book_executions
+from trading.idempotency import claim_key
+from trading.ledger import BOOKING_CURSOR_PREFIX, Booking, book_executions
 from lib.session import connect_client
 from lib.store import open_store
 from simulator import Simulator

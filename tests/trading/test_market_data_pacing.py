@@ -80,4 +80,4 @@ def test_hmds_no_data_is_an_empty_series_not_a_failure(rig):
 def test_permanent_162_texts_fail_the_run_for_good(rig, kind):
     rig.sim.faults.hist_error = kind
     result = rig.send('collect-market-data', {'instruments': [{'symbol': 'SPY'}]})
-    assert result.status == 'rejected' and result.error.retryable is False   # lib.market_data.HMDS_162_TEXTS
+    assert result.status == 'rejected' and result.error.retryable is False   # trading.market_data.HMDS_162_TEXTS

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import pytest
 
 from lib.ibapi import IB, Stock
-from lib.market_hours import HoursUnreadable, market_state, sessions
+from trading.market_hours import HoursUnreadable, market_state, sessions
 from simulator import Simulator
 from tests.trading.support import HOLIDAY
 

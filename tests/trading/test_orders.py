@@ -1,4 +1,4 @@
-"""The order execution layer (lib.orders) against the simulated gateway, with real IB clients."""
+"""The order execution layer (trading.orders) against the simulated gateway, with real IB clients."""
 from __future__ import annotations
 
 import asyncio
@@ -8,13 +8,13 @@ from dataclasses import replace
 import pytest
 
 from lib.ibapi import IB, Contract, LimitOrder, MarketOrder, Stock
-from lib.market_data import ContractInfo, Quote, account_snapshot, contract_info, quotes
-from lib.orders import (
+from trading.market_data import ContractInfo, Quote, account_snapshot, contract_info, quotes
+from trading.orders import (
     CANCEL_CONNECT_SECONDS, ExecutionSettings, Leg, build_order, cancel_orders, cancel_problems, execute,
     our_open_orders, round_to_tick, run_orders_at_broker,
 )
-from lib.risk import RiskLimitBreached
-from lib.trading_config import OrderPolicy, RiskLimits
+from trading.risk import RiskLimitBreached
+from trading.trading_config import OrderPolicy, RiskLimits
 from tests.trading.support import ACCOUNT
 
 REFERENCE = 'ibj:00c0ffee00'

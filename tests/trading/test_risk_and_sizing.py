@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from lib.risk import CheckedOrder, RiskLimitBreached, check_limits
-from lib.idempotency import RecordedOrder
-from lib.ledger import internal_transfer, split_fill
-from lib.orders import reduce_only
-from lib.sizing import strategy_trades, target_quantity
-from lib.trading_config import RiskLimits
+from trading.risk import CheckedOrder, RiskLimitBreached, check_limits
+from trading.idempotency import RecordedOrder
+from trading.ledger import internal_transfer, split_fill
+from trading.orders import reduce_only
+from trading.sizing import strategy_trades, target_quantity
+from trading.trading_config import RiskLimits
 
 LIMITS = RiskLimits(max_order_notional=50_000, max_order_nlv_share=0.1, max_run_nlv_share=0.08, max_orders_per_run=2,
                     allowlist=('SPY', 'EUR'), price_band=0.05)

@@ -18,11 +18,11 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
-from lib.exchange_calendar import is_trading_day
+from trading.exchange_calendar import is_trading_day
 from lib.ib_values import number
 from lib.ibapi import IB, ExecutionFilter, Fill
-from lib.idempotency import RecordedOrder, is_ours, recorded_orders, reference_of
-from lib.market_data import REQUEST_TIMEOUT_SECONDS, execution_filter_time
+from trading.idempotency import RecordedOrder, is_ours, recorded_orders, reference_of
+from trading.market_data import REQUEST_TIMEOUT_SECONDS, execution_filter_time
 from lib.problems import FILL_UNATTRIBUTED, problem
 from lib.store import Store
 from lib.store.common import QUANTITY_DIGITS, holding_view, sum_holdings

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lib.trading_config import RiskLimits
+from trading.trading_config import RiskLimits
 
 
 class RiskLimitBreached(Exception):

@@ -162,7 +162,7 @@ class KeyClaim:
 class RecordedOrder:
     """One order as a finished claim records it: enough to attribute its fills and to answer duplicates.
 
-    The order layer makes them (lib.orders.ExecutionReport.recorded); stored as `orders` of the claim's
+    The order layer makes them (trading.orders.ExecutionReport.recorded); stored as `orders` of the claim's
     result, in the camelCase keys of `to_record` (records written by earlier versions read the same).
     """
 

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 from lib.ib_values import price
 from lib.ibapi import IB, Contract
-from lib.session_window import ContractHours
+from trading.session_window import ContractHours
 
 HMDS_ERROR = 162
 REQUEST_TIMEOUT_SECONDS = 20.0

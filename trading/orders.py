@@ -32,17 +32,17 @@ from typing import Awaitable, Callable, NamedTuple
 
 from lib.crash import crash_point
 from lib.ib_values import number
-from lib.idempotency import RecordedOrder, is_ours, order_ref, parse_order_ref, reference_of
+from trading.idempotency import RecordedOrder, is_ours, order_ref, parse_order_ref, reference_of
 from lib.ibapi import IB, ExecutionFilter, Order, Trade
-from lib.market_data import (
+from trading.market_data import (
     REQUEST_TIMEOUT_SECONDS, AccountSnapshot, ContractInfo, Quote, execution_filter_time, gateway_time,
 )
-from lib.market_hours import HoursUnreadable, market_state
+from trading.market_hours import HoursUnreadable, market_state
 from lib.problems import CLOSE_BAND, NOT_REDUCE_ONLY, REDUCED_TO_POSITION, TRADING_DISABLED, problem
-from lib.risk import CheckedOrder, check_limits, price_band_breach
+from trading.risk import CheckedOrder, check_limits, price_band_breach
 from lib.session import OtherClientUnavailable, other_client
 from lib.times import iso
-from lib.trading_config import ClosePolicy, OrderPolicy, RiskLimits
+from trading.trading_config import ClosePolicy, OrderPolicy, RiskLimits
 
 CONFIRM_MARGIN_SECONDS = 1.0      # left between the end of confirming and the run's deadline
 SETTLE_SECONDS = 0.25             # after acknowledgement, for fills already on their way

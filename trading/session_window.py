@@ -2,7 +2,7 @@
 
 A request's `window` makes a run conditional on the trading session of the contracts it would trade,
 judged on the gateway's clock against the liquid hours the gateway reports (the same text
-`lib.market_hours` reads). With several contracts the earliest close counts for `beforeClose` and
+`trading.market_hours` reads). With several contracts the earliest close counts for `beforeClose` and
 the latest open for `afterOpen`: the window is the part of the day in which every one of them trades.
 Pure: no I/O, the caller fetches the hours and the time.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from lib.market_hours import Span, sessions
+from trading.market_hours import Span, sessions
 from lib.times import iso
 
 
