@@ -4,7 +4,7 @@
                                            [--bookings incremental,ledger-read,whole-day]
 
 Allocation and close-all book the account's executions into the fills ledger before sizing
-(lib/ledger.book_executions). Booking is incremental: it fetches only the executions since the account's
+(trading/ledger.book_executions). Booking is incremental: it fetches only the executions since the account's
 booking cursor, then read the account's running holdings from the store (Store.holdings, one small read).
 Two earlier versions are swapped in beside it: `ledger-read` books incrementally but then reads the whole
 fills ledger and sums it (`store.fills()` into `trading.ledger.holdings`, as before the running holdings), and
