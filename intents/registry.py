@@ -34,3 +34,8 @@ def get_intent(name: str) -> type[Intent]:
 def intent_names() -> list[str]:
     """All registered intent names, sorted."""
     return sorted(_INTENTS)
+
+
+def plannable_intents() -> list[str]:
+    """The intents a request's `approval: "required"` applies to, sorted."""
+    return sorted(name for name, cls in _INTENTS.items() if cls.plannable)

@@ -16,6 +16,7 @@ from lib.ibapi import Position, Trade
 from lib.ibapi import Contract
 from trading.idempotency import RecordedOrder, order_ref, reference_of
 from trading.ledger import Holding, book_executions, internal_transfer, stored_holdings, transfer_entry
+from trading.plans import approve_command, expires_at, plan_id, plan_ttl_seconds, working_entry
 from trading.market_data import AccountSnapshot, ContractInfo, account_snapshot, contract_infos, gateway_time
 from trading.orders import (
     ExecutionReport, ExecutionSettings, Leg, cancel_orders, cancel_problems, describe_trade, execute,
@@ -149,6 +150,7 @@ class OrderIntent(Intent):
     """
 
     places_orders = True
+    plannable = True
     # NLV and exchange rates (account_snapshot), and what the account holds and has working
     account_state = frozenset({AccountState.ACCOUNT_UPDATES, AccountState.POSITIONS, AccountState.OPEN_ORDERS})
 
@@ -162,6 +164,44 @@ class OrderIntent(Intent):
     @property
     def trading(self) -> TradingConfig:
         return self.context.trading
+
+    async def start(self) -> Outcome:
+        """Run; a planning run (approval required) that would place orders stores them as a plan instead."""
+        outcome = await super().start()
+        if self.context.planning and outcome.status == 'ok' and self.report.orders:
+            outcome.result['plan'] = await self.store_plan(outcome.result)
+        return outcome
+
+    async def store_plan(self, result: dict) -> dict:
+        """Keep this run's planned (whatIf'd) orders as a plan, with the positions and our working orders on
+        their contracts now, the band each order's price must stay within, and the command that approves it."""
+        context, account = self.context, self.session.account
+        orders = [{**order, 'priceBand': (self.trading.close_policy.price_band if order['reduceOnly']
+                                          else self.trading.limits.price_band)} for order in self.report.orders]
+        stale = [entry['permId'] for key in ('cancelledStaleOrders', 'cancelled')
+                 for entry in result.get(key) or [] if entry.get('wouldCancel')]
+        positions = await account_positions(self)
+        working = [t for t in await self.working_orders()
+                   if t.contract.conId in {o['contract']['conId'] for o in orders} or t.order.permId in stale]
+        now = datetime.now(timezone.utc)
+        plan_ref = plan_id(account, context.run_id, orders)
+        plan = {
+            'planId': plan_ref, 'account': account, 'intent': self.name, 'runId': context.run_id,
+            'planKey': context.idempotency_key, 'orderRefPrefix': context.reference, 'createdAt': iso(now),
+            'expiresAt': iso(expires_at(now, plan_ttl_seconds())), 'orders': orders,
+            'limits': self.trading.limits.describe(), 'tradingEnabled': self.trading.trading_enabled,
+            'positions': {str(o['contract']['conId']): positions[o['contract']['conId']].position
+                          if o['contract']['conId'] in positions else 0.0 for o in orders},
+            'workingOrders': {str(t.contract.conId): [] for t in working},
+            'cancel': stale, 'discarded': None,
+        }
+        for t in working:
+            plan['workingOrders'][str(t.contract.conId)].append(
+                working_entry(t.order.orderRef, t.order.permId, t.order.action, t.orderStatus.remaining))
+        await self.in_store(context.store.put_plan, plan_ref, plan)
+        settings = context.settings
+        return {**{key: plan[key] for key in ('planId', 'expiresAt', 'orders', 'limits', 'cancel')},
+                'approve': approve_command(plan_ref, settings.intents_topic, settings.project)}
 
     async def prepare(self) -> Prepared:
         """The gateway's time, the market day and the account's NLV and exchange rates."""

@@ -29,6 +29,7 @@ class Settings:
     allow_live: bool = False
     deadline_seconds: float = 60.0
     results_topic: str | None = None
+    intents_topic: str | None = None   # the topic requests come on: where a plan's approve command publishes
     project: str | None = None
     publish_timeout: float = 10.0
 
@@ -66,6 +67,7 @@ class Settings:
             allow_live=parse('ALLOW_LIVE_TRADING', parse_boolean, cls.allow_live),
             deadline_seconds=parse('INTENT_DEADLINE_SECONDS', positive_seconds, cls.deadline_seconds),
             results_topic=get('RESULTS_TOPIC'),
+            intents_topic=get('INTENTS_TOPIC'),
             project=get('GOOGLE_CLOUD_PROJECT'),
             publish_timeout=parse('PUBLISH_TIMEOUT_SECONDS', positive_seconds, cls.publish_timeout),
         )

@@ -204,6 +204,20 @@ async def execute(ib: IB, legs: list[Leg], settings: ExecutionSettings,
     if settings.dry_run:
         report.orders = list(await asyncio.gather(*(_what_if(ib, p) for p in tradable)))
         return report
+    return await place(ib, tradable, settings, report)
+
+
+def planned_order(leg: Leg, order: Order, snapshot: AccountSnapshot) -> _Planned:
+    """An order decided earlier (a stored plan's), for `place`: with its fill price and notional now."""
+    expected = worst_fill_price(order, leg.quote)
+    notional = (abs(leg.quantity) * expected * leg.info.multiplier * snapshot.rate(leg.info.contract.currency)
+                if expected else math.inf)
+    return _Planned(leg, order, expected, notional)
+
+
+async def place(ib: IB, tradable: list[_Planned], settings: ExecutionSettings,
+                report: ExecutionReport) -> ExecutionReport:
+    """Place the orders one by one (trading gate, reduce-only check), confirm them, and report each."""
     await _place_one_by_one(ib, tradable, settings, report)
     await confirm(ib, [trade for _, trade in report.placing], settings.deadline - CONFIRM_MARGIN_SECONDS)
     for item, trade in report.placing:
@@ -663,7 +677,8 @@ def _describe_plan(item: _Planned) -> dict:
             'algo': o.algoStrategy or None, 'strategies': dict(item.leg.strategies),
             'expectedPrice': item.expected_price,
             'notional': round(item.notional, 2) if math.isfinite(item.notional) else None,
-            'reduceOnly': item.leg.reduce_only}
+            'reduceOnly': item.leg.reduce_only, 'lastClose': item.leg.quote.close,
+            'algoParams': {p.tag: p.value for p in o.algoParams or []} or None}
 
 
 def describe_trade(trade: Trade) -> dict:
