@@ -6,12 +6,14 @@ from intents.base import Intent
 from intents.cash_balancer import CashBalancer
 from intents.close_all import CloseAll
 from intents.collect_market_data import CollectMarketData
+from intents.execute_plan import ExecutePlan
 from intents.health import Health
 from intents.summary import Summary
 from intents.trade_reconciliation import TradeReconciliation
 
 _INTENTS: dict[str, type[Intent]] = {cls.name: cls for cls in (
-    Summary, Health, Allocation, CloseAll, CashBalancer, TradeReconciliation, CollectMarketData)}
+    Summary, Health, Allocation, CloseAll, CashBalancer, TradeReconciliation, CollectMarketData,
+    ExecutePlan)}
 
 
 class UnknownIntent(LookupError):

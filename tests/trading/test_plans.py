@@ -5,10 +5,18 @@ Orders are counted at the simulated gateway (rig.order_log), never in our own re
 from __future__ import annotations
 
 import shlex
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 
 import pytest
 
-from tests.trading.support import BASE_CONFIG
+from functions.admission import admit
+from functions.contract import decode_message
+from functions.handler import run_isolated
+from intents.execute_plan import ExecutePlan
+from tests.polling import wait_until
+from tests.trading.support import BASE_CONFIG, SPY_MACD_VIXY_CONFIG
 
 
 def plan_of(rig, intent='allocation', params=None, **options):
@@ -65,3 +73,160 @@ def test_a_plan_with_a_derived_key_does_not_answer_the_real_run_of_the_same_slot
     assert real.status == 'ok', real.error
     assert real.idempotency_key != plan.idempotency_key.removeprefix('plan:')
     assert len(rig.order_log()) == 1
+
+
+# --- execute-plan -----------------------------------------------------------------------------------
+
+TWO_LEGS = BASE_CONFIG.replace('dummy = 0.5', 'dummy = 0.3\nspy-macd-vixy = 0.4') + SPY_MACD_VIXY_CONFIG
+
+
+def placed(rig) -> dict[str, tuple]:
+    """orderRef -> (action, quantity) of every order the gateway accepted."""
+    log = rig.order_log()
+    refs = [o.orderRef for o in log]
+    assert len(refs) == len(set(refs)), f'an orderRef was placed twice: {refs}'
+    return {o.orderRef: (o.action, o.totalQuantity) for o in log}
+
+
+def planned(plan_result) -> dict[str, tuple]:
+    return {o['orderRef']: (o['action'], o['quantity']) for o in plan_result.result['plan']['orders']}
+
+
+def execute(rig, plan_result, **params):
+    return rig.send('execute-plan', {'planId': plan_result.result['plan']['planId'], **params})
+
+
+@pytest.mark.parametrize('backend', ['sqlite', 'firestore'])
+def test_execute_plan_places_exactly_the_planned_orders_after_the_price_moved_within_the_band_and_once(
+        make_rig, backend):
+    rig = make_rig(backend=backend)
+    plan = plan_of(rig)
+    spy = rig.instrument('SPY')
+    rig.sim.set_price('SPY', rig.sim.quote(spy).last * 1.02)          # inside the 20 % band
+    done = execute(rig, plan)
+    assert done.status == 'ok', (done.error, done.result)
+    assert placed(rig) == planned(plan)                                # planned refs and quantities, not resized
+    again = execute(rig, plan)
+    assert again.status == 'duplicate'
+    assert len(rig.order_log()) == 1
+
+
+def test_a_second_subset_places_only_itself_and_the_same_subset_twice_places_nothing(make_rig):
+    rig = make_rig(TWO_LEGS)
+    plan = plan_of(rig, params={})
+    first_ref, second_ref = sorted(planned(plan))
+    assert execute(rig, plan, orders=[first_ref]).status == 'ok'
+    assert set(placed(rig)) == {first_ref}
+    assert execute(rig, plan, orders=[first_ref]).status == 'duplicate'
+    second = execute(rig, plan, orders=[second_ref])
+    assert second.status == 'ok', (second.error, second.result)
+    assert placed(rig) == planned(plan)
+    everything = execute(rig, plan)                # every order: both are at the broker already
+    assert everything.status == 'ok' and everything.result['orders'] == []
+    assert {o['orderRef'] for o in everything.result['alreadyPlaced']} == {first_ref, second_ref}
+    assert placed(rig) == planned(plan)
+
+
+def test_two_executions_of_one_plan_at_once_place_each_order_once(make_rig):
+    rig = make_rig(TWO_LEGS)
+    plan = plan_of(rig, params={})
+    first_ref, _ = sorted(planned(plan))
+    start = threading.Barrier(4)
+
+    def run(params):
+        start.wait()
+        result = execute(rig, plan, **params)
+        while result.status == 'error' and result.error.retryable:   # AccountBusy, KeyInFlight: redelivered
+            result = execute(rig, plan, **params)
+        return result
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(run, [{}, {}, {'orders': [first_ref]}, {'orders': [first_ref]}]))
+    assert sorted(r.status for r in results) == ['duplicate', 'duplicate', 'ok', 'ok']
+    assert placed(rig) == planned(plan)
+
+
+def test_an_expired_plan_is_rejected_and_places_nothing(rig, monkeypatch):
+    monkeypatch.setenv('PLAN_TTL_SECONDS', '0.2')
+    plan = plan_of(rig)
+    wait_until(lambda: datetime.now(timezone.utc).isoformat() > plan.result['plan']['expiresAt'].rstrip('Z'))
+    result = execute(rig, plan)
+    assert result.status == 'rejected' and result.error.type == 'PlanRejected'
+    assert 'expired' in result.error.message
+    assert rig.order_log() == []
+
+
+def test_a_discarded_plan_is_rejected_and_every_reason_is_listed(rig):
+    plan = plan_of(rig)
+    discarded = execute(rig, plan, discard=True)
+    assert discarded.status == 'ok' and discarded.result['discarded']['runId'] == discarded.run_id
+    rig.sim.broker.set_position(rig.account, rig.instrument('SPY'), 7, 500.0)
+    result = execute(rig, plan, orders=[*planned(plan), 'ibj:0000000000:1'])
+    assert result.status == 'rejected', result.error
+    reasons = result.result['reasons']
+    assert any('discarded' in r for r in reasons)
+    assert any('ibj:0000000000:1' in r and 'not orders of this plan' in r for r in reasons)
+    assert any('position is 7' in r for r in reasons)
+    assert rig.order_log() == []
+
+
+def test_a_plan_whose_position_changed_is_rejected(rig):
+    plan = plan_of(rig)
+    rig.sim.broker.set_position(rig.account, rig.instrument('SPY'), 3, 500.0)
+    result = execute(rig, plan)
+    assert result.status == 'rejected' and 'the position is 3, it was 0 at planning' in result.error.message
+    assert rig.order_log() == []
+
+
+def test_a_price_outside_the_band_is_rejected(rig):
+    plan = plan_of(rig)
+    spy = rig.instrument('SPY')
+    rig.sim.set_price('SPY', rig.sim.quote(spy).close * 1.3)           # 30 % from the close: band is 20 %
+    result = execute(rig, plan)
+    assert result.status == 'rejected' and 'price outside the band' in result.error.message, result.error
+    assert rig.order_log() == []
+
+
+def test_an_unknown_plan_is_rejected(rig):
+    result = rig.send('execute-plan', {'planId': 'nope'})
+    assert result.status == 'rejected' and "no plan 'nope'" in result.error.message
+
+
+def test_an_execution_cut_off_after_its_first_order_is_redelivered_and_places_only_the_rest(make_rig):
+    rig = make_rig(TWO_LEGS)
+    plan = plan_of(rig, params={})
+    rig.sim.faults.latency_ms = 40                 # the first order's acknowledgement is on its way when the link drops
+    event = rig.event('execute-plan', {'planId': plan.result['plan']['planId']})
+
+    def drop_once_the_first_order_arrives():
+        if wait_until(lambda: len(rig.order_log()) == 1, timeout=15, interval=0.001):
+            rig.sim.disconnect_all()
+
+    watcher = threading.Thread(target=drop_once_the_first_order_arrives)
+    watcher.start()
+    first = rig.deliver(event)
+    watcher.join()
+    rig.sim.faults.latency_ms = 0
+    assert first.status == 'error' and first.error.retryable, first.error
+    assert len(rig.order_log()) == 1
+    redelivered = rig.deliver(event)               # Pub/Sub brings the message back
+    assert redelivered.status == 'ok', (redelivered.error, redelivered.result)
+    assert placed(rig) == planned(plan)            # the rest, once; the first not again
+    assert [o['orderRef'] for o in redelivered.result['alreadyPlaced']] == [o.orderRef for o in rig.order_log()[:1]]
+    assert rig.deliver(event).status == 'duplicate'
+
+
+def test_an_execution_killed_before_it_finished_its_claim_is_taken_over_and_places_nothing_again(make_rig):
+    rig = make_rig(TWO_LEGS, deadline=2, lease=2)
+    plan = plan_of(rig, params={})
+    event = rig.event('execute-plan', {'planId': plan.result['plan']['planId']})
+    decoded = decode_message(event)
+    params = ExecutePlan.Params.model_validate(decoded.request.params)
+    # the pieces handle() runs, without settle: the process is killed before it finishes its claim
+    admitted = admit(ExecutePlan, params, decoded, run_id='killed-run', dry_run=False, settings=rig.settings)
+    died = run_isolated(ExecutePlan, params, dry_run=False, settings=rig.settings, context=admitted.context,
+                        claim_terms=admitted.claim_terms)
+    assert died.status == 'ok' and placed(rig) == planned(plan)
+    assert wait_until(lambda: rig.deliver(event).status != 'error', timeout=10, interval=0.2)   # the leases end
+    assert placed(rig) == planned(plan)
+    assert rig.deliver(event).status == 'duplicate'

@@ -1,0 +1,155 @@
+"""The `execute-plan` intent: place a stored plan's orders (all, or a subset by orderRef), or discard the plan.
+
+It places exactly the planned orders, with their planned orderRefs and quantities, only if the plan exists,
+is not discarded and has not expired; the account's positions and our working orders on the contracts of the
+orders to place are what they were at planning; every price is within the band the planned intent's policy
+applied; trading is enabled and the markets are open. Otherwise it is rejected with every reason.
+
+Its idempotency key is the plan and the sorted subset (trading.plans.execute_key): the same subset twice is a
+duplicate; another subset places only its own orders. Orders of the plan already at the broker (an earlier
+subset, a run killed after placing) are listed in alreadyPlaced and never placed again; the account lease
+makes two executions of one plan run one after the other, so the second sees the first's orders.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from pydantic import Field, field_validator
+
+from intents.base import IntentParams, IntentRejected
+from intents.outcome import Outcome
+from intents.trading import OrderIntent, account_positions
+from lib.failures import Failure
+from lib.ibapi import Contract, Order
+from lib.times import iso
+from trading.market_data import AccountSnapshot, contract_info, gateway_time, quotes
+from trading.market_hours import HoursUnreadable, market_state
+from trading.orders import AlgoParam, Leg, place, planned_order, run_orders_at_broker
+from trading.plans import describe_working, execute_key, plan_state, working_entry
+from trading.risk import CheckedOrder, price_band_breach
+
+
+class ExecutePlanParams(IntentParams):
+    plan_id: str = Field(min_length=1, max_length=100)
+    """The planId of a plan published by a run with approval "required"."""
+    orders: list[str] | None = None
+    """Only these of the plan's orders (orderRefs); default: every order of the plan."""
+    discard: bool | None = None
+    """true: mark the plan discarded; nothing is placed, and a later execute-plan of it is rejected."""
+
+    @field_validator('orders')
+    @classmethod
+    def _some_distinct(cls, refs: list[str] | None) -> list[str] | None:
+        if refs is not None and (not refs or len(set(refs)) != len(refs)):
+            raise ValueError('give at least one orderRef, each once (leave it out for every order of the plan)')
+        return refs
+
+
+class ExecutePlan(OrderIntent):
+    name = 'execute-plan'
+    Params = ExecutePlanParams
+    plannable = False
+
+    @classmethod
+    def own_key(cls, params: ExecutePlanParams) -> str:
+        return execute_key(params.plan_id, params.orders, bool(params.discard))
+
+    async def run(self) -> Outcome:
+        params, store = self.params, self.context.store
+        plan = await self.in_store(store.get_plan, params.plan_id)
+        if plan is None:
+            raise IntentRejected(f'no plan {params.plan_id!r} in the store; not executed')
+        if plan['account'] != self.session.account:
+            raise IntentRejected(f'plan {params.plan_id} is for account {plan["account"]}, this run trades '
+                                 f'{self.session.account}; not executed')
+        head = {'planId': plan['planId'], 'plannedBy': plan['runId'], 'plannedIntent': plan['intent']}
+        if params.discard:
+            return await self._discard(plan, head)
+        reasons = plan_state(plan, datetime.now(timezone.utc))
+        by_ref = {order['orderRef']: order for order in plan['orders']}
+        unknown = [ref for ref in params.orders or [] if ref not in by_ref]
+        if unknown:
+            reasons.append(f'not orders of this plan: {", ".join(unknown)} (its orders: {", ".join(by_ref)})')
+        chosen = [by_ref[ref] for ref in params.orders or by_ref if ref in by_ref]
+        refusal = await self.trading_gate()
+        if refusal is not None:
+            reasons.append(refusal)
+        found = await run_orders_at_broker(self.ib, self.session.account, plan['orderRefPrefix'])
+        placed = {entry['orderRef'] for entry in found}
+        self.report.already_placed = [entry for entry in found if entry['orderRef'] in {o['orderRef'] for o in chosen}]
+        to_place = [order for order in chosen if order['orderRef'] not in placed]
+        start = await self.prepare()
+        items, more = await self._planned(plan, to_place, start.snapshot)
+        reasons += more
+        if reasons:
+            return Outcome.failed(Failure.rejected('PlanRejected', f'plan {plan["planId"]} not executed: '
+                                                   + '; '.join(reasons)),
+                                  {**head, 'reasons': reasons, **self.report.to_result()})
+        settings = self.execution_settings(start.snapshot, None)
+        stale = set(plan.get('cancel') or [])
+        if stale:
+            await self.cancel([t for t in await self.working_orders() if t.order.permId in stale])
+        if items and not [p for p in self.report.problems if p['code'] == 'order-not-cancelled']:
+            await place(self.ib, items, settings, self.report)
+        return self.output(self.report, head)
+
+    async def _discard(self, plan: dict, head: dict) -> Outcome:
+        if not plan.get('discarded'):
+            plan['discarded'] = {'at': iso(datetime.now(timezone.utc)), 'runId': self.context.run_id}
+            await self.in_store(self.context.store.put_plan, plan['planId'], plan)
+        return Outcome.ok({**head, 'discarded': plan['discarded'], **self.report.to_result()})
+
+    async def _planned(self, plan: dict, orders: list[dict], snapshot: AccountSnapshot) -> tuple[list, list[str]]:
+        """Each planned order ready to place (trading.orders.planned_order), and why any of them cannot go now."""
+        reasons: list[str] = []
+        if not orders:
+            return [], reasons
+        now = await gateway_time(self.ib)
+        positions = await account_positions(self)
+        working: dict[int, list[dict]] = {}
+        for t in await self.working_orders():
+            working.setdefault(t.contract.conId, []).append(
+                working_entry(t.order.orderRef, t.order.permId, t.order.action, t.orderStatus.remaining))
+        infos = [await contract_info(self.ib, Contract(conId=o['contract']['conId'],
+                                                       exchange=o['contract']['exchange'])) for o in orders]
+        prices = await quotes(self.ib, infos)
+        legs = []
+        for order, info in zip(orders, infos):
+            con_id, name, ref = info.con_id, info.name, order['orderRef']
+            held = positions[con_id].position if con_id in positions else 0.0
+            planned_held = plan['positions'].get(str(con_id), 0.0)
+            if held != planned_held:
+                reasons.append(f'{ref} ({name}): the position is {held:g}, it was {planned_held:g} at planning')
+            planned_working = plan['workingOrders'].get(str(con_id), [])
+            if describe_working(working.get(con_id, [])) != describe_working(planned_working):
+                reasons.append(f'{ref} ({name}): our working orders changed since planning '
+                               f'({len(planned_working)} then, {len(working.get(con_id, []))} now)')
+            try:
+                state = market_state(info.liquid_hours, info.time_zone, now)
+                if not state.open:
+                    reasons.append(f'{ref}: {state.describe(name)}')
+            except HoursUnreadable as exc:
+                reasons.append(f'{ref} ({name}): trading hours unreadable ({exc})')
+            placing = _order(order, self.session.account)
+            signed = order['quantity'] * (1 if order['action'] == 'BUY' else -1)
+            leg = Leg(info, signed, prices[con_id], dict(order.get('strategies') or {}), order['reduceOnly'])
+            item = planned_order(leg, placing, snapshot)
+            if order.get('priceBand') is not None:
+                breach = price_band_breach(CheckedOrder(name, (info.contract.symbol,), item.expected_price,
+                                                        prices[con_id].close, item.notional), order['priceBand'])
+                if breach:
+                    reasons.append(f'{ref}: price outside the band of its policy: {breach}')
+            legs.append(item)
+        return legs, reasons
+
+
+def _order(planned: dict, account: str) -> Order:
+    """The order as planned: its orderRef, action, quantity, type, limit, time in force and algo."""
+    order = Order(action=planned['action'], totalQuantity=planned['quantity'], orderType=planned['orderType'],
+                  tif=planned['tif'], orderRef=planned['orderRef'], account=account)
+    if planned.get('lmtPrice') is not None:
+        order.lmtPrice = planned['lmtPrice']
+    if planned.get('algo'):
+        order.algoStrategy = planned['algo']
+        order.algoParams = [AlgoParam(tag, value) for tag, value in (planned.get('algoParams') or {}).items()]
+    return order
