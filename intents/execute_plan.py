@@ -50,6 +50,13 @@ class ExecutePlan(OrderIntent):
     Params = ExecutePlanParams
     plannable = False
 
+    plan: dict | None = None
+
+    def header(self) -> dict:
+        """The run's header; its orders carry the plan's orderRef prefix, fixed at planning."""
+        header = super().header()
+        return {**header, 'orderRefPrefix': self.plan['orderRefPrefix']} if self.plan else header
+
     @classmethod
     def own_key(cls, params: ExecutePlanParams) -> str:
         return execute_key(params.plan_id, params.orders, bool(params.discard))
@@ -62,6 +69,7 @@ class ExecutePlan(OrderIntent):
         if plan['account'] != self.session.account:
             raise IntentRejected(f'plan {params.plan_id} is for account {plan["account"]}, this run trades '
                                  f'{self.session.account}; not executed')
+        self.plan = plan
         head = {'planId': plan['planId'], 'plannedBy': plan['runId'], 'plannedIntent': plan['intent']}
         if params.discard:
             return await self._discard(plan, head)

@@ -170,6 +170,9 @@ class OrderIntent(Intent):
         outcome = await super().start()
         if self.context.planning and outcome.status == 'ok' and self.report.orders:
             outcome.result['plan'] = await self.store_plan(outcome.result)
+            # placed: none. The claim still records the planned orders (recorded_orders), so the fills of
+            # their orderRefs, once executed, are attributed to the strategies they serve.
+            outcome.result['orders'] = []
         return outcome
 
     async def store_plan(self, result: dict) -> dict:

@@ -230,3 +230,16 @@ def test_an_execution_killed_before_it_finished_its_claim_is_taken_over_and_plac
     assert wait_until(lambda: rig.deliver(event).status != 'error', timeout=10, interval=0.2)   # the leases end
     assert placed(rig) == planned(plan)
     assert rig.deliver(event).status == 'duplicate'
+
+
+def test_an_executed_plan_s_fills_belong_to_its_strategies_so_the_next_allocation_has_nothing_to_do(make_rig):
+    rig = make_rig(TWO_LEGS)
+    plan = plan_of(rig, params={})
+    assert plan.result['orders'] == []                         # a plan places nothing, and says so
+    done = execute(rig, plan)
+    assert done.status == 'ok' and done.result['orderRefPrefix'] == plan.result['orderRefPrefix']
+    reconciled = rig.send('trade-reconciliation')
+    assert reconciled.status == 'ok' and reconciled.result['problems'] == [], reconciled.result['problems']
+    follow_up = rig.send('allocation', key='after-the-plan')
+    assert follow_up.status == 'skipped' and follow_up.result['reason'] == 'no trades needed', follow_up.result
+    assert placed(rig) == planned(plan)
