@@ -4,18 +4,24 @@ Orders are counted at the simulated gateway (rig.order_log), never in our own re
 """
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
 
+from deploy.local_stack import write_gcloud_config
 from functions.admission import admit
 from functions.contract import decode_message
 from functions.handler import run_isolated
 from intents.execute_plan import ExecutePlan
+from tests.emulators import require_tool
 from tests.polling import wait_until
+from tests.pubsub_events import request_event
 from tests.trading.support import BASE_CONFIG, SPY_MACD_VIXY_CONFIG
 
 
@@ -242,4 +248,23 @@ def test_an_executed_plan_s_fills_belong_to_its_strategies_so_the_next_allocatio
     assert reconciled.status == 'ok' and reconciled.result['problems'] == [], reconciled.result['problems']
     follow_up = rig.send('allocation', key='after-the-plan')
     assert follow_up.status == 'skipped' and follow_up.result['reason'] == 'no trades needed', follow_up.result
+    assert placed(rig) == planned(plan)
+
+
+def test_the_printed_approve_command_run_by_a_shell_through_real_gcloud_places_the_plan(rig, pubsub, tmp_path):
+    require_tool('gcloud', 'the approve command is a gcloud command')
+    topic = pubsub.topic('intents')
+    subscription = pubsub.pull_subscription(topic)
+    rig.settings = replace(rig.settings, intents_topic=topic, project=pubsub.project)
+    plan = plan_of(rig)
+    write_gcloud_config(tmp_path / 'gcloud', 'not-the-project', pubsub.emulator.host)   # --project must say which
+    env = {**os.environ, 'CLOUDSDK_CONFIG': str(tmp_path / 'gcloud')}
+    env.pop('PUBSUB_EMULATOR_HOST', None)          # gcloud finds the emulator through its own config
+    approved = subprocess.run(['bash', '-c', plan.result['plan']['approve']], env=env, capture_output=True,
+                              text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert approved.returncode == 0, approved.stderr
+    [message] = pubsub.pull(subscription, 1)
+    assert rig.order_log() == []
+    executed = rig.deliver(request_event(message.json(), message_id=message.message_id))
+    assert executed.status == 'ok', (executed.error, executed.result)
     assert placed(rig) == planned(plan)
