@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 
 from intents.base import IntentParams, IntentRejected
 from intents.outcome import Outcome
-from intents.trading import OrderIntent, account_positions
+from intents.trading import OrderIntent, account_positions, book_entries
 from lib.failures import Failure
 from lib.ibapi import Contract, Order
 from lib.times import iso
@@ -99,7 +99,21 @@ class ExecutePlan(OrderIntent):
             await self.cancel([t for t in await self.working_orders() if t.order.permId in stale])
         if items and not [p for p in self.report.problems if p['code'] == 'order-not-cancelled']:
             await place(self.ib, items, settings, self.report)
+        if self.report.orders:
+            await self._apply_effects(plan, {order['contract']['conId'] for order in self.report.orders})
         return self.output(self.report, head)
+
+    async def _apply_effects(self, plan: dict, con_ids: set[int]) -> None:
+        """What the planned run would have written had it placed: the strategies' new targets, and the internal
+        transfers of the contracts placed now (each booked once, by its execId)."""
+        effects = plan.get('effects') or {}
+        now = datetime.now(timezone.utc)
+        for strategy, targets in (effects.get('targets') or {}).items():
+            await self.in_store(self.context.store.put_targets, strategy, targets, plan['runId'], now)
+        ordered = {order['contract']['conId'] for order in plan['orders']}
+        # a contract the strategies only traded between them has no order: its transfer goes with any execution
+        await book_entries(self, [entry for entry in effects.get('transfers') or []
+                                  if entry['conId'] in con_ids or entry['conId'] not in ordered])
 
     async def _discard(self, plan: dict, head: dict) -> Outcome:
         if not plan.get('discarded'):

@@ -119,18 +119,25 @@ async def ledger_holdings(intent: Intent, now: datetime) -> tuple[dict[int, Hold
     return held, booking.problems(intent.context.reference if intent.context.takeover else None)
 
 
-async def book_transfers(intent: OrderIntent, legs: list[Leg], now: datetime) -> list[dict]:
-    """Book, per contract, what the strategies' trades netted out between them (quantity 0 for the account)."""
-    booked = []
+def transfer_entries(intent: OrderIntent, legs: list[Leg], now: datetime) -> list[dict]:
+    """Per contract, what the strategies' trades net out between them (quantity 0 for the account)."""
+    entries = []
     for leg in legs:
         parts = internal_transfer(leg.strategies)
-        if not parts:
-            continue
-        entry = transfer_entry(order_ref(intent.context.reference, leg.info.con_id), leg.info.describe(),
-                               intent.session.account, parts, leg.quote.price(), iso(now))
-        if await intent.in_store(intent.context.store.record_fill, entry):
-            booked.append(entry)
-    return booked
+        if parts:
+            entries.append(transfer_entry(order_ref(intent.context.reference, leg.info.con_id), leg.info.describe(),
+                                          intent.session.account, parts, leg.quote.price(), iso(now)))
+    return entries
+
+
+async def book_transfers(intent: OrderIntent, legs: list[Leg], now: datetime) -> list[dict]:
+    """Book the run's internal transfers (transfer_entries) in the ledger, each once."""
+    return await book_entries(intent, transfer_entries(intent, legs, now))
+
+
+async def book_entries(intent: OrderIntent, entries: list[dict]) -> list[dict]:
+    """Record ledger entries (internal transfers); those already there are left out of the answer."""
+    return [entry for entry in entries if await intent.in_store(intent.context.store.record_fill, entry)]
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,8 @@ class OrderIntent(Intent):
         # set when nothing could be evaluated (every strategy failed, no contract priced): a run that then
         # places, plans and finds nothing ends with this error instead of a quiet `skipped`
         self.not_evaluated: Failure | None = None
+        # a planning run's writes, made when its plan is executed: {'targets': {strategy: weights}, 'transfers': [...]}
+        self.plan_effects: dict = {'targets': {}, 'transfers': []}
 
     @property
     def trading(self) -> TradingConfig:
@@ -196,7 +205,7 @@ class OrderIntent(Intent):
             'positions': {str(o['contract']['conId']): positions[o['contract']['conId']].position
                           if o['contract']['conId'] in positions else 0.0 for o in orders},
             'workingOrders': {str(t.contract.conId): [] for t in working},
-            'cancel': stale, 'discarded': None,
+            'cancel': stale, 'discarded': None, 'effects': self.plan_effects,
         }
         for t in working:
             plan['workingOrders'][str(t.contract.conId)].append(

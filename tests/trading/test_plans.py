@@ -246,6 +246,11 @@ def test_an_executed_plan_s_fills_belong_to_its_strategies_so_the_next_allocatio
     assert done.status == 'ok' and done.result['orderRefPrefix'] == plan.result['orderRefPrefix']
     reconciled = rig.send('trade-reconciliation')
     assert reconciled.status == 'ok' and reconciled.result['problems'] == [], reconciled.result['problems']
+    # each strategy holds its target: the part the two netted between them (no order) was booked as a transfer
+    holdings = {h['conId']: h['strategies'] for h in rig.store.holdings(rig.account)}
+    for contract in plan.result['contracts']:
+        wanted = {name: target for name, target in contract['byStrategy'].items() if target}
+        assert holdings.get(contract['contract']['conId'], {}) == pytest.approx(wanted), contract
     follow_up = rig.send('allocation', key='after-the-plan')
     assert follow_up.status == 'skipped' and follow_up.result['reason'] == 'no trades needed', follow_up.result
     assert placed(rig) == planned(plan)
@@ -267,4 +272,28 @@ def test_the_printed_approve_command_run_by_a_shell_through_real_gcloud_places_t
     assert rig.order_log() == []
     executed = rig.deliver(request_event(message.json(), message_id=message.message_id))
     assert executed.status == 'ok', (executed.error, executed.result)
+    assert placed(rig) == planned(plan)
+
+
+def test_a_close_all_plan_changes_nothing_and_executes_under_the_close_policy_after_a_big_move(rig):
+    assert rig.send('allocation', {'strategies': ['dummy']}).status == 'ok'
+    held, targets = rig.position('SPY'), rig.store.get_targets('dummy')
+    plan = plan_of(rig, 'close-all', {})
+    [order] = plan.result['plan']['orders']
+    assert order['reduceOnly'] and order['priceBand'] is None and (order['action'], order['quantity']) == ('SELL', held)
+    assert rig.position('SPY') == held and rig.store.get_targets('dummy') == targets   # planned, not done
+    rig.sim.set_price('SPY', rig.sim.quote(rig.instrument('SPY')).close * 1.25)      # no band for closes here
+    done = execute(rig, plan)
+    assert done.status == 'ok', (done.error, done.result)
+    assert rig.position('SPY') == 0
+    assert rig.store.get_targets('dummy')['targets'] == {'SPY': 0.0}    # as a real close-all leaves them
+
+
+def test_a_cash_balancer_plan_converts_when_executed(rig):
+    rig.sim.broker.set_cash(rig.account, 'EUR', 100_000)
+    plan = plan_of(rig, 'cash-balancer', {})
+    [order] = plan.result['plan']['orders']
+    assert (order['contract']['localSymbol'], order['action'], order['quantity']) == ('EUR.USD', 'SELL', 100_000)
+    assert rig.order_log() == []
+    assert execute(rig, plan).status == 'ok'
     assert placed(rig) == planned(plan)
