@@ -99,7 +99,8 @@ def admit(intent_cls: type[Intent], params: IntentParams, decoded: Decoded, *, r
         return _refused('StaleMessage', f'message is {age:.1f} s old, older than ORDER_MAX_AGE_SECONDS '
                                         f'{idempotency.max_age_seconds:g} for order-placing intents; not executed')
     # the stricter approval wins: a request cannot lower a configured "required"
-    planning = intent_cls.plannable and 'required' in (request.approval, trading.approval)
+    # (a dry run writes nothing, so it stores no plan either)
+    planning = intent_cls.plannable and 'required' in (request.approval, trading.approval) and not dry_run
     key = (intent_cls.own_key(params) or request.idempotency_key
            or derive_key(intent_cls.name, params.model_dump(mode='json', by_alias=True), decoded.publish_time or now,
                          idempotency.window_seconds, approval='required' if planning else 'none'))
@@ -111,7 +112,7 @@ def admit(intent_cls: type[Intent], params: IntentParams, decoded: Decoded, *, r
     if planning:   # places nothing: trading enabled is checked when the plan is executed
         wait = min(idempotency.account_wait_seconds, settings.deadline_seconds / 4)
         return Admitted(context, ClaimTerms(idempotency.lease_for(settings.deadline_seconds), wait))
-    if not trading.trading_enabled:
+    if not trading.trading_enabled and not intent_cls.judges_trading_switch:
         return _refused('TradingDisabled', f'{trading.switch.reason()}: no orders are placed', key=key)
     # waiting for another run's account lease stays well inside this run's own deadline
     wait = min(idempotency.account_wait_seconds, settings.deadline_seconds / 4)

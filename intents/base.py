@@ -104,6 +104,8 @@ class Intent:
     account_state: ClassVar[frozenset[AccountState]] = frozenset()
     places_orders: ClassVar[bool] = False
     plannable: ClassVar[bool] = False     # takes a request's `approval` (plans, then execute-plan places)
+    # admitted with trading disabled, to say so among its other reasons (execute-plan; its discard needs no trading)
+    judges_trading_switch: ClassVar[bool] = False
     uses_store: ClassVar[bool] = False
     Params: ClassVar[type[IntentParams]] = NoParams
 

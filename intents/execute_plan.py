@@ -49,6 +49,7 @@ class ExecutePlan(OrderIntent):
     name = 'execute-plan'
     Params = ExecutePlanParams
     plannable = False
+    judges_trading_switch = True     # trading disabled is one of its reasons; a discard goes ahead regardless
 
     plan: dict | None = None
 

@@ -193,9 +193,32 @@ def test_a_price_outside_the_band_is_rejected(rig):
     assert rig.order_log() == []
 
 
-def test_an_unknown_plan_is_rejected(rig):
-    result = rig.send('execute-plan', {'planId': 'nope'})
-    assert result.status == 'rejected' and "no plan 'nope'" in result.error.message
+@pytest.mark.parametrize('plan_id', ['nope', '../plans/ü\u202e\x00' + 'x' * 80])
+def test_an_unknown_plan_is_rejected(rig, plan_id):
+    result = rig.send('execute-plan', {'planId': plan_id})
+    assert result.status == 'rejected' and 'no plan' in result.error.message
+
+
+def test_with_trading_disabled_a_plan_can_be_discarded_and_an_execution_lists_it_among_the_reasons(rig, monkeypatch):
+    monkeypatch.setenv('PLAN_TTL_SECONDS', '0.2')
+    plan = plan_of(rig)
+    rig.store.put_settings({'tradingEnabled': False})
+    wait_until(lambda: datetime.now(timezone.utc).isoformat() > plan.result['plan']['expiresAt'].rstrip('Z'))
+    refused = execute(rig, plan)
+    assert refused.status == 'rejected', refused.error
+    assert any('expired' in r for r in refused.result['reasons'])
+    assert any('trading' in r.lower() and 'disabled' in r.lower() for r in refused.result['reasons'])
+    assert execute(rig, plan, discard=True).status == 'ok'
+    assert rig.store.get_plan(plan.result['plan']['planId'])['discarded']
+    assert rig.order_log() == []
+
+
+def test_a_dry_run_with_approval_stores_no_plan_and_other_order_intents_stay_refused_with_trading_disabled(rig):
+    dry = rig.send('allocation', {'strategies': ['dummy']}, approval='required', dry_run=True)
+    assert dry.status == 'ok' and 'plan' not in dry.result and dry.result['orders']
+    rig.store.put_settings({'tradingEnabled': False})
+    assert rig.send('allocation', {'strategies': ['dummy']}).error.type == 'TradingDisabled'
+    assert rig.order_log() == []
 
 
 def test_an_execution_cut_off_after_its_first_order_is_redelivered_and_places_only_the_rest(make_rig):
