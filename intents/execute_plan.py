@@ -24,7 +24,8 @@ from lib.ibapi import Contract, Order
 from lib.times import iso
 from trading.market_data import AccountSnapshot, contract_info, gateway_time, quotes
 from trading.market_hours import HoursUnreadable, market_state
-from trading.orders import AlgoParam, Leg, place, planned_order, run_orders_at_broker
+from trading.idempotency import order_ref, parse_order_ref
+from trading.orders import AlgoParam, Leg, place, planned_order, run_orders_at_broker, took_effect
 from trading.plans import describe_working, execute_key, plan_state, working_entry
 from trading.risk import CheckedOrder, price_band_breach
 
@@ -84,9 +85,7 @@ class ExecutePlan(OrderIntent):
         if refusal is not None:
             reasons.append(refusal)
         found = await run_orders_at_broker(self.ib, self.session.account, plan['orderRefPrefix'])
-        placed = {entry['orderRef'] for entry in found}
-        self.report.already_placed = [entry for entry in found if entry['orderRef'] in {o['orderRef'] for o in chosen}]
-        to_place = [order for order in chosen if order['orderRef'] not in placed]
+        to_place = self._still_to_place(chosen, found)
         start = await self.prepare()
         items, more = await self._planned(plan, to_place, start.snapshot)
         reasons += more
@@ -103,6 +102,27 @@ class ExecutePlan(OrderIntent):
         if self.report.orders:
             await self._apply_effects(plan, {order['contract']['conId'] for order in self.report.orders})
         return self.output(self.report, head)
+
+    def _still_to_place(self, chosen: list[dict], found: list[dict]) -> list[dict]:
+        """The chosen orders that have no order at the broker that works or filled (listed in alreadyPlaced).
+
+        An order the gateway rejected, or that was cancelled unfilled, did nothing: the planned order goes again,
+        under the next orderRef suffix (`<leg>.<n>`), as a takeover re-sends what a rejected order left.
+        """
+        attempts: dict[str, list[dict]] = {}
+        for entry in found:
+            parsed = parse_order_ref(entry['orderRef'])
+            if parsed is not None:
+                attempts.setdefault(order_ref(parsed[0], parsed[1]), []).append(entry)
+        to_place = []
+        for order in chosen:
+            earlier = attempts.get(order['orderRef'], [])
+            self.report.already_placed += earlier
+            if not any(took_effect(entry) for entry in earlier):
+                again = max((parse_order_ref(entry['orderRef'])[2] for entry in earlier), default=0) + 1
+                reference, leg, _ = parse_order_ref(order['orderRef'])
+                to_place.append({**order, 'orderRef': order_ref(reference, leg, again)})
+        return to_place
 
     async def _apply_effects(self, plan: dict, con_ids: set[int]) -> None:
         """What the planned run would have written had it placed: the strategies' new targets, and the internal

@@ -320,3 +320,19 @@ def test_a_cash_balancer_plan_converts_when_executed(rig):
     assert rig.order_log() == []
     assert execute(rig, plan).status == 'ok'
     assert placed(rig) == planned(plan)
+
+
+def test_a_planned_order_the_gateway_rejected_goes_again_on_redelivery_under_the_next_suffix(rig):
+    plan = plan_of(rig)
+    [planned_ref] = planned(plan)
+    rig.sim.faults.reject_orders = 'margin'
+    event = rig.event('execute-plan', {'planId': plan.result['plan']['planId']})
+    refused = rig.deliver(event)
+    assert refused.status == 'error' and refused.error.type == 'OrdersRejected' and refused.error.retryable
+    rig.sim.faults.reject_orders = False
+    again = rig.deliver(event)                      # Pub/Sub redelivers the retryable error
+    assert again.status == 'ok', (again.error, again.result)
+    assert [o['orderRef'] for o in again.result['orders']] == [f'{planned_ref}.2']
+    statuses = {o.orderRef: o.status for o in rig.order_log()}
+    assert len(rig.order_log()) == 2 and statuses[f'{planned_ref}.2'] == 'Filled' and statuses[planned_ref] != 'Filled'
+    assert rig.deliver(event).status == 'duplicate'
