@@ -132,8 +132,6 @@ EXAMPLES: dict[str, list[Example]] = {
     'execute-plan': [
         Example({'intent': 'execute-plan', 'params': {'planId': EXAMPLE_PLAN}}, prepare=_a_plan_to_buy_spy,
                 places_orders=True),
-        Example({'intent': 'execute-plan', 'params': {'planId': EXAMPLE_PLAN, 'discard': True}},
-                prepare=_a_plan_to_buy_spy),
     ],
     'trade-reconciliation': [
         Example({'intent': 'trade-reconciliation'}, prepare=_a_filled_order_of_an_earlier_run),
