@@ -13,6 +13,17 @@ claim with `retry: true`; the redelivery then claims the next generation (`ibj:<
 is again atomic, and acts as a takeover: it looks up the orderRefs at the broker and places only what is
 missing. A run that dies without finishing leaves a lease that expires; the store lets the next claim
 of that generation take over.
+
+The claim's vocabulary, one name per concept:
+- claim key: the store key of one generation of a run reference (`ibj:<hash10>`, `ibj:<hash10>#2`, ...);
+- `ClaimRecord` (lib.store): what the store keeps under a claim key: holder, lease, attempt, and once
+  finished its result, a `FinishedRun` (with the `RecordedOrder`s the order layer made);
+- `ClaimAnswer` (lib.store): the store's answer to claiming one claim key (new, taken over, finished, running);
+- `RunClaim` (here, `claim_run`): a run's claim of its reference across generations: the claim key it holds,
+  or the record of the run that holds or finished it;
+- `ClaimTerms` (functions.admission): the terms a run claims on: lease length, how long to wait for the account;
+- `Hold` (functions.admission): what a running run holds, its claim key and the account lease, which
+  `admission.settle` finishes and releases.
 """
 from __future__ import annotations
 
@@ -142,8 +153,9 @@ def is_ours(order_ref_text: str) -> bool:
 
 
 @dataclass(frozen=True)
-class KeyClaim:
-    """The answer to claim_run: either we hold a generation of the key (and may act) or another run has it."""
+class RunClaim:
+    """The answer to claim_run: the claim key (generation) the run now holds, or the record of the run that
+    holds or finished it (held False)."""
 
     held: bool
     claim_key: str
@@ -224,7 +236,7 @@ class TooManyAttempts(Exception):
     """The key was retried MAX_GENERATIONS times; it is not tried again."""
 
 
-def claim_run(store: Store, reference: str, run_id: str, lease_seconds: float, now: datetime) -> KeyClaim:
+def claim_run(store: Store, reference: str, run_id: str, lease_seconds: float, now: datetime) -> RunClaim:
     """Claim the first generation of `reference` that is free, expired or unfinished.
 
     Returns held=False with the blocking record when another run holds a valid lease ('running') or a
@@ -236,11 +248,11 @@ def claim_run(store: Store, reference: str, run_id: str, lease_seconds: float, n
         claim = store.claim(key, run_id, lease_seconds, now)
         first_claimed = first_claimed or claim.record.created_at
         if claim.held:
-            return KeyClaim(True, key, claim.record, takeover=claim.outcome == 'taken_over' or generation > 1,
-                             claimed_at=first_claimed)
+            return RunClaim(True, key, claim.record, takeover=claim.outcome == 'taken_over' or generation > 1,
+                            claimed_at=first_claimed)
         if claim.outcome == 'finished' and FinishedRun.retried(claim.record):
             continue
-        return KeyClaim(False, key, claim.record)
+        return RunClaim(False, key, claim.record)
     raise TooManyAttempts(f'{reference} was attempted {MAX_GENERATIONS} times; not trying again')
 
 

@@ -29,7 +29,7 @@ from typing import Literal, Mapping, Protocol
 from lib.config import ConfigError, env_seconds
 
 __all__ = [
-    'BACKENDS', 'Claim', 'ClaimRecord', 'Lease', 'Store', 'StoreUnavailable', 'open_store',
+    'BACKENDS', 'ClaimAnswer', 'ClaimRecord', 'Lease', 'Store', 'StoreUnavailable', 'open_store',
 ]
 
 BACKENDS = ('sqlite', 'firestore')
@@ -46,7 +46,7 @@ class StoreUnavailable(Exception):
 
 @dataclass
 class ClaimRecord:
-    """The stored state of one idempotency key."""
+    """What the store keeps under one claim key (trading.idempotency names the claim's vocabulary)."""
 
     key: str
     run_id: str                 # the run that holds (or finished) the key
@@ -58,8 +58,8 @@ class ClaimRecord:
 
 
 @dataclass
-class Claim:
-    """The answer to claim(): what happened and the record as it stands after the claim.
+class ClaimAnswer:
+    """The store's answer to claim() of one claim key: what happened and the record as it stands after it.
 
     outcome 'new': we hold the key. 'taken_over': the previous lease had expired; we hold it now
     (record.attempt counts the takeovers). 'finished': someone finished it; record.result is theirs.
@@ -88,7 +88,7 @@ class Lease:
 class Store(Protocol):
     """What every backend offers. All methods raise StoreUnavailable when the backend fails."""
 
-    def claim(self, key: str, run_id: str, lease_seconds: float, now: datetime) -> Claim:
+    def claim(self, key: str, run_id: str, lease_seconds: float, now: datetime) -> ClaimAnswer:
         """Atomically claim `key` for `run_id` with a lease of lease_seconds from now."""
 
     def finish(self, key: str, run_id: str, result: dict, now: datetime) -> bool:
