@@ -174,7 +174,7 @@ class RunClaim:
 class RecordedOrder:
     """One order as a finished claim records it: enough to attribute its fills and to answer duplicates.
 
-    The order layer makes them (trading.orders.ExecutionReport.recorded); stored as `orders` of the claim's
+    The order layer makes them (trading.orders.RunOrders.recorded); stored as `orders` of the claim's
     result, in the camelCase keys of `to_record` (records written by earlier versions read the same).
     """
 
