@@ -34,6 +34,7 @@ from intents.registry import get_intent, intent_names
 from lib import log
 from lib.config import ConfigError, Settings
 from lib.store import DEFAULT_SQLITE_PATH, StoreUnavailable
+from lib.times import parse_instant
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / 'schemas'
 SUCCESS_STATUSES = ('ok', 'skipped', 'duplicate')
@@ -268,10 +269,9 @@ def _count(raw: str) -> int:
 
 def _iso_time(raw: str) -> datetime:
     try:
-        parsed = datetime.fromisoformat(raw.replace('Z', '+00:00'))
+        return parse_instant(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f'not an ISO 8601 time: {raw!r}') from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _parser() -> argparse.ArgumentParser:
