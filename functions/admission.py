@@ -31,7 +31,7 @@ from lib import log
 from lib.config import ConfigError, Settings
 from lib.crash import crash_point
 from lib.failures import Failure, failure_of
-from trading.idempotency import FinishedRun, IdempotencySettings, TooManyAttempts, claim_run, derive_key, legacy_claim
+from trading.idempotency import FinishedRun, TooManyAttempts, claim_run, derive_key, legacy_claim
 from lib.store import ClaimRecord, Store, StoreUnavailable, open_store
 from lib.times import iso
 from trading.trading_config import load_trading_config
@@ -79,15 +79,16 @@ def admit(intent_cls: type[Intent], params: IntentParams, decoded: Decoded, *, r
     if not (intent_cls.uses_store or intent_cls.places_orders):
         return Admitted(context)
     try:
-        store = open_store()
+        store = open_store(settings.store)
     except ConfigError as exc:
         return _refused('ConfigError', str(exc))
     context = replace(context, store=store)
     if not intent_cls.places_orders:
         return Admitted(context)
     try:
-        idempotency = IdempotencySettings.from_env(settings.deadline_seconds)
-        trading = load_trading_config(store, trading_mode=settings.trading_mode)
+        idempotency = settings.idempotency.checked()
+        trading = load_trading_config(store, trading_mode=settings.trading_mode,
+                                      env=settings.trading_config.environment, path=settings.trading_config.path)
     except ConfigError as exc:
         return _refused('ConfigError', str(exc))
     except StoreUnavailable as exc:

@@ -322,7 +322,7 @@ def _publish(result: IntentResult, settings: Settings, publish: Publish) -> None
         logger.exception('result of %s not published; raising so the message is delivered again', result.intent)
         raise
     publish_ms = _ms(time.monotonic() - publish_started)
-    history.record(result)
+    history.record(result, settings)
     _log_run(result, publish_ms)
 
 

@@ -1,7 +1,8 @@
 """Idempotency of order-placing runs: the key, the orderRefs derived from it, and the claim in the store.
 
 A request's key is its `idempotencyKey`, else `auto:<window>:<hash>` of the intent, its canonical params
-and the time window its publishTime falls in (IDEMPOTENCY_WINDOW_SECONDS, floored), so two Cloud
+and the time window its publishTime falls in (IDEMPOTENCY_WINDOW_SECONDS, floored; these settings are
+lib.config.IdempotencySettings), so two Cloud
 Scheduler messages for one slot share a key. From (account, intent, key) comes the run reference
 `ibj:<hash10>`; every order carries `ibj:<hash10>:<leg>` as orderRef (`ibj:<hash10>:<leg>.<n>` for the
 n-th order of a leg, when a takeover re-sends what an earlier order left unfilled), so the broker can
@@ -30,19 +31,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
-from lib.config import ConfigError, env_seconds
 from lib.store import ClaimRecord, Store
 from lib.times import iso
 
 ORDER_REF_TAG = 'ibj'
 MAX_GENERATIONS = 50
-LEASE_MARGIN_SECONDS = 10.0
 # A claim still 'running' this long after its lease ended is stuck: Pub/Sub's longest backoff (600 s,
 # as deployed) plus a margin has passed, so the message was acked or dead-lettered and will not take it over.
 PUBSUB_MAX_BACKOFF_SECONDS = 600.0
@@ -50,40 +48,6 @@ STUCK_MARGIN_SECONDS = 300.0
 STUCK_AFTER_SECONDS = PUBSUB_MAX_BACKOFF_SECONDS + STUCK_MARGIN_SECONDS
 _RUN_REFERENCE = re.compile(rf'^({ORDER_REF_TAG}:[0-9a-f]{{10}}):')
 _ORDER_REF = re.compile(rf'^({ORDER_REF_TAG}:[0-9a-f]{{10}}):([^.:]+)(?:\.([1-9][0-9]*))?$')
-
-
-@dataclass(frozen=True)
-class IdempotencySettings:
-    """How keys are derived and claims held. Read from the environment:
-
-    IDEMPOTENCY_WINDOW_SECONDS (300): width of the scheduled-time window of derived keys;
-    IDEMPOTENCY_LEASE_SECONDS (deadline + 10): how long a claim protects a run, at least the deadline;
-    ORDER_MAX_AGE_SECONDS (1800): order-placing messages older than this are rejected (a message's
-    maxAgeSeconds can only be shorter);
-    ACCOUNT_LEASE_WAIT_SECONDS (10): how long a run waits for another run's lease on the account before
-    it is redelivered (at most a quarter of the deadline).
-    """
-
-    window_seconds: float = 300.0
-    lease_seconds: float | None = None
-    max_age_seconds: float = 1800.0
-    account_wait_seconds: float = 10.0
-
-    @classmethod
-    def from_env(cls, deadline_seconds: float, env: Mapping[str, str] | None = None) -> IdempotencySettings:
-        """Settings from env (default os.environ); ConfigError names a bad variable."""
-        env = os.environ if env is None else env
-        window = env_seconds(env, 'IDEMPOTENCY_WINDOW_SECONDS', cls.window_seconds)
-        lease = env_seconds(env, 'IDEMPOTENCY_LEASE_SECONDS', None)
-        if lease is not None and lease < deadline_seconds:
-            raise ConfigError(f'IDEMPOTENCY_LEASE_SECONDS={lease:g} is invalid: it must be at least the intent '
-                              f'deadline ({deadline_seconds:g} s), or a run could be taken over while it places orders')
-        return cls(window, lease, env_seconds(env, 'ORDER_MAX_AGE_SECONDS', cls.max_age_seconds),
-                   env_seconds(env, 'ACCOUNT_LEASE_WAIT_SECONDS', cls.account_wait_seconds))
-
-    def lease_for(self, deadline_seconds: float) -> float:
-        """The claim's lease: past the deadline, so a live run is never taken over."""
-        return self.lease_seconds if self.lease_seconds is not None else deadline_seconds + LEASE_MARGIN_SECONDS
 
 
 def stuck_claims(store: Store, now: datetime) -> list[ClaimRecord]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lib.config import StoreSettings
 from lib.store import ClaimAnswer, Store, StoreUnavailable, open_store
 from tests.emulators import free_port
 from tests.store import raw
@@ -285,7 +286,7 @@ def unreachable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     else:
         env = {'STORE_BACKEND': 'firestore', 'GOOGLE_CLOUD_PROJECT': 'unreachable',
                'FIRESTORE_EMULATOR_HOST': f'127.0.0.1:{free_port()}', 'STORE_TIMEOUT_SECONDS': '1'}
-    store = open_store(env)
+    store = open_store(StoreSettings.from_env(env))
     yield store
     store.close()
 

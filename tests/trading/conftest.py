@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from lib.config import Settings
+from lib.config import Settings, StoreSettings
 from lib.store import open_store
 from simulator import Simulator
 from tests.trading.support import ACCOUNT, BASE_CONFIG, OPEN_TIME, Rig
@@ -44,7 +44,7 @@ def make_rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.Fi
         sim.start()
         settings = Settings(gateway_host=sim.host, gateway_port=sim.port, connect_timeout=2.0,
                             deadline_seconds=deadline, account=accounts[0] if len(accounts) > 1 else None)
-        rig = Rig(sim, open_store(), settings)
+        rig = Rig(sim, open_store(StoreSettings.from_env()), settings)
         made.append(rig)
         return rig
 

@@ -1,6 +1,7 @@
 """A trading rig for tests: a simulated gateway, a real store, a trading config file, and the real handler."""
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -63,9 +64,22 @@ class Rig:
 
     sim: Simulator
     store: Store
-    settings: Settings
+    base: Settings                # the gateway and the run; `settings` adds what the environment says now
     published: list[IntentResult] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def settings(self) -> Settings:
+        """The settings of the next delivery: the rig's own, and the store, idempotency, trading config and history
+        settings its environment gives now (the rig is the deployment: its entry reads them per message, and tests
+        change them as an operator would, with monkeypatch.setenv)."""
+        now = Settings.from_env({**os.environ, 'INTENT_DEADLINE_SECONDS': str(self.base.deadline_seconds)})
+        return replace(self.base, store=now.store, idempotency=now.idempotency, trading_config=now.trading_config,
+                       history=now.history)
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        self.base = settings
 
     def send(self, intent: str, params: dict | None = None, *, dry_run: bool = False, key: str | None = None,
              max_age: float | None = None, message_id: str | None = None,
@@ -108,7 +122,7 @@ class Rig:
 
     def deployment(self, account: str) -> Rig:
         """Another deployment on the same gateway (and the same store) acting on `account`."""
-        return Rig(self.sim, self.store, replace(self.settings, account=account), self.published)
+        return Rig(self.sim, self.store, replace(self.base, account=account), self.published)
 
     def position(self, symbol: str) -> float:
         return sum(p.quantity for _, p in self.sim.broker.positions(self.account)
