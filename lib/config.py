@@ -71,9 +71,10 @@ class StoreSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StoreSettings:
         """The store's settings from env (default os.environ); ConfigError names a bad variable."""
-        get = _getter(os.environ if env is None else env)
+        env = os.environ if env is None else env
+        get = _getter(env)
         backend = (get('STORE_BACKEND') or cls.backend).lower()
-        timeout = env_seconds(env if env is not None else os.environ, 'STORE_TIMEOUT_SECONDS', cls.timeout_seconds)
+        timeout = env_seconds(env, 'STORE_TIMEOUT_SECONDS', cls.timeout_seconds)
         if backend not in STORE_BACKENDS:
             raise ConfigError(f'STORE_BACKEND={backend!r} is invalid: expected one of {", ".join(STORE_BACKENDS)}')
         project = get('GOOGLE_CLOUD_PROJECT')
@@ -207,10 +208,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from `env` (default: os.environ); raise ConfigError naming the bad variable."""
         env = os.environ if env is None else env
-
-        def get(name: str) -> str | None:
-            value = env.get(name, '').strip()
-            return value or None
+        get = _getter(env)
 
         def parse(name: str, convert: Callable[[str], T], default: T) -> T:
             raw = get(name)
