@@ -13,7 +13,7 @@ secret set late is masked too) and the test-only crash hook.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Callable, Mapping, TypeVar
 
@@ -244,6 +244,15 @@ class Settings:
             history=_or_error(lambda: HistorySettings.from_env(env), HistorySettings),
             logging=LoggingSettings.from_env(env),
         )
+
+    def with_parts_from_env(self, env: Mapping[str, str] | None = None) -> Settings:
+        """These settings with their nested parts (store, idempotency, trading config, history, logging) read from
+        env (default os.environ) now: for a harness or benchmark that plays the entry with gateway settings of its
+        own and configures the rest in its environment, as a deployment does."""
+        env = os.environ if env is None else env
+        parts = Settings.from_env({**env, 'INTENT_DEADLINE_SECONDS': str(self.deadline_seconds)})
+        return replace(self, store=parts.store, idempotency=parts.idempotency, trading_config=parts.trading_config,
+                       history=parts.history, logging=parts.logging)
 
 
 def _getter(env: Mapping[str, str]) -> Callable[[str], str | None]:

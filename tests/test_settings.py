@@ -48,3 +48,12 @@ def test_the_entry_reads_the_nested_settings_once_and_a_bad_part_waits_for_its_u
         broken.store.checked()
     with pytest.raises(ConfigError, match='IDEMPOTENCY_LEASE_SECONDS'):
         broken.idempotency.checked()
+
+
+def test_settings_of_a_harness_take_their_nested_parts_from_the_environment_it_sets():
+    own = Settings(gateway_host='127.0.0.1', gateway_port=4010, deadline_seconds=20)
+    deployed = own.with_parts_from_env({'SQLITE_PATH': '/tmp/x.sqlite3', 'IDEMPOTENCY_LEASE_SECONDS': '10'})
+    assert (deployed.gateway_host, deployed.gateway_port, deployed.deadline_seconds) == ('127.0.0.1', 4010, 20)
+    assert deployed.store.sqlite_path == '/tmp/x.sqlite3'
+    with pytest.raises(ConfigError, match='at least the intent deadline'):   # checked against its own deadline
+        deployed.idempotency.checked()

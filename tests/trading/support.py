@@ -1,7 +1,6 @@
 """A trading rig for tests: a simulated gateway, a real store, a trading config file, and the real handler."""
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -73,9 +72,7 @@ class Rig:
         """The settings of the next delivery: the rig's own, and the store, idempotency, trading config and history
         settings its environment gives now (the rig is the deployment: its entry reads them per message, and tests
         change them as an operator would, with monkeypatch.setenv)."""
-        now = Settings.from_env({**os.environ, 'INTENT_DEADLINE_SECONDS': str(self.base.deadline_seconds)})
-        return replace(self.base, store=now.store, idempotency=now.idempotency, trading_config=now.trading_config,
-                       history=now.history)
+        return self.base.with_parts_from_env()
 
     @settings.setter
     def settings(self, settings: Settings) -> None:
