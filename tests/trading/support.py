@@ -63,20 +63,24 @@ class Rig:
 
     sim: Simulator
     store: Store
-    base: Settings                # the gateway and the run; `settings` adds what the environment says now
+    settings: Settings
     published: list[IntentResult] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    @property
-    def settings(self) -> Settings:
-        """The settings of the next delivery: the rig's own, and the store, idempotency, trading config and history
-        settings its environment gives now (the rig is the deployment: its entry reads them per message, and tests
-        change them as an operator would, with monkeypatch.setenv)."""
-        return self.base.with_parts_from_env()
+    def environment(self) -> dict[str, str]:
+        """The environment variables of a deployment with this rig's store and trading config, for the tests of
+        the command line, which reads its settings from the environment."""
+        store = self.settings.store
+        variables = {'STORE_BACKEND': store.backend, 'STORE_TIMEOUT_SECONDS': f'{store.timeout_seconds:g}',
+                     'TRADING_CONFIG_PATH': self.settings.trading_config.path or ''}
+        if store.backend == 'sqlite':
+            return {**variables, 'SQLITE_PATH': store.sqlite_path}
+        return {**variables, 'GOOGLE_CLOUD_PROJECT': store.project or '',
+                'FIRESTORE_EMULATOR_HOST': store.emulator_host or ''}
 
-    @settings.setter
-    def settings(self, settings: Settings) -> None:
-        self.base = settings
+    def with_store(self, **changes: Any) -> None:
+        """The next deliveries use the store with these settings changed (as after a redeploy)."""
+        self.settings = replace(self.settings, store=replace(self.settings.store, **changes))
 
     def send(self, intent: str, params: dict | None = None, *, dry_run: bool = False, key: str | None = None,
              max_age: float | None = None, message_id: str | None = None,
@@ -119,7 +123,7 @@ class Rig:
 
     def deployment(self, account: str) -> Rig:
         """Another deployment on the same gateway (and the same store) acting on `account`."""
-        return Rig(self.sim, self.store, replace(self.base, account=account), self.published)
+        return Rig(self.sim, self.store, replace(self.settings, account=account), self.published)
 
     def position(self, symbol: str) -> float:
         return sum(p.quantity for _, p in self.sim.broker.positions(self.account)
