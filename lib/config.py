@@ -1,5 +1,5 @@
-"""Runtime settings: the one module that reads the environment (a test keeps every other module under lib/
-and trading/ from reading it).
+"""Runtime settings: the one module that reads the environment (tests/test_settings_read_once.py keeps every
+other module under lib/ and trading/ from reading it).
 
 The entry (functions/main.py through the handler, the CLI) reads `Settings.from_env()` once per invocation and
 passes it down: the gateway and run settings, and nested, the store's (`StoreSettings`), idempotency's
