@@ -12,7 +12,7 @@
       publish      the IntentResult on the results topic; kept in the run history      (functions/publisher.py)
       conclude     return (Pub/Sub acks) or raise TransientFailure (non-2xx: redelivered)
 
-Every step that ends the run early answers with an Outcome (functions/outcome.py), and every failure is a
+Every step that ends the run early answers with an Outcome (intents/outcome.py), and every failure is a
 lib.failures.Failure; `conclude` is the one place that turns the published result into ack or redeliver.
 A result that could not be published raises too, so no message is acked without its result.
 Claiming only after connecting means a gateway outage never uses up a claim.
