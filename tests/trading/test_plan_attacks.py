@@ -1,0 +1,40 @@
+"""Adversarial checks of plan → approve → execute: effects counted at the simulated gateway and in the store,
+never in our own results."""
+from __future__ import annotations
+
+import pytest
+
+
+def plan_of(rig, intent='allocation', params=None, **options):
+    result = rig.send(intent, params if params is not None else {'strategies': ['dummy']}, approval='required',
+                      **options)
+    assert result.status == 'ok', (result.error, result.result)
+    return result
+
+
+def execute(rig, plan_result, *, dry_run=False, **params):
+    return rig.send('execute-plan', {'planId': plan_result.result['plan']['planId'], **params}, dry_run=dry_run)
+
+
+@pytest.mark.xfail(strict=True, reason='defect: a dry-run execute-plan places the plan\'s orders and writes its effects')
+def test_a_dry_run_execution_places_nothing_writes_nothing_and_leaves_the_plan_to_execute(rig):
+    plan = plan_of(rig)
+    dry = execute(rig, plan, dry_run=True)
+    assert dry.status == 'ok', (dry.error, dry.result)
+    [order] = dry.result['orders']                       # what it would place, with the gateway's whatIf
+    assert order['orderRef'] == plan.result['plan']['orders'][0]['orderRef'] and order['whatIf']
+    assert rig.order_log() == []                          # counted at the gateway
+    assert rig.store.get_targets('dummy') is None and rig.store.holdings(rig.account) == []
+    done = execute(rig, plan)                             # the dry run took no claim: the real one places
+    assert done.status == 'ok', (done.error, done.result)
+    assert [o.orderRef for o in rig.order_log()] == [order['orderRef']]
+
+
+@pytest.mark.xfail(strict=True, reason='defect: a dry-run discard marks the plan discarded')
+def test_a_dry_run_discard_leaves_the_plan_executable(rig):
+    plan = plan_of(rig)
+    dry = execute(rig, plan, dry_run=True, discard=True)
+    assert dry.status == 'ok' and dry.result['wouldDiscard'] is True, (dry.error, dry.result)
+    assert not rig.store.get_plan(plan.result['plan']['planId'])['discarded']
+    assert execute(rig, plan).status == 'ok'
+    assert len(rig.order_log()) == 1
