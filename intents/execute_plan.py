@@ -25,7 +25,7 @@ from lib.times import iso
 from trading.market_data import AccountSnapshot, contract_info, gateway_time, quotes
 from trading.market_hours import HoursUnreadable, market_state
 from trading.idempotency import order_ref, parse_order_ref
-from trading.orders import AlgoParam, Leg, place, planned_order, run_orders_at_broker, took_effect
+from trading.orders import AlgoParam, Leg, place, planned_order, run_orders_at_broker, took_effect, what_if
 from trading.plans import describe_working, execute_key, plan_state, working_entry
 from trading.risk import CheckedOrder, price_band_breach
 
@@ -94,6 +94,9 @@ class ExecutePlan(OrderIntent):
                                                    + '; '.join(reasons)),
                                   {**head, 'reasons': reasons, **self.report.to_result()})
         settings = self.execution_settings(start.snapshot, None)
+        if self.dry_run:   # what executing would place (whatIf), and nothing placed, cancelled or written
+            self.report.orders = [await what_if(self.ib, item) for item in items]
+            return self.output(self.report, head)
         stale = set(plan.get('cancel') or [])
         if stale:
             await self.cancel([t for t in await self.working_orders() if t.order.permId in stale])
@@ -137,6 +140,9 @@ class ExecutePlan(OrderIntent):
                                   if entry['conId'] in con_ids or entry['conId'] not in ordered])
 
     async def _discard(self, plan: dict, head: dict) -> Outcome:
+        if self.dry_run:   # says whether it would discard; the plan is left as it is
+            return Outcome.ok({**head, 'discarded': plan.get('discarded'), 'wouldDiscard': not plan.get('discarded'),
+                               **self.report.to_result()})
         if not plan.get('discarded'):
             plan['discarded'] = {'at': iso(datetime.now(timezone.utc)), 'runId': self.context.run_id}
             await self.in_store(self.context.store.put_plan, plan['planId'], plan)

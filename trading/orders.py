@@ -202,7 +202,7 @@ async def execute(ib: IB, legs: list[Leg], settings: ExecutionSettings,
         else:
             report.skipped.append({**_describe_plan(item), **closed})
     if settings.dry_run:
-        report.orders = list(await asyncio.gather(*(_what_if(ib, p) for p in tradable)))
+        report.orders = list(await asyncio.gather(*(what_if(ib, p) for p in tradable)))
         return report
     return await place(ib, tradable, settings, report)
 
@@ -218,6 +218,8 @@ def planned_order(leg: Leg, order: Order, snapshot: AccountSnapshot) -> _Planned
 async def place(ib: IB, tradable: list[_Planned], settings: ExecutionSettings,
                 report: ExecutionReport) -> ExecutionReport:
     """Place the orders one by one (trading gate, reduce-only check), confirm them, and report each."""
+    if settings.dry_run:
+        raise ValueError('a dry run places nothing: ask what_if instead')
     await _place_one_by_one(ib, tradable, settings, report)
     await confirm(ib, [trade for _, trade in report.placing], settings.deadline - CONFIRM_MARGIN_SECONDS)
     for item, trade in report.placing:
@@ -689,7 +691,7 @@ def describe_trade(trade: Trade) -> dict:
             'filled': trade.orderStatus.filled, 'remaining': trade.orderStatus.remaining}
 
 
-async def _what_if(ib: IB, item: _Planned) -> dict:
+async def what_if(ib: IB, item: _Planned) -> dict:
     """The planned order with the gateway's whatIf answer (margin and commission); nothing is placed."""
     contract = copy.copy(item.leg.info.contract)   # errors come back tagged with this object
     refusals: list[str] = []

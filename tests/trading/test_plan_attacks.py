@@ -16,7 +16,6 @@ def execute(rig, plan_result, *, dry_run=False, **params):
     return rig.send('execute-plan', {'planId': plan_result.result['plan']['planId'], **params}, dry_run=dry_run)
 
 
-@pytest.mark.xfail(strict=True, reason='defect: a dry-run execute-plan places the plan\'s orders and writes its effects')
 def test_a_dry_run_execution_places_nothing_writes_nothing_and_leaves_the_plan_to_execute(rig):
     plan = plan_of(rig)
     dry = execute(rig, plan, dry_run=True)
@@ -30,7 +29,6 @@ def test_a_dry_run_execution_places_nothing_writes_nothing_and_leaves_the_plan_t
     assert [o.orderRef for o in rig.order_log()] == [order['orderRef']]
 
 
-@pytest.mark.xfail(strict=True, reason='defect: a dry-run discard marks the plan discarded')
 def test_a_dry_run_discard_leaves_the_plan_executable(rig):
     plan = plan_of(rig)
     dry = execute(rig, plan, dry_run=True, discard=True)
