@@ -26,7 +26,7 @@ from trading.market_data import AccountSnapshot, contract_info, gateway_time, qu
 from trading.market_hours import HoursUnreadable, market_state
 from trading.idempotency import order_ref, parse_order_ref
 from trading.orders import AlgoParam, Leg, place, planned_order, run_orders_at_broker, took_effect, what_if
-from trading.plans import describe_working, execute_key, plan_state, working_entry
+from trading.plans import PLAN_REJECTED, describe_working, execute_key, plan_state, working_entry
 from trading.risk import CheckedOrder, price_band_breach
 
 
@@ -90,7 +90,7 @@ class ExecutePlan(OrderIntent):
         items, more = await self._planned(plan, to_place, start.snapshot)
         reasons += more
         if reasons:
-            return Outcome.failed(Failure.rejected('PlanRejected', f'plan {plan["planId"]} not executed: '
+            return Outcome.failed(Failure.rejected(PLAN_REJECTED, f'plan {plan["planId"]} not executed: '
                                                    + '; '.join(reasons)),
                                   {**head, 'reasons': reasons, **self.report.to_result()})
         settings = self.execution_settings(start.snapshot, None)

@@ -22,6 +22,9 @@ from lib.times import iso
 
 DEFAULT_PLAN_TTL_SECONDS = 900.0
 EXECUTE_PLAN = 'execute-plan'
+# an execution refused before placing anything: its key stays open, so the same execution can be asked again once
+# what refused it has passed (trading enabled, the market open, a price back within its band)
+PLAN_REJECTED = 'PlanRejected'
 
 
 def plan_ttl_seconds(env: Mapping[str, str] | None = None) -> float:

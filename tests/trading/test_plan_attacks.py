@@ -44,8 +44,6 @@ def test_a_dry_run_discard_leaves_the_plan_executable(rig):
     (lambda rig: rig.sim.set_price('SPY', rig.sim.quote(rig.instrument('SPY')).close * 1.3),
      lambda rig: rig.sim.set_price('SPY', rig.sim.quote(rig.instrument('SPY')).close)),
 ], ids=['trading-disabled', 'price-outside-band'])
-@pytest.mark.xfail(strict=True, reason='defect: a rejected execute-plan finishes its key for good, so the plan '
-                   'can never be executed with that subset, even once trading is enabled or the price is back')
 def test_an_execution_refused_for_a_passing_reason_can_be_asked_again_once_it_passed(rig, refuse, restore):
     plan = plan_of(rig)
     refuse(rig)
