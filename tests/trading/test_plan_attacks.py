@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from functions.handler import handle
+
 
 def plan_of(rig, intent='allocation', params=None, **options):
     result = rig.send(intent, params if params is not None else {'strategies': ['dummy']}, approval='required',
@@ -65,3 +67,25 @@ def test_a_real_run_keyed_like_a_plan_is_not_answered_duplicate_of_the_plan(rig)
     real = rig.send('allocation', {'strategies': ['dummy']}, key='plan:slot-1')
     assert real.status == 'ok', (real.status, real.error)
     assert [o.action for o in rig.order_log()] == ['BUY']
+
+
+@pytest.mark.xfail(strict=True, reason='defect: a planning run whose result was not published is redelivered and '
+                                       'answered duplicate without its planId or approve command, so nobody can '
+                                       'approve the plan it stored')
+def test_a_plan_whose_result_was_lost_is_published_again_on_redelivery(rig):
+    lost = []
+
+    def results_topic_down(result, settings):
+        lost.append(result)
+        raise RuntimeError('results topic unavailable')
+
+    event = rig.event('allocation', {'strategies': ['dummy']}, approval='required')
+    with pytest.raises(Exception):                   # non-2xx: Pub/Sub delivers the message again
+        handle(event, rig.settings, publish=results_topic_down)
+    [first] = lost
+    stored = rig.store.get_plan(first.result['plan']['planId'])
+    assert stored is not None and rig.order_log() == []
+    again = rig.deliver(event)
+    assert again.status in ('ok', 'duplicate')
+    plan = (again.result or {}).get('plan') or {}
+    assert plan.get('planId') == stored['planId'] and plan.get('approve'), again.result
