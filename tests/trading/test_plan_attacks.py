@@ -2,8 +2,12 @@
 never in our own results."""
 from __future__ import annotations
 
+import json
+
+import jsonschema
 import pytest
 
+from functions.contract import result_schema
 from functions.handler import handle
 
 
@@ -89,3 +93,22 @@ def test_a_plan_whose_result_was_lost_is_published_again_on_redelivery(rig):
     assert again.status in ('ok', 'duplicate')
     plan = (again.result or {}).get('plan') or {}
     assert plan.get('planId') == stored['planId'] and plan.get('approve'), again.result
+
+
+def test_every_result_of_the_approval_flow_validates_against_the_published_schema(rig):
+    validator = jsonschema.Draft202012Validator(result_schema(), format_checker=jsonschema.FormatChecker())
+    plan = plan_of(rig)
+    rig.sim.set_price('SPY', rig.sim.quote(rig.instrument('SPY')).close * 1.3)
+    outcomes = [execute(rig, plan).status]                                   # rejected, with reasons
+    rig.sim.set_price('SPY', rig.sim.quote(rig.instrument('SPY')).close)
+    outcomes += [execute(rig, plan, dry_run=True).status, execute(rig, plan).status, execute(rig, plan).status,
+                 execute(rig, plan, discard=True).status, execute(rig, plan, orders=['ibj:0:1']).status,
+                 rig.send('execute-plan', {'planId': 'no-such-plan'}).status,
+                 rig.send('execute-plan', {'planId': 7}).status]
+    assert outcomes == ['rejected', 'ok', 'ok', 'duplicate', 'ok', 'rejected', 'rejected', 'rejected']
+    assert len(rig.published) == 1 + len(outcomes)
+    for result in rig.published:
+        wire = json.loads(result.to_json())
+        validator.validate(wire)
+        assert wire['result'] is None or {'problems', 'degraded'} <= set(wire['result']), wire
+    assert len(rig.order_log()) == 1
