@@ -112,3 +112,14 @@ def test_every_result_of_the_approval_flow_validates_against_the_published_schem
         validator.validate(wire)
         assert wire['result'] is None or {'problems', 'degraded'} <= set(wire['result']), wire
     assert len(rig.order_log()) == 1
+
+
+def test_a_plan_made_for_one_account_is_not_executed_by_a_deployment_trading_another(make_rig):
+    rig = make_rig(accounts=['DU111', 'DU222'])
+    other = rig.deployment('DU222')                        # the same gateway and store, IB_ACCOUNT=DU222
+    plan = plan_of(rig)
+    for result in (execute(other, plan), execute(other, plan, discard=True)):
+        assert result.status == 'rejected' and 'DU111' in result.error.message, result.error
+    assert rig.order_log() == [] and not rig.store.get_plan(plan.result['plan']['planId'])['discarded']
+    assert execute(rig, plan).status == 'ok'
+    assert {o.account for o in rig.order_log()} == {'DU111'}
