@@ -97,7 +97,7 @@ class ExecutePlan(OrderIntent):
         if self.dry_run:   # what executing would place (whatIf), and nothing placed, cancelled or written
             self.report.orders = [await what_if(self.ib, item) for item in items]
             return self.output(self.report, head)
-        stale = set(plan.get('cancel') or [])
+        stale = _stale_to_cancel(plan, chosen if params.orders else None)
         if stale:
             await self.cancel([t for t in await self.working_orders() if t.order.permId in stale])
         if items and not [p for p in self.report.problems if p['code'] == 'order-not-cancelled']:
@@ -190,6 +190,17 @@ class ExecutePlan(OrderIntent):
                     reasons.append(f'{ref}: price outside the band of its policy: {breach}')
             legs.append(item)
         return legs, reasons
+
+
+def _stale_to_cancel(plan: dict, chosen: list[dict] | None) -> set[int]:
+    """The permIds of the earlier runs' orders the plan replaces: on the chosen orders' contracts only, when a
+    subset is executed (another subset's contract is left as planned, for that subset to execute)."""
+    stale = set(plan.get('cancel') or [])
+    if chosen is None:
+        return stale
+    contracts = {str(order['contract']['conId']) for order in chosen}
+    return {entry['permId'] for con_id, entries in plan['workingOrders'].items() if con_id in contracts
+            for entry in entries if entry['permId'] in stale}
 
 
 def _order(planned: dict, account: str) -> Order:

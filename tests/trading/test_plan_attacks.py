@@ -130,8 +130,6 @@ def test_a_plan_made_for_one_account_is_not_executed_by_a_deployment_trading_ano
 TWO_LEGS = BASE_CONFIG.replace('dummy = 0.5', 'dummy = 0.3\nspy-macd-vixy = 0.4') + SPY_MACD_VIXY_CONFIG
 
 
-@pytest.mark.xfail(strict=True, reason="defect: executing a subset cancels the plan's stale orders on every contract, so "
-                                       "the other subset's contract changed and it is rejected for good")
 def test_a_subset_leaves_the_other_orders_stale_order_alone_and_the_other_subset_still_executes(make_rig):
     rig = make_rig(TWO_LEGS)
     vixy = rig.instrument('VIXY')
