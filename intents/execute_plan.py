@@ -20,12 +20,12 @@ from intents.base import IntentParams, IntentRejected
 from intents.outcome import Outcome
 from intents.trading import OrderIntent, account_positions, book_entries
 from lib.failures import Failure
-from lib.ibapi import Contract, Order
+from lib.ibapi import Contract, Order, Trade
 from lib.times import iso
 from trading.market_data import AccountSnapshot, contract_info, gateway_time, quotes
 from trading.market_hours import HoursUnreadable, market_state
 from trading.idempotency import order_ref, parse_order_ref
-from trading.orders import AlgoParam, Leg, place, planned_order, run_orders_at_broker, took_effect, what_if
+from trading.orders import FINAL, AlgoParam, Leg, place, planned_order, run_orders_at_broker, took_effect, what_if
 from trading.plans import PLAN_REJECTED, describe_working, execute_key, plan_state, working_entry
 from trading.risk import CheckedOrder, price_band_breach
 
@@ -97,9 +97,9 @@ class ExecutePlan(OrderIntent):
         if self.dry_run:   # what executing would place (whatIf), and nothing placed, cancelled or written
             self.report.orders = [await what_if(self.ib, item) for item in items]
             return self.output(self.report, head)
-        stale = _stale_to_cancel(plan, chosen if params.orders else None)
+        stale = await self._stale_to_cancel(plan, chosen if params.orders else None)
         if stale:
-            await self.cancel([t for t in await self.working_orders() if t.order.permId in stale])
+            await self.cancel(stale)
         if items and not [p for p in self.report.problems if p['code'] == 'order-not-cancelled']:
             await place(self.ib, items, settings, self.report)
         if self.report.orders:
@@ -126,6 +126,18 @@ class ExecutePlan(OrderIntent):
                 reference, leg, _ = parse_order_ref(order['orderRef'])
                 to_place.append({**order, 'orderRef': order_ref(reference, leg, again)})
         return to_place
+
+    async def _stale_to_cancel(self, plan: dict, chosen: list[dict] | None) -> list[Trade]:
+        """The open orders the planned run would have cancelled (any client's: close-all scope all cancels orders
+        placed by hand too); when a subset is executed, only those on the chosen orders' contracts (another
+        subset's contract is left as planned, for that subset to execute)."""
+        stale = set(plan.get('cancel') or [])
+        if not stale:
+            return []
+        contracts = None if chosen is None else {order['contract']['conId'] for order in chosen}
+        return [t for t in await self.ib.reqAllOpenOrdersAsync()
+                if t.order.permId in stale and t.orderStatus.status not in FINAL
+                and (contracts is None or t.contract.conId in contracts)]
 
     async def _apply_effects(self, plan: dict, con_ids: set[int]) -> None:
         """What the planned run would have written had it placed: the strategies' new targets, and the internal
@@ -190,17 +202,6 @@ class ExecutePlan(OrderIntent):
                     reasons.append(f'{ref}: price outside the band of its policy: {breach}')
             legs.append(item)
         return legs, reasons
-
-
-def _stale_to_cancel(plan: dict, chosen: list[dict] | None) -> set[int]:
-    """The permIds of the earlier runs' orders the plan replaces: on the chosen orders' contracts only, when a
-    subset is executed (another subset's contract is left as planned, for that subset to execute)."""
-    stale = set(plan.get('cancel') or [])
-    if chosen is None:
-        return stale
-    contracts = {str(order['contract']['conId']) for order in chosen}
-    return {entry['permId'] for con_id, entries in plan['workingOrders'].items() if con_id in contracts
-            for entry in entries if entry['permId'] in stale}
 
 
 def _order(planned: dict, account: str) -> Order:

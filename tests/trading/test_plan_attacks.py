@@ -152,8 +152,6 @@ def test_a_subset_leaves_the_other_orders_stale_order_alone_and_the_other_subset
     assert rig.sim.broker.open_orders() == []
 
 
-@pytest.mark.xfail(strict=True, reason='defect: executing a close-all scope all plan cancels only our own orders; '
-                                       'an order placed by hand that the real run cancels stays working')
 def test_an_executed_close_all_scope_all_plan_cancels_every_order_as_the_real_run_does(rig):
     rig.sim.broker.set_position(ACCOUNT, rig.instrument('SPY'), 120, 590.0)
     ib = IB()
