@@ -92,19 +92,19 @@ class ExecutePlan(OrderIntent):
         if reasons:
             return Outcome.failed(Failure.rejected(PLAN_REJECTED, f'plan {plan["planId"]} not executed: '
                                                    + '; '.join(reasons)),
-                                  {**head, 'reasons': reasons, **self.report.to_result()})
+                                  {**head, 'reasons': reasons, **self.run_orders.to_result()})
         settings = self.execution_settings(start.snapshot, None)
         if self.dry_run:   # what executing would place (whatIf), and nothing placed, cancelled or written
-            self.report.orders = [await what_if(self.ib, item) for item in items]
-            return self.output(self.report, head)
+            self.run_orders.orders = [await what_if(self.ib, item) for item in items]
+            return self.output(self.run_orders, head)
         stale = await self._stale_to_cancel(plan, chosen if params.orders else None)
         if stale:
             await self.cancel(stale)
-        if items and not [p for p in self.report.problems if p['code'] == 'order-not-cancelled']:
-            await place(self.ib, items, settings, self.report)
-        if self.report.orders:
-            await self._apply_effects(plan, {order['contract']['conId'] for order in self.report.orders})
-        return self.output(self.report, head)
+        if items and not [p for p in self.run_orders.problems if p['code'] == 'order-not-cancelled']:
+            await place(self.ib, items, settings, self.run_orders)
+        if self.run_orders.orders:
+            await self._apply_effects(plan, {order['contract']['conId'] for order in self.run_orders.orders})
+        return self.output(self.run_orders, head)
 
     def _still_to_place(self, chosen: list[dict], found: list[dict]) -> list[dict]:
         """The chosen orders that have no order at the broker that works or filled (listed in alreadyPlaced).
@@ -120,7 +120,7 @@ class ExecutePlan(OrderIntent):
         to_place = []
         for order in chosen:
             earlier = attempts.get(order['orderRef'], [])
-            self.report.already_placed += earlier
+            self.run_orders.already_placed += earlier
             if not any(took_effect(entry) for entry in earlier):
                 again = max((parse_order_ref(entry['orderRef'])[2] for entry in earlier), default=0) + 1
                 reference, leg, _ = parse_order_ref(order['orderRef'])
@@ -154,11 +154,11 @@ class ExecutePlan(OrderIntent):
     async def _discard(self, plan: dict, head: dict) -> Outcome:
         if self.dry_run:   # says whether it would discard; the plan is left as it is
             return Outcome.ok({**head, 'discarded': plan.get('discarded'), 'wouldDiscard': not plan.get('discarded'),
-                               **self.report.to_result()})
+                               **self.run_orders.to_result()})
         if not plan.get('discarded'):
             plan['discarded'] = {'at': iso(datetime.now(timezone.utc)), 'runId': self.context.run_id}
             await self.in_store(self.context.store.put_plan, plan['planId'], plan)
-        return Outcome.ok({**head, 'discarded': plan['discarded'], **self.report.to_result()})
+        return Outcome.ok({**head, 'discarded': plan['discarded'], **self.run_orders.to_result()})
 
     async def _planned(self, plan: dict, orders: list[dict], snapshot: AccountSnapshot) -> tuple[list, list[str]]:
         """Each planned order ready to place (trading.orders.planned_order), and why any of them cannot go now."""

@@ -16,10 +16,10 @@ from lib.ibapi import Position, Trade
 from lib.ibapi import Contract
 from trading.idempotency import RecordedOrder, order_ref, reference_of
 from trading.ledger import Holding, book_executions, internal_transfer, stored_holdings, transfer_entry
-from trading.plans import approve_command, expires_at, plan_id, plan_ttl_seconds, working_entry
+from trading.plans import approve_command, expires_at, plan_id, working_entry
 from trading.market_data import AccountSnapshot, ContractInfo, account_snapshot, contract_infos, gateway_time
 from trading.orders import (
-    ExecutionReport, ExecutionSettings, Leg, cancel_orders, cancel_problems, describe_trade, execute,
+    ExecutionSettings, Leg, RunOrders, cancel_orders, cancel_problems, describe_trade, execute,
     our_open_orders, pending_by_contract, released_by,
 )
 from lib.problems import ERROR_TYPES, ORDER_CODES, order_problems
@@ -152,7 +152,7 @@ class Prepared:
 class OrderIntent(Intent):
     """Base of the intents that place orders: admitted with trading enabled and a held claim.
 
-    `self.report` collects, as the run goes, every order it placed, found or counted and every problem,
+    `self.run_orders` collects, as the run goes, every order it placed, found or counted and every problem,
     so that whatever ends the run (an error after placing included) its result lists them.
     """
 
@@ -163,7 +163,7 @@ class OrderIntent(Intent):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.report = ExecutionReport()
+        self.run_orders = RunOrders()
         # set when nothing could be evaluated (every strategy failed, no contract priced): a run that then
         # places, plans and finds nothing ends with this error instead of a quiet `skipped`
         self.not_evaluated: Failure | None = None
@@ -177,7 +177,7 @@ class OrderIntent(Intent):
     async def start(self) -> Outcome:
         """Run; a planning run (approval required) that would place orders stores them as a plan instead."""
         outcome = await super().start()
-        if self.context.planning and outcome.status == 'ok' and self.report.orders:
+        if self.context.planning and outcome.status == 'ok' and self.run_orders.orders:
             outcome.result['plan'] = await self.store_plan(outcome.result)
             # placed: none. The claim still records the planned orders (recorded_orders), so the fills of
             # their orderRefs, once executed, are attributed to the strategies they serve.
@@ -189,7 +189,7 @@ class OrderIntent(Intent):
         their contracts now, the band each order's price must stay within, and the command that approves it."""
         context, account = self.context, self.session.account
         orders = [{**order, 'priceBand': (self.trading.close_policy.price_band if order['reduceOnly']
-                                          else self.trading.limits.price_band)} for order in self.report.orders]
+                                          else self.trading.limits.price_band)} for order in self.run_orders.orders]
         stale = [entry['permId'] for key in ('cancelledStaleOrders', 'cancelled')
                  for entry in result.get(key) or [] if entry.get('wouldCancel')]
         positions = await account_positions(self)
@@ -200,7 +200,7 @@ class OrderIntent(Intent):
         plan = {
             'planId': plan_ref, 'account': account, 'intent': self.name, 'runId': context.run_id,
             'planKey': context.idempotency_key, 'orderRefPrefix': context.reference, 'createdAt': iso(now),
-            'expiresAt': iso(expires_at(now, plan_ttl_seconds())), 'orders': orders,
+            'expiresAt': iso(expires_at(now, context.settings.plan_ttl_seconds)), 'orders': orders,
             'limits': self.trading.limits.describe(), 'tradingEnabled': self.trading.trading_enabled,
             'positions': {str(o['contract']['conId']): positions[o['contract']['conId']].position
                           if o['contract']['conId'] in positions else 0.0 for o in orders},
@@ -241,9 +241,9 @@ class OrderIntent(Intent):
         switch = await self.in_store(self.trading.switch.refreshed, self.context.store)
         return None if switch.enabled else switch.reason()
 
-    async def execute(self, legs: list[Leg], settings: ExecutionSettings) -> ExecutionReport:
-        """trading.orders.execute into this run's report."""
-        return await execute(self.ib, legs, settings, self.report)
+    async def execute(self, legs: list[Leg], settings: ExecutionSettings) -> RunOrders:
+        """trading.orders.execute, into this run's orders (`self.run_orders`)."""
+        return await execute(self.ib, legs, settings, self.run_orders)
 
     async def working_orders(self, con_ids: set[int] | None = None) -> list[Trade]:
         """Our working orders on this account (every run's, this one's included), on `con_ids` if given."""
@@ -252,8 +252,8 @@ class OrderIntent(Intent):
 
     def count_working(self, trades: list[Trade]) -> dict[int, float]:
         """conId -> pending signed quantity of `trades`; other runs' orders among them are listed as counted."""
-        self.report.working = [describe_trade(t) for t in trades
-                               if reference_of(t.order.orderRef) != self.context.reference]
+        self.run_orders.working = [describe_trade(t) for t in trades
+                                   if reference_of(t.order.orderRef) != self.context.reference]
         return pending_by_contract(trades)
 
     async def cancel(self, trades: list[Trade]) -> list[dict]:
@@ -270,9 +270,9 @@ class OrderIntent(Intent):
 
     def account_cancels(self, outcomes: list[dict]) -> None:
         """Orders left working are problems; what the cancelled ones would have traded is released."""
-        self.report.problems += cancel_problems(outcomes)
+        self.run_orders.problems += cancel_problems(outcomes)
         for con_id, quantity in released_by(outcomes).items():
-            self.report.released[con_id] = self.report.released.get(con_id, 0.0) + quantity
+            self.run_orders.released[con_id] = self.run_orders.released.get(con_id, 0.0) + quantity
 
     async def strategies_contracts(self, names: list[str], now: datetime) -> list[ContractInfo]:
         """The contracts of the named strategies' universes on the market day of `now` (a session window's
@@ -297,7 +297,7 @@ class OrderIntent(Intent):
                 'attempt': context.attempt, 'takeover': context.takeover,
                 'tradingEnabled': self.trading.trading_enabled}
 
-    def output(self, report: ExecutionReport, result: dict) -> Outcome:
+    def output(self, run_orders: RunOrders, result: dict) -> Outcome:
         """The intent's output: ok when something was placed, planned or found, else skipped with the reason.
 
         Skipped only when there was something to judge: when nothing could be evaluated (`not_evaluated`,
@@ -309,22 +309,22 @@ class OrderIntent(Intent):
         again and sends only what is missing); not when a rail stopped a leg, since a redelivery must not
         place what trading disabled or the close policy refused.
         """
-        full = {**self.header(), **result, **report.to_result()}
-        failures = order_problems(report.problems)
+        full = {**self.header(), **result, **run_orders.to_result()}
+        failures = order_problems(run_orders.problems)
         if failures:
             kinds = sorted({p['code'] for p in failures})
             reason = '; '.join(p['message'] for p in failures)
             make = Failure.transient if all(ORDER_CODES[code] for code in kinds) else Failure.permanent
             return Outcome.failed(make(ERROR_TYPES.get(kinds[0], 'OrderProblems'), reason), full)
-        if self.not_evaluated is not None and report.status == 'skipped':
+        if self.not_evaluated is not None and run_orders.status == 'skipped':
             return Outcome.failed(self.not_evaluated, full)
-        return Outcome.ok(full) if report.status == 'ok' else Outcome.skipped(report.reason, full)
+        return Outcome.ok(full) if run_orders.status == 'ok' else Outcome.skipped(run_orders.reason, full)
 
     def interrupted_result(self) -> dict:
         """What a run that failed part-way reports: every order it placed, found or counted so far."""
-        return {**self.header(), **self.report.to_result()}
+        return {**self.header(), **self.run_orders.to_result()}
 
     def recorded_orders(self) -> tuple[RecordedOrder, ...]:
-        """Every order placed or found so far (trading.orders.ExecutionReport.recorded), for the claim record."""
-        return self.report.recorded()
+        """Every order placed or found so far (trading.orders.RunOrders.recorded), for the claim record."""
+        return self.run_orders.recorded()
 

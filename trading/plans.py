@@ -6,30 +6,22 @@ the planned orders (all, or a subset by orderRef) with their planned orderRefs, 
 (`unmet`: not discarded, not expired, positions and our working orders on its contracts as at planning, every
 price within the band its intent's policy applied, markets open); otherwise it is rejected with every reason.
 
-PLAN_TTL_SECONDS (900): how long a plan can be executed after it was made.
+PLAN_TTL_SECONDS (900, lib.config.Settings.plan_ttl_seconds): how long a plan can be executed after it was made.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shlex
 from datetime import datetime, timedelta
-from typing import Any, Mapping
+from typing import Any
 
-from lib.config import env_seconds
-from lib.times import iso
+from lib.times import parse_instant
 
-DEFAULT_PLAN_TTL_SECONDS = 900.0
 EXECUTE_PLAN = 'execute-plan'
 # an execution refused before placing anything: its key stays open, so the same execution can be asked again once
 # what refused it has passed (trading enabled, the market open, a price back within its band)
 PLAN_REJECTED = 'PlanRejected'
-
-
-def plan_ttl_seconds(env: Mapping[str, str] | None = None) -> float:
-    """PLAN_TTL_SECONDS from the environment (ConfigError when it is not a positive number of seconds)."""
-    return env_seconds(os.environ if env is None else env, 'PLAN_TTL_SECONDS', DEFAULT_PLAN_TTL_SECONDS)
 
 
 def plan_id(account: str, run_id: str, orders: list[dict]) -> str:
@@ -78,6 +70,6 @@ def plan_state(plan: dict, now: datetime) -> list[str]:
     reasons = []
     if plan.get('discarded'):
         reasons.append(f'discarded at {plan["discarded"]["at"]} by run {plan["discarded"]["runId"]}')
-    if now > datetime.fromisoformat(plan['expiresAt'].replace('Z', '+00:00')):
+    if now > parse_instant(plan['expiresAt']):
         reasons.append(f'expired at {plan["expiresAt"]} (PLAN_TTL_SECONDS after planning)')
     return reasons

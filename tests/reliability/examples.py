@@ -82,10 +82,11 @@ def _a_plan_to_buy_spy(sim: Any) -> None:
     """A stored plan (as an allocation with approval required leaves one) to buy 10 SPY at market, valid for a day."""
     from datetime import datetime, timedelta, timezone
 
+    from lib.config import StoreSettings
     from lib.store import open_store
     spy = instrument(sim, 'SPY')
     now = datetime.now(timezone.utc)
-    open_store().put_plan(EXAMPLE_PLAN, {
+    open_store(StoreSettings.from_env()).put_plan(EXAMPLE_PLAN, {
         'planId': EXAMPLE_PLAN, 'account': ACCOUNT, 'intent': 'allocation', 'runId': 'planning-run',
         'planKey': 'plan:example', 'orderRefPrefix': EXAMPLE_PLAN_REF, 'createdAt': now.isoformat(),
         'expiresAt': (now + timedelta(days=1)).isoformat().replace('+00:00', 'Z'),
@@ -132,8 +133,6 @@ EXAMPLES: dict[str, list[Example]] = {
     'execute-plan': [
         Example({'intent': 'execute-plan', 'params': {'planId': EXAMPLE_PLAN}}, prepare=_a_plan_to_buy_spy,
                 places_orders=True),
-        Example({'intent': 'execute-plan', 'params': {'planId': EXAMPLE_PLAN, 'discard': True}},
-                prepare=_a_plan_to_buy_spy),
     ],
     'trade-reconciliation': [
         Example({'intent': 'trade-reconciliation'}, prepare=_a_filled_order_of_an_earlier_run),

@@ -152,8 +152,8 @@ def test_two_executions_of_one_plan_at_once_place_each_order_once(make_rig):
     assert placed(rig) == planned(plan)
 
 
-def test_an_expired_plan_is_rejected_and_places_nothing(rig, monkeypatch):
-    monkeypatch.setenv('PLAN_TTL_SECONDS', '0.2')
+def test_an_expired_plan_is_rejected_and_places_nothing(rig):
+    rig.settings = replace(rig.settings, plan_ttl_seconds=0.2)         # PLAN_TTL_SECONDS
     plan = plan_of(rig)
     wait_until(lambda: datetime.now(timezone.utc).isoformat() > plan.result['plan']['expiresAt'].rstrip('Z'))
     result = execute(rig, plan)
@@ -199,8 +199,8 @@ def test_an_unknown_plan_is_rejected(rig, plan_id):
     assert result.status == 'rejected' and 'no plan' in result.error.message
 
 
-def test_with_trading_disabled_a_plan_can_be_discarded_and_an_execution_lists_it_among_the_reasons(rig, monkeypatch):
-    monkeypatch.setenv('PLAN_TTL_SECONDS', '0.2')
+def test_with_trading_disabled_a_plan_can_be_discarded_and_an_execution_lists_it_among_the_reasons(rig):
+    rig.settings = replace(rig.settings, plan_ttl_seconds=0.2)
     plan = plan_of(rig)
     rig.store.put_settings({'tradingEnabled': False})
     wait_until(lambda: datetime.now(timezone.utc).isoformat() > plan.result['plan']['expiresAt'].rstrip('Z'))
