@@ -3,6 +3,8 @@ never in our own results."""
 from __future__ import annotations
 
 import json
+import subprocess
+from dataclasses import replace
 
 import jsonschema
 import pytest
@@ -167,3 +169,31 @@ def test_an_executed_close_all_scope_all_plan_cancels_every_order_as_the_real_ru
     assert done.status == 'ok', (done.error, done.result)
     assert rig.position('SPY') == 0
     assert rig.sim.broker.open_orders() == []
+
+
+def test_the_approve_command_run_by_a_shell_passes_a_hostile_topic_and_project_as_single_words(rig, tmp_path):
+    marker = tmp_path / 'pwned'
+    topic = f"intents'; touch {marker}; echo \"$(touch {marker})\" `touch {marker}` \\ *"
+    project = f'p$(touch {marker})\nx'
+    rig.settings = replace(rig.settings, intents_topic=topic, project=project)
+    plan = plan_of(rig)
+    shell = 'gcloud() { printf "%s\\0" "$@"; }\n' + plan.result['plan']['approve']     # gcloud's argv, NUL-split
+    ran = subprocess.run(['bash', '-c', shell], capture_output=True, timeout=30, cwd=tmp_path,
+                         stdin=subprocess.DEVNULL)
+    assert ran.returncode == 0, ran.stderr
+    words = ran.stdout.decode().split('\0')[:-1]
+    message = json.dumps({'intent': 'execute-plan', 'params': {'planId': plan.result['plan']['planId']}},
+                         separators=(',', ':'))
+    assert words == ['pubsub', 'topics', 'publish', topic, f'--message={message}', f'--project={project}']
+    assert not marker.exists()
+
+
+def test_a_real_run_then_a_planning_run_of_the_same_slot_makes_a_plan(rig):
+    real = rig.send('allocation', {'strategies': ['dummy']})
+    assert real.status == 'ok' and len(rig.order_log()) == 1
+    rig.sim.set_price('SPY', rig.sim.quote(rig.instrument('SPY')).close * 1.05)     # some drift left to trade
+    rig.sim.broker.set_position(rig.account, rig.instrument('SPY'), rig.position('SPY') - 100, 500.0)
+    planned = rig.send('allocation', {'strategies': ['dummy']}, approval='required')
+    assert planned.status == 'ok' and planned.result['plan']['orders'], (planned.status, planned.result)
+    assert planned.idempotency_key != real.idempotency_key
+    assert len(rig.order_log()) == 1                          # the plan placed nothing
