@@ -48,13 +48,28 @@ def test_a_dry_run_discard_leaves_the_plan_executable(rig):
     assert len(rig.order_log()) == 1
 
 
-@pytest.mark.parametrize('refuse, restore', [
-    (lambda rig: rig.store.put_settings({'tradingEnabled': False}),
-     lambda rig: rig.store.put_settings({'tradingEnabled': True})),
-    (lambda rig: rig.sim.set_price('SPY', rig.sim.quote(rig.instrument('SPY')).close * 1.3),
-     lambda rig: rig.sim.set_price('SPY', rig.sim.quote(rig.instrument('SPY')).close)),
-], ids=['trading-disabled', 'price-outside-band'])
-def test_an_execution_refused_for_a_passing_reason_can_be_asked_again_once_it_passed(rig, refuse, restore):
+def _disable(rig):
+    rig.store.put_settings({'tradingEnabled': False})
+
+
+def _enable(rig):
+    rig.store.put_settings({'tradingEnabled': True})
+
+
+def _price_out_of_band(rig):
+    rig.sim.set_price('SPY', rig.sim.quote(rig.instrument('SPY')).close * 1.3)
+
+
+def _price_back(rig):
+    rig.sim.set_price('SPY', rig.sim.quote(rig.instrument('SPY')).close)
+
+
+@pytest.mark.parametrize('backend, refuse, restore', [('sqlite', _disable, _enable), ('firestore', _disable, _enable),
+                                                      ('sqlite', _price_out_of_band, _price_back)],
+                         ids=['trading-disabled', 'trading-disabled-firestore', 'price-outside-band'])
+def test_an_execution_refused_for_a_passing_reason_can_be_asked_again_once_it_passed(make_rig, backend, refuse,
+                                                                                      restore):
+    rig = make_rig(backend=backend)
     plan = plan_of(rig)
     refuse(rig)
     refused = execute(rig, plan)
