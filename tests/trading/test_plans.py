@@ -62,6 +62,8 @@ def test_approval_required_in_the_trading_config_wins_over_the_request(make_rig)
     result = rig.send('allocation', {'strategies': ['dummy']}, approval='none')
     assert result.status == 'ok' and result.result['plan']['orders']
     assert rig.order_log() == []
+    assert execute(rig, result).status == 'ok'          # the approval itself is not planned again
+    assert placed(rig) == planned(result)
 
 
 @pytest.mark.parametrize('intent, approval', [('summary', 'required'), ('health', 'none'),
