@@ -230,11 +230,3 @@ def test_a_planned_order_placed_again_under_the_next_suffix_is_booked_to_its_str
     [holding] = rig.store.holdings(rig.account)
     assert holding['strategies'] == {'dummy': plan.result['plan']['orders'][0]['quantity']}
 
-
-def test_with_approval_required_by_the_trading_config_the_approval_itself_executes(make_rig):
-    rig = make_rig('approval = "required"\n' + BASE_CONFIG)
-    plan = rig.send('allocation', {'strategies': ['dummy']})
-    assert plan.status == 'ok' and rig.order_log() == []
-    done = execute(rig, plan)
-    assert done.status == 'ok' and 'plan' not in done.result, (done.error, done.result)
-    assert [o.orderRef for o in rig.order_log()] == [o['orderRef'] for o in plan.result['plan']['orders']]
