@@ -229,4 +229,3 @@ def test_a_planned_order_placed_again_under_the_next_suffix_is_booked_to_its_str
     assert reconciled.status == 'ok' and reconciled.result['problems'] == [], reconciled.result['problems']
     [holding] = rig.store.holdings(rig.account)
     assert holding['strategies'] == {'dummy': plan.result['plan']['orders'][0]['quantity']}
-
