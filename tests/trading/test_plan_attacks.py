@@ -229,3 +229,17 @@ def test_a_planned_order_placed_again_under_the_next_suffix_is_booked_to_its_str
     assert reconciled.status == 'ok' and reconciled.result['problems'] == [], reconciled.result['problems']
     [holding] = rig.store.holdings(rig.account)
     assert holding['strategies'] == {'dummy': plan.result['plan']['orders'][0]['quantity']}
+
+
+def test_execute_plan_params_of_the_wrong_shape_are_refused_before_anything_runs(rig):
+    plan = plan_of(rig)
+    plan_id = plan.result['plan']['planId']
+    [ref] = [o['orderRef'] for o in plan.result['plan']['orders']]
+    for params in ({'planId': 7}, {'planId': ''}, {'planId': 'x' * 101}, {'planId': None}, {},
+                   {'planId': plan_id, 'orders': []}, {'planId': plan_id, 'orders': [ref, ref]},
+                   {'planId': plan_id, 'orders': ref}, {'planId': plan_id, 'discard': 'false'},
+                   {'planId': plan_id, 'discard': 0}, {'planId': plan_id, 'order': [ref]}, [plan_id]):
+        result = rig.send('execute-plan', params)
+        assert result.status == 'rejected' and result.error.type in ('InvalidParams', 'InvalidRequest'), params
+    assert rig.order_log() == [] and not rig.store.get_plan(plan_id)['discarded']
+    assert execute(rig, plan).status == 'ok'           # none of them used up the plan's key
