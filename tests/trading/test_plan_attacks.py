@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import jsonschema
@@ -243,3 +245,24 @@ def test_execute_plan_params_of_the_wrong_shape_are_refused_before_anything_runs
         assert result.status == 'rejected' and result.error.type in ('InvalidParams', 'InvalidRequest'), params
     assert rig.order_log() == [] and not rig.store.get_plan(plan_id)['discarded']
     assert execute(rig, plan).status == 'ok'           # none of them used up the plan's key
+
+
+def test_a_discard_racing_an_execution_leaves_either_the_plan_executed_or_nothing_placed(rig):
+    plan = plan_of(rig)
+    start = threading.Barrier(2)
+
+    def run(params):
+        start.wait()
+        result = execute(rig, plan, **params)
+        while result.status == 'error' and result.error.retryable:    # AccountBusy: Pub/Sub redelivers
+            result = execute(rig, plan, **params)
+        return result
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        executed, discarded = pool.map(run, [{}, {'discard': True}])
+    assert discarded.status == 'ok' and rig.store.get_plan(plan.result['plan']['planId'])['discarded']
+    if executed.status == 'ok':
+        assert [o.orderRef for o in rig.order_log()] == [o['orderRef'] for o in plan.result['plan']['orders']]
+    else:
+        assert executed.status == 'rejected' and 'discarded' in executed.error.message, executed.error
+        assert rig.order_log() == []
