@@ -10,7 +10,7 @@ from pydantic.alias_generators import to_camel
 
 from intents.outcome import Outcome
 from lib.ibapi import Contract
-from trading.idempotency import RecordedOrder, legacy_reference, run_reference
+from trading.idempotency import RecordedOrder, legacy_reference, plan_reference, run_reference
 from trading.market_data import ContractInfo, contract_infos, gateway_time
 from lib.session import AccountState
 from trading.session_window import SessionWindow, judge
@@ -87,6 +87,9 @@ class RunContext:
         key = self.idempotency_key
         if key is None:
             return replace(self, account=account, reference=None, legacy_reference=None)
+        if self.planning:   # a plan's claim is never a request's (plan_reference); no older deployment planned
+            return replace(self, account=account, reference=plan_reference(account, intent, key),
+                           legacy_reference=None)
         return replace(self, account=account, reference=run_reference(account, intent, key),
                        legacy_reference=legacy_reference(intent, key))
 

@@ -72,8 +72,11 @@ def derive_key(intent: str, params: Mapping[str, Any], published: datetime, wind
 
 
 def plan_key(key: str) -> str:
-    """The key a planning run (approval required) claims for the request key `key`: never `key` itself, so the
-    request's real run, later, is not answered duplicate of its plan."""
+    """The idempotency key a planning run (approval required) reports for the request key `key`: `plan:<key>`.
+
+    Its claim and orderRefs do not derive from this text (a request may be keyed `plan:<key>` too) but from
+    plan_reference, so a planning run and a real run never share a claim whatever their keys.
+    """
     return f'plan:{key}'
 
 
@@ -81,6 +84,17 @@ def run_reference(account: str, intent: str, key: str) -> str:
     """`ibj:<hash10>`: the prefix of every orderRef of this (account, intent, key) and its claim's store key."""
     digest = hashlib.sha256(f'{account}\n{intent}\n{key}'.encode()).hexdigest()
     return f'{ORDER_REF_TAG}:{digest[:10]}'
+
+
+def plan_reference(account: str, intent: str, key: str) -> str:
+    """The run reference of a planning run of (account, intent, key): in a space no request's reaches.
+
+    It hashes `<intent>:plan` where a run_reference hashes the intent's name, which cannot hold a colon
+    (INTENT_NAME_PATTERN), so no request key, `plan:<key>` included, makes a real run's claim answer
+    `duplicate` of a plan or a plan answer `duplicate` of a real run. (Refusing request keys that start
+    with `plan:` would instead stop a schedule that already uses such keys from placing its orders.)
+    """
+    return run_reference(account, f'{intent}:plan', key)
 
 
 def legacy_reference(intent: str, key: str) -> str:

@@ -84,9 +84,6 @@ def test_an_execution_refused_for_a_passing_reason_can_be_asked_again_once_it_pa
     assert len(rig.order_log()) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="defect: a planning run claims 'plan:<key>' in the request keys' own space, so "
-                                       "a real run whose idempotencyKey is 'plan:<key>' is answered duplicate of the "
-                                       "plan and places nothing")
 def test_a_real_run_keyed_like_a_plan_is_not_answered_duplicate_of_the_plan(rig):
     plan_of(rig, key='slot-1')
     real = rig.send('allocation', {'strategies': ['dummy']}, key='plan:slot-1')
