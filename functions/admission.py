@@ -34,7 +34,7 @@ from lib.failures import Failure, failure_of
 from trading.idempotency import FinishedRun, TooManyAttempts, claim_run, derive_key, legacy_claim, plan_key
 from lib.store import ClaimRecord, Store, StoreUnavailable, open_store
 from lib.times import iso
-from trading.plans import PLAN_REJECTED
+from trading.plans import PLAN_REJECTED, published_plan
 from trading.trading_config import load_trading_config
 
 logger = log.get_logger(__name__)
@@ -148,7 +148,11 @@ def claim(context: RunContext, terms: ClaimTerms) -> Hold | Outcome:
         raise
     if not answer.held:
         _release_lease(context.store, lease, context.run_id)
-        return _not_claimed(answer.record, context.idempotency_key)
+        try:
+            plan = _stored_plan(context, answer.record)
+        except StoreUnavailable as exc:   # a duplicate without its plan could not be approved: redeliver
+            return Outcome.failed(_store_down(exc), _key_result(context.idempotency_key))
+        return _not_claimed(answer.record, context.idempotency_key, plan)
     crash_point('after-claim')
     if answer.takeover:
         logger.warning('taking over %s (attempt %s): orders already at the broker are not placed again',
@@ -166,9 +170,11 @@ def settle(held: Hold | None, outcome: Outcome, now: datetime | None = None) -> 
     store, run_id = held.context.store, held.context.run_id
     # a refused plan execution placed nothing: a later request of it runs again (trading.plans.PLAN_REJECTED)
     again = outcome.failure is not None and outcome.failure.type == PLAN_REJECTED
+    plan = (outcome.result or {}).get('plan') if held.context.planning else None
     record = FinishedRun(run_id=run_id, status=outcome.status, retry=outcome.redeliver or again,
                          idempotency_key=held.context.idempotency_key,
-                         error=outcome.failure.error() if outcome.failure else None, orders=outcome.orders)
+                         error=outcome.failure.error() if outcome.failure else None, orders=outcome.orders,
+                         plan_id=plan['planId'] if plan else None)
     try:
         still_held = store.finish(held.claim_key, run_id, record.to_record(), now or datetime.now(timezone.utc))
     except StoreUnavailable as exc:
@@ -208,10 +214,20 @@ def _release_lease(store: Store, name: str, run_id: str) -> None:
         logger.error('account lease %s not released, the store failed: %s; it ends with its lease', name, exc)
 
 
-def _not_claimed(record: ClaimRecord, key: str) -> Outcome:
-    """Another run has the key. Finished: duplicate (acked). Running with a valid lease: a retryable
-    KeyInFlight error, so Pub/Sub brings the message back; if that run dies, a later delivery takes
-    over once its lease has expired (an acked message would never come back)."""
+def _stored_plan(context: RunContext, record: ClaimRecord) -> dict | None:
+    """The plan a finished planning run stored (its claim keeps the planId), for its duplicates to publish."""
+    finished = FinishedRun.of(record) if context.planning else None
+    if finished is None or not finished.plan_id:
+        return None
+    plan = context.store.get_plan(finished.plan_id)
+    return published_plan(plan, context.settings.intents_topic, context.settings.project) if plan else None
+
+
+def _not_claimed(record: ClaimRecord, key: str, plan: dict | None = None) -> Outcome:
+    """Another run has the key. Finished: duplicate (acked), with the plan it stored when it planned (so a
+    redelivery of a planning run whose result was lost publishes the plan and its approve command again).
+    Running with a valid lease: a retryable KeyInFlight error, so Pub/Sub brings the message back; if that
+    run dies, a later delivery takes over once its lease has expired (an acked message would never come back)."""
     pointer = {'runId': record.run_id, 'state': record.status, 'attempt': record.attempt,
                'claimedAt': iso(record.created_at)}
     if record.status == 'running':
@@ -221,8 +237,11 @@ def _not_claimed(record: ClaimRecord, key: str) -> Outcome:
         logger.warning('%s', message)
         return Outcome.failed(Failure.transient('KeyInFlight', message), {'idempotencyKey': key, 'inFlight': pointer})
     reason = f'idempotency key {key} already ran as {record.run_id}'
+    if plan is not None:
+        reason += f' and stored plan {plan["planId"]}; approve it with result.plan.approve'
     return Outcome(status='duplicate', result={'idempotencyKey': key, 'duplicateOf': pointer,
-                                               'original': record.result, 'reason': reason})
+                                               'original': record.result, 'reason': reason,
+                                               **({'plan': plan} if plan is not None else {})})
 
 
 def _refused(kind: str, message: str, key: str | None = None) -> Outcome:

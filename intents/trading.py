@@ -16,7 +16,7 @@ from lib.ibapi import Position, Trade
 from lib.ibapi import Contract
 from trading.idempotency import RecordedOrder, order_ref, reference_of
 from trading.ledger import Holding, book_executions, internal_transfer, stored_holdings, transfer_entry
-from trading.plans import approve_command, expires_at, plan_id, working_entry
+from trading.plans import expires_at, plan_id, published_plan, working_entry
 from trading.market_data import AccountSnapshot, ContractInfo, account_snapshot, contract_infos, gateway_time
 from trading.orders import (
     ExecutionSettings, Leg, RunOrders, cancel_orders, cancel_problems, describe_trade, execute,
@@ -211,9 +211,7 @@ class OrderIntent(Intent):
             plan['workingOrders'][str(t.contract.conId)].append(
                 working_entry(t.order.orderRef, t.order.permId, t.order.action, t.orderStatus.remaining))
         await self.in_store(context.store.put_plan, plan_ref, plan)
-        settings = context.settings
-        return {**{key: plan[key] for key in ('planId', 'expiresAt', 'orders', 'limits', 'cancel')},
-                'approve': approve_command(plan_ref, settings.intents_topic, settings.project)}
+        return published_plan(plan, context.settings.intents_topic, context.settings.project)
 
     async def prepare(self) -> Prepared:
         """The gateway's time, the market day and the account's NLV and exchange rates."""

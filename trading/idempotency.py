@@ -196,11 +196,13 @@ class FinishedRun:
     idempotency_key: str | None
     error: dict | None
     orders: tuple[RecordedOrder, ...] = ()
+    plan_id: str | None = None     # a planning run's plan: a redelivery answers with it (admission.claim)
 
     def to_record(self) -> dict:
         return {'runId': self.run_id, 'status': self.status, 'retry': self.retry,
                 'idempotencyKey': self.idempotency_key, 'error': self.error,
-                'orders': [order.to_record() for order in self.orders]}
+                'orders': [order.to_record() for order in self.orders],
+                **({'planId': self.plan_id} if self.plan_id else {})}
 
     @classmethod
     def of(cls, record: ClaimRecord) -> FinishedRun | None:
@@ -210,7 +212,8 @@ class FinishedRun:
             return None
         return cls(stored.get('runId', record.run_id), stored.get('status', ''), bool(stored.get('retry')),
                    stored.get('idempotencyKey'), stored.get('error'),
-                   tuple(RecordedOrder.from_record(order) for order in stored.get('orders') or []))
+                   tuple(RecordedOrder.from_record(order) for order in stored.get('orders') or []),
+                   stored.get('planId'))
 
     @classmethod
     def retried(cls, record: ClaimRecord) -> bool:

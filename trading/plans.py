@@ -44,6 +44,13 @@ def approve_command(plan: str, topic: str | None, project: str | None, orders: l
     return ' '.join(shlex.quote(word) for word in words)
 
 
+def published_plan(plan: dict, topic: str | None, project: str | None) -> dict:
+    """A stored plan as results publish it (`result.plan`): its id, expiry, orders, limits, cancels and the
+    command that approves it."""
+    return {**{key: plan[key] for key in ('planId', 'expiresAt', 'orders', 'limits', 'cancel')},
+            'approve': approve_command(plan['planId'], topic, project)}
+
+
 def expires_at(now: datetime, ttl_seconds: float) -> datetime:
     return now + timedelta(seconds=ttl_seconds)
 

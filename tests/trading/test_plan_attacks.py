@@ -91,10 +91,9 @@ def test_a_real_run_keyed_like_a_plan_is_not_answered_duplicate_of_the_plan(rig)
     assert [o.action for o in rig.order_log()] == ['BUY']
 
 
-@pytest.mark.xfail(strict=True, reason='defect: a planning run whose result was not published is redelivered and '
-                                       'answered duplicate without its planId or approve command, so nobody can '
-                                       'approve the plan it stored')
-def test_a_plan_whose_result_was_lost_is_published_again_on_redelivery(rig):
+@pytest.mark.parametrize('backend', ['sqlite', 'firestore'])
+def test_a_plan_whose_result_was_lost_is_published_again_on_redelivery(make_rig, backend):
+    rig = make_rig(backend=backend)
     lost = []
 
     def results_topic_down(result, settings):
@@ -111,6 +110,9 @@ def test_a_plan_whose_result_was_lost_is_published_again_on_redelivery(rig):
     assert again.status in ('ok', 'duplicate')
     plan = (again.result or {}).get('plan') or {}
     assert plan.get('planId') == stored['planId'] and plan.get('approve'), again.result
+    assert plan == first.result['plan']                   # the same plan, its approve command included
+    jsonschema.Draft202012Validator(result_schema()).validate(json.loads(again.to_json()))
+    assert rig.order_log() == []
 
 
 def test_every_result_of_the_approval_flow_validates_against_the_published_schema(rig):
