@@ -323,6 +323,8 @@ class OrderIntent(Intent):
         return {**self.header(), **self.run_orders.to_result()}
 
     def recorded_orders(self) -> tuple[RecordedOrder, ...]:
-        """Every order placed or found so far (trading.orders.RunOrders.recorded), for the claim record."""
-        return self.run_orders.recorded()
+        """Every order placed or found so far (trading.orders.RunOrders.recorded), for the claim record; a
+        planning run's are marked planned (trading.idempotency.recorded_order)."""
+        orders = self.run_orders.recorded()
+        return tuple(replace(order, planned=True) for order in orders) if self.context.planning else orders
 

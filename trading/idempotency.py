@@ -32,7 +32,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
@@ -173,16 +173,18 @@ class RecordedOrder:
     status: str | None = None
     filled: float | None = None
     con_id: int | None = None
+    planned: bool = False     # recorded by a planning run: execute-plan sends it, unchanged (recorded_order)
 
     def to_record(self) -> dict:
         return {'orderRef': self.order_ref, 'action': self.action, 'quantity': self.quantity,
                 'strategies': self.strategies, 'permId': self.perm_id, 'status': self.status,
-                'filled': self.filled, 'conId': self.con_id}
+                'filled': self.filled, 'conId': self.con_id, **({'planned': True} if self.planned else {})}
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> RecordedOrder:
         return cls(record['orderRef'], record.get('action'), record.get('quantity'), record.get('strategies'),
-                   record.get('permId'), record.get('status'), record.get('filled'), record.get('conId'))
+                   record.get('permId'), record.get('status'), record.get('filled'), record.get('conId'),
+                   bool(record.get('planned')))
 
 
 @dataclass(frozen=True)
@@ -266,3 +268,20 @@ def recorded_orders(store: Store, reference: str) -> dict[str, RecordedOrder]:
         for order in finished.orders if finished else ():
             orders.setdefault(order.order_ref, order)
     return orders
+
+
+def recorded_order(orders: Mapping[str, RecordedOrder], ref: str) -> RecordedOrder | None:
+    """The record of the order `ref` among `orders` (recorded_orders), or None while none was made.
+
+    A planned order that execute-plan sent again under `<leg>.<n>` (the gateway rejected the earlier one) is
+    the planned order `<leg>` itself, its quantity and strategies unchanged, so its fills are attributed as the
+    first order's would have been. Only a planned order stands for its re-sends: a real run's `<leg>.<n>` sends
+    what a takeover found left, which its own claim records.
+    """
+    if ref in orders:
+        return orders[ref]
+    parsed = parse_order_ref(ref)
+    if parsed is None or parsed[2] == 1:
+        return None
+    first = orders.get(order_ref(parsed[0], parsed[1]))
+    return replace(first, order_ref=ref) if first is not None and first.planned else None

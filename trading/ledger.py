@@ -21,7 +21,7 @@ from datetime import date, datetime, timedelta, timezone
 from trading.exchange_calendar import is_trading_day
 from lib.ib_values import number
 from lib.ibapi import IB, ExecutionFilter, Fill
-from trading.idempotency import RecordedOrder, is_ours, recorded_orders, reference_of
+from trading.idempotency import RecordedOrder, is_ours, recorded_order, recorded_orders, reference_of
 from trading.market_data import REQUEST_TIMEOUT_SECONDS, execution_filter_time
 from lib.problems import FILL_UNATTRIBUTED, problem
 from lib.store import Store
@@ -83,12 +83,13 @@ async def book_executions(ib: IB, store: Store, account: str, now: datetime | No
     held: list[datetime] = []
     for fill in fills:
         ref = fill.execution.orderRef
-        if is_ours(ref) and ref not in orders:
+        order = recorded_order(orders, ref)
+        if is_ours(ref) and order is None:
             booking.waiting.append({'execId': fill.execution.execId, 'orderRef': ref,
                                     'reason': 'the run that placed it has not recorded the order yet'})
             held.append(fill.execution.time)
             continue
-        entry = ledger_entry(fill, orders.get(ref))
+        entry = ledger_entry(fill, order)
         if await asyncio.to_thread(store.record_fill, entry):
             booking.recorded.append(entry)
         else:

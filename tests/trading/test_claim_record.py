@@ -6,7 +6,9 @@ import sqlite3
 import threading
 from datetime import datetime, timezone
 
-from trading.idempotency import FinishedRun, RecordedOrder, claim_key, recorded_orders, run_reference
+from trading.idempotency import (
+    FinishedRun, RecordedOrder, claim_key, recorded_order, recorded_orders, run_reference,
+)
 from lib.store.sqlite import SqliteStore
 from tests.trading.support import ACCOUNT
 
@@ -74,3 +76,14 @@ def test_a_deadline_striking_while_the_store_answers_the_claim_still_settles_wha
     again = rig.deliver(event)
     assert again.status == 'ok' and again.result['attempt'] == 2, again.error
     assert len(rig.order_log()) == 1
+
+
+def test_only_a_planned_order_stands_for_its_resends_under_the_next_suffix():
+    planned = RecordedOrder(f'{REFERENCE}:756733', 'BUY', 10.0, {'dummy': 10.0}, planned=True)
+    assert RecordedOrder.from_record(planned.to_record()) == planned        # the mark survives the store's JSON
+    assert recorded_order({planned.order_ref: planned}, f'{REFERENCE}:756733.2') == \
+        RecordedOrder(f'{REFERENCE}:756733.2', 'BUY', 10.0, {'dummy': 10.0}, planned=True)
+    real = RecordedOrder(f'{REFERENCE}:756733', 'BUY', 10.0, {'dummy': 10.0}, 77, 'Cancelled', 0.0, 756733)
+    # a takeover's re-send of a real run's leg is its own order: it waits for the takeover's own record
+    assert recorded_order({real.order_ref: real}, f'{REFERENCE}:756733.2') is None
+    assert recorded_order({planned.order_ref: planned}, f'{REFERENCE}:4215235.2') is None

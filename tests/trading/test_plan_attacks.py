@@ -215,10 +215,9 @@ def test_a_real_run_then_a_planning_run_of_the_same_slot_makes_a_plan(rig):
     assert len(rig.order_log()) == 1                          # the plan placed nothing
 
 
-@pytest.mark.xfail(strict=True, reason="defect: a planned order execute-plan places again under '<leg>.2' is recorded "
-                                       "only in execute-plan's own claim, not under the plan's reference, so its "
-                                       "fill is never booked: position-drift and an unrecorded order")
-def test_a_planned_order_placed_again_under_the_next_suffix_is_booked_to_its_strategy(rig):
+@pytest.mark.parametrize('backend', ['sqlite', 'firestore'])
+def test_a_planned_order_placed_again_under_the_next_suffix_is_booked_to_its_strategy(make_rig, backend):
+    rig = make_rig(backend=backend)
     plan = plan_of(rig)
     rig.sim.faults.reject_orders = 'margin'
     event = rig.event('execute-plan', {'planId': plan.result['plan']['planId']})
