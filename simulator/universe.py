@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 from datetime import date, datetime, time, timedelta
+from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -135,26 +136,7 @@ class Universe:
 
     def sessions(self, inst: Instrument, day: date) -> tuple[Span | None, Span | None]:
         """(trading, liquid) sessions of trading date `day` in the instrument's zone; None when closed."""
-        tz = ZoneInfo(inst.timeZoneId)
-
-        def at(d: date, hour: int, minute: int = 0) -> datetime:
-            return datetime.combine(d, time(hour, minute), tzinfo=tz)
-
-        eve = day - timedelta(days=1)
-        if inst.session == 'forex':
-            if day.weekday() >= 5 or (day.month, day.day) in ((12, 25), (1, 1)):
-                return None, None
-            span = (at(eve, 17, 15), at(day, 17))
-            return span, span
-        regular = regular_session(day)
-        if regular is None:
-            return None, None
-        early = regular[1] != REGULAR_CLOSE
-        if inst.session == 'future':     # CME Globex: equity futures halt at 12:15 CT on NYSE early-close days
-            trading = (at(eve, 17), at(day, 12, 15) if early else at(day, 16))
-            return trading, (at(day, 8, 30), at(day, 12 if early else 15))
-        open_, close = (datetime.combine(day, t, tzinfo=tz) for t in regular)
-        return (at(day, 4), at(day, 17 if early else 20)), (open_, close)
+        return _sessions(inst.session, inst.timeZoneId, day)
 
     def sessions_between(self, inst: Instrument, start: datetime, end: datetime,
                          liquid: bool) -> list[tuple[date, datetime, datetime]]:
@@ -196,6 +178,32 @@ class Universe:
         at = as_utc(at)
         opens = [s for _, s, _ in self.sessions_between(inst, at, at + timedelta(days=_SEARCH_DAYS), True) if s > at]
         return as_utc(opens[0]) if opens else None
+
+
+@lru_cache(maxsize=4096)
+def _sessions(session: str, zone: str, day: date) -> tuple[Span | None, Span | None]:
+    """Universe.sessions, by the only fields it depends on: every price and quote asks for the sessions of the
+    days around it, so a portfolio row or a resting order would otherwise recompute the calendar each time."""
+    tz = ZoneInfo(zone)
+
+    def at(d: date, hour: int, minute: int = 0) -> datetime:
+        return datetime.combine(d, time(hour, minute), tzinfo=tz)
+
+    eve = day - timedelta(days=1)
+    if session == 'forex':
+        if day.weekday() >= 5 or (day.month, day.day) in ((12, 25), (1, 1)):
+            return None, None
+        span = (at(eve, 17, 15), at(day, 17))
+        return span, span
+    regular = regular_session(day)
+    if regular is None:
+        return None, None
+    early = regular[1] != REGULAR_CLOSE
+    if session == 'future':     # CME Globex: equity futures halt at 12:15 CT on NYSE early-close days
+        trading = (at(eve, 17), at(day, 12, 15) if early else at(day, 16))
+        return trading, (at(day, 8, 30), at(day, 12 if early else 15))
+    open_, close = (datetime.combine(day, t, tzinfo=tz) for t in regular)
+    return (at(day, 4), at(day, 17 if early else 20)), (open_, close)
 
 
 def _format_hours(days: list[date], spans) -> str:
