@@ -143,14 +143,9 @@ class Universe:
         """(trading date, start, end) of the liquid or trading sessions overlapping [start, end], in order."""
         start, end = as_utc(start), as_utc(end)
         tz = ZoneInfo(inst.timeZoneId)
-        day, last = start.astimezone(tz).date() - timedelta(days=1), end.astimezone(tz).date() + timedelta(days=1)
-        found = []
-        while day <= last:
-            span = self.sessions(inst, day)[1 if liquid else 0]
-            if span and span[0] <= end and span[1] >= start:
-                found.append((day, *span))
-            day += timedelta(days=1)
-        return found
+        first, last = start.astimezone(tz).date() - timedelta(days=1), end.astimezone(tz).date() + timedelta(days=1)
+        spans = _day_spans(inst.session, inst.timeZoneId, first, last, liquid)
+        return [span for span in spans if span[1] <= end and span[2] >= start]
 
     def hours(self, inst: Instrument, now: datetime) -> tuple[str, str]:
         """(tradingHours, liquidHours) in IB's format for 7 days from `now`'s date in the instrument's zone."""
@@ -204,6 +199,15 @@ def _sessions(session: str, zone: str, day: date) -> tuple[Span | None, Span | N
         return trading, (at(day, 8, 30), at(day, 12 if early else 15))
     open_, close = (datetime.combine(day, t, tzinfo=tz) for t in regular)
     return (at(day, 4), at(day, 17 if early else 20)), (open_, close)
+
+
+@lru_cache(maxsize=4096)
+def _day_spans(session: str, zone: str, first: date, last: date,
+               liquid: bool) -> tuple[tuple[date, datetime, datetime], ...]:
+    """(trading date, start, end) of the liquid or trading sessions of the days first..last, in order: every
+    price asks for the ten days before it, once per portfolio row and resting order."""
+    days = (first + timedelta(days=n) for n in range((last - first).days + 1))
+    return tuple((day, *span) for day in days if (span := _sessions(session, zone, day)[1 if liquid else 0]))
 
 
 def _format_hours(days: list[date], spans) -> str:
