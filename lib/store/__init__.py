@@ -1,5 +1,5 @@
 """The state store: run claims and results, strategy targets, the fills ledger, dynamic settings, run history,
-cursors (how far incremental work such as booking executions has got), and each account's running holdings
+cursors (how far incremental work such as booking executions has got), plans waiting for approval, and each account's running holdings
 (the fills ledger's sum, kept as fills are recorded).
 
 Two backends behave the same (one shared test suite): SQLite, the embedded default for local runs,
@@ -151,6 +151,13 @@ class Store(Protocol):
 
     def put_cursor(self, name: str, value: dict) -> None:
         """Replace cursor `name` with `value` (a JSON-able dict); the last writer wins."""
+
+    def get_plan(self, plan_id: str) -> dict | None:
+        """The plan stored under `plan_id` (a planning run's orders waiting for approval), or None."""
+
+    def put_plan(self, plan_id: str, plan: dict) -> None:
+        """Store (or replace: discarding marks it) the JSON-able plan under `plan_id`; the last writer wins
+        (execute-plan and discard run under the plan account's lease, one at a time)."""
 
     def close(self) -> None:
         """Release connections; the store reconnects if used again."""
