@@ -29,7 +29,8 @@ from typing import Literal, Mapping, Protocol
 from lib.config import ConfigError, env_seconds
 
 __all__ = [
-    'BACKENDS', 'Claim', 'ClaimRecord', 'Lease', 'Store', 'StoreUnavailable', 'open_store',
+    'BACKENDS', 'Claim', 'ClaimRecord', 'Delivery', 'DeliveryStart', 'Lease', 'Store', 'StoreUnavailable',
+    'open_store',
 ]
 
 BACKENDS = ('sqlite', 'firestore')
@@ -83,6 +84,31 @@ class Lease:
     holder: str
     lease_until: datetime
     held: bool
+
+
+DeliveryState = Literal['sending', 'sent', 'rejected', 'failed']
+
+
+@dataclass
+class Delivery:
+    """One notification of one result to one sink: where it stands and how often it was tried."""
+
+    result_id: str
+    sink: str
+    state: str                  # DeliveryState
+    attempts: int               # sends started (a delivery that found it done or busy adds none)
+    holder: str | None          # the invocation sending it now (state 'sending')
+    lease_until: datetime | None
+    detail: str | None          # the last answer: 'HTTP 200', 'HTTP 400: ...', 'no answer within 10 s'
+    updated_at: datetime
+
+
+@dataclass
+class DeliveryStart:
+    """The answer to start_delivery(): held True means the caller may send now (attempts counts this one)."""
+
+    held: bool
+    delivery: Delivery
 
 
 class Store(Protocol):
@@ -155,6 +181,20 @@ class Store(Protocol):
 
     def put_cursor(self, name: str, value: dict) -> None:
         """Replace cursor `name` with `value` (a JSON-able dict); the last writer wins."""
+
+    def start_delivery(self, result_id: str, sink: str, holder: str, lease_seconds: float,
+                       now: datetime) -> DeliveryStart:
+        """Atomically take the send of `result_id` to `sink` for `holder`, unless it is done (sent or rejected)
+        or another holder's lease on it is valid; taking it counts an attempt and leases it until
+        now + lease_seconds. The holder repeating its call keeps its lease and its count."""
+
+    def end_delivery(self, result_id: str, sink: str, holder: str, state: str, detail: str,
+                     now: datetime) -> bool:
+        """Record how `holder`'s send ended ('sent', 'rejected', 'failed') and end its lease; False (and nothing
+        changes) when `holder` no longer holds it."""
+
+    def deliveries(self, result_id: str) -> list[Delivery]:
+        """Every sink's delivery of `result_id`, by sink name."""
 
     def close(self) -> None:
         """Release connections; the store reconnects if used again."""
