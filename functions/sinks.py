@@ -79,7 +79,8 @@ _OPENER = urllib.request.build_opener(_NoRedirects)
 
 def send(sink: Sink, text: str, doc: dict[str, Any], timeout: float) -> Sent:
     """POST the sink's body once, waiting at most `timeout` for each step of the exchange."""
-    data = json.dumps(sink.body(text, doc), ensure_ascii=False).encode('utf-8')
+    # ASCII escapes: a lone surrogate in a result (JSON allows it) still makes a body, which the sink may refuse
+    data = json.dumps(sink.body(text, doc)).encode('ascii')
     request = urllib.request.Request(sink.url, data=data, method='POST',
                                      headers={'Content-Type': 'application/json; charset=utf-8',
                                               'User-Agent': 'ib-jobs-notify'})

@@ -288,6 +288,14 @@ def test_no_secret_of_the_environment_reaches_any_sink_in_any_encoding(sink, sto
     assert '***' in sink.bodies('/slack')[0]['text']
 
 
+def test_odd_unicode_and_huge_values_still_make_one_short_message(sink, store):
+    doc = errored(message='\udc80 lone surrogate, emoji 🚀, RTL \u202e, NUL \x00 ' + 'x' * 100_000)
+    notify(event(doc), settings_for(sink, telegram=False), store=store)
+    [hook], [slack] = sink.bodies('/hook'), sink.bodies('/slack')
+    assert '🚀' in slack['text'] and len(slack['text']) <= 3500
+    assert hook['result']['error']['message'] == doc['error']['message']
+
+
 # --- delivery: per-sink records, retries, rejections, timeouts --------------------------------------------------
 
 def test_a_failing_sink_is_sent_again_on_redelivery_and_only_it(sink, store):
