@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
     wall: dict[str, list[float]] = {v: [] for v in VARIANTS}
     with GatewayProcess(accounts=[ACCOUNT]) as gateway:
-        settings = Settings(gateway_host=gateway.host, gateway_port=gateway.port)
+        settings = Settings(gateway_host=gateway.host, gateway_port=gateway.port).with_parts_from_env()
 
         def once() -> float:
             event = pubsub_push_event({'intent': args.intent, 'params': {}}, project='bench')

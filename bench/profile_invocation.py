@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             intent_profiles.append(profile)
 
     with GatewayProcess(accounts=[ACCOUNT]) as gateway:
-        settings = Settings(gateway_host=gateway.host, gateway_port=gateway.port)
+        settings = Settings(gateway_host=gateway.host, gateway_port=gateway.port).with_parts_from_env()
 
         def once() -> None:
             event = pubsub_push_event({'intent': args.intent, 'params': {}}, project='bench')

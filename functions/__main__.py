@@ -32,8 +32,9 @@ from functions import history
 from functions.render import documents_in, history_line, render_result
 from intents.registry import get_intent, intent_names
 from lib import log
-from lib.config import ConfigError, Settings
-from lib.store import DEFAULT_SQLITE_PATH, StoreUnavailable
+from lib.config import ConfigError, HistorySettings, Settings, StoreSettings
+from lib.store import StoreUnavailable
+from lib.times import parse_instant
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / 'schemas'
 SUCCESS_STATUSES = ('ok', 'skipped', 'duplicate')
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError('--sim-time needs the bundled simulator; unset IB_GATEWAY_HOST to use it')
     if args.fresh and settings.gateway_host:
         raise UsageError('--fresh resets the bundled simulator; unset IB_GATEWAY_HOST to use it')
-    log.configure(stream=sys.stderr, level=os.environ.get('LOG_LEVEL') or 'WARNING')
+    log.configure(stream=sys.stderr, level=settings.logging.level or 'WARNING', settings=settings.logging)
     request = {'intent': args.intent, 'params': params, 'dryRun': args.dry_run}
     if args.idempotency_key:
         request['idempotencyKey'] = args.idempotency_key
@@ -133,33 +134,33 @@ def render(args: argparse.Namespace) -> int:
 def show_history(args: argparse.Namespace) -> int:
     """`history`: the last runs kept in the store, one line each; `show RUN_ID`: one of them in full."""
     try:
+        store = StoreSettings.from_env()
         if args.command == 'show':
-            doc = history.find(args.run_id)
+            doc = history.find(store, args.run_id)
             if doc is None:
-                raise UsageError(f'no run {args.run_id!r} in the history of {_store_name()} (kept '
-                                 f'{history.retention_days():g} days; `history` lists what is there)')
+                raise UsageError(f'no run {args.run_id!r} in the history of {_store_name(store)} (kept '
+                                 f'{HistorySettings.from_env().days:g} days; `history` lists what is there)')
             sys.stdout.write(json.dumps(doc) + '\n' if args.json
                              else log.redact(render_result(log.mask(doc), wide=args.wide)))
             return EXIT_OK
-        docs = history.recent(args.last, args.intent)
+        docs = history.recent(store, args.last, args.intent)
     except (StoreUnavailable, ConfigError) as exc:
         raise UsageError(f'cannot read the history: {exc}') from None
     if args.json:
         sys.stdout.write(''.join(json.dumps(doc) + '\n' for doc in docs))
         return EXIT_OK
     if not docs:
-        print(f'no runs{f" of {args.intent}" if args.intent else ""} in the history of {_store_name()}')
+        print(f'no runs{f" of {args.intent}" if args.intent else ""} in the history of {_store_name(store)}')
         return EXIT_OK
     for doc in docs:
         print(log.redact(history_line(log.mask(doc))))
     return EXIT_OK
 
 
-def _store_name() -> str:
-    backend = (os.environ.get('STORE_BACKEND') or 'sqlite').lower()
-    if backend == 'firestore':
-        return f'Firestore {os.environ.get("GOOGLE_CLOUD_PROJECT")}/{os.environ.get("FIRESTORE_DATABASE") or "(default)"}'
-    return os.environ.get('SQLITE_PATH') or DEFAULT_SQLITE_PATH
+def _store_name(store: StoreSettings) -> str:
+    if store.backend == 'firestore':
+        return f'Firestore {store.project}/{store.database}'
+    return store.sqlite_path
 
 
 def intents_help() -> str:
@@ -268,10 +269,9 @@ def _count(raw: str) -> int:
 
 def _iso_time(raw: str) -> datetime:
     try:
-        parsed = datetime.fromisoformat(raw.replace('Z', '+00:00'))
+        return parse_instant(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f'not an ISO 8601 time: {raw!r}') from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _parser() -> argparse.ArgumentParser:

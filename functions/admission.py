@@ -11,7 +11,7 @@ or the Outcome that ends the run.
 order-placing run per account at a time, waiting a bounded time, else AccountBusy, retryable), then the
 idempotency key, atomically: finished by another run → duplicate (acked); running under a valid lease →
 KeyInFlight (retryable, so Pub/Sub redelivers and a later delivery takes over if that run died); expired →
-taken over. It answers the `HeldClaim` (with the context to act with) or the Outcome that ends the run,
+taken over. It answers the run's `Hold` (the claim key and account lease, with the context to act with) or the Outcome that ends the run,
 having given back whatever it took.
 
 `settle` (after the run) finishes the held claim with the run's `FinishedRun` record, which later
@@ -31,7 +31,7 @@ from lib import log
 from lib.config import ConfigError, Settings
 from lib.crash import crash_point
 from lib.failures import Failure, failure_of
-from trading.idempotency import FinishedRun, IdempotencySettings, TooManyAttempts, claim_run, derive_key, legacy_claim
+from trading.idempotency import FinishedRun, TooManyAttempts, claim_run, derive_key, legacy_claim
 from lib.store import ClaimRecord, Store, StoreUnavailable, open_store
 from lib.times import iso
 from trading.trading_config import load_trading_config
@@ -44,7 +44,8 @@ ACCOUNT_POLL_SECONDS = 0.1
 
 @dataclass(frozen=True)
 class ClaimTerms:
-    """How a real (not dry) order-placing run claims: its leases' length and how long it waits for the account."""
+    """The terms a real (not dry) order-placing run claims on: its leases' length and how long it waits for the
+    account."""
 
     lease_seconds: float
     account_wait_seconds: float
@@ -59,9 +60,9 @@ class Admitted:
 
 
 @dataclass(frozen=True)
-class HeldClaim:
-    """A claim that holds: the context to act with (takeover, attempt, claimed), and the claim generation and
-    account lease that `settle` finishes and releases."""
+class Hold:
+    """What a running order-placing run holds: the claim key it claimed and the account lease, which `settle`
+    finishes and releases; and the context to act with (takeover, attempt, claimed)."""
 
     context: RunContext
     claim_key: str
@@ -78,15 +79,16 @@ def admit(intent_cls: type[Intent], params: IntentParams, decoded: Decoded, *, r
     if not (intent_cls.uses_store or intent_cls.places_orders):
         return Admitted(context)
     try:
-        store = open_store()
+        store = open_store(settings.store)
     except ConfigError as exc:
         return _refused('ConfigError', str(exc))
     context = replace(context, store=store)
     if not intent_cls.places_orders:
         return Admitted(context)
     try:
-        idempotency = IdempotencySettings.from_env(settings.deadline_seconds)
-        trading = load_trading_config(store, trading_mode=settings.trading_mode)
+        idempotency = settings.idempotency.checked()
+        trading = load_trading_config(store, trading_mode=settings.trading_mode,
+                                      env=settings.trading_config.environment, path=settings.trading_config.path)
     except ConfigError as exc:
         return _refused('ConfigError', str(exc))
     except StoreUnavailable as exc:
@@ -109,10 +111,10 @@ def admit(intent_cls: type[Intent], params: IntentParams, decoded: Decoded, *, r
     return Admitted(context, ClaimTerms(idempotency.lease_for(settings.deadline_seconds), wait))
 
 
-def claim(context: RunContext, terms: ClaimTerms) -> HeldClaim | Outcome:
+def claim(context: RunContext, terms: ClaimTerms) -> Hold | Outcome:
     """Take the account lease, then claim the idempotency key (blocking store calls: run it off the loop).
 
-    Whatever does not end in a HeldClaim gives back what it took before it returns or raises.
+    Whatever does not end in a Hold gives back what it took before it returns or raises.
     """
     try:
         lease = _take_account_lease(context, terms)
@@ -142,11 +144,11 @@ def claim(context: RunContext, terms: ClaimTerms) -> HeldClaim | Outcome:
     if answer.takeover:
         logger.warning('taking over %s (attempt %s): orders already at the broker are not placed again',
                        answer.claim_key, answer.attempt)
-    return HeldClaim(replace(context, takeover=answer.takeover, attempt=answer.attempt, claimed=True,
-                             claimed_at=answer.claimed_at), answer.claim_key, lease)
+    return Hold(replace(context, takeover=answer.takeover, attempt=answer.attempt, claimed=True,
+                        claimed_at=answer.claimed_at), answer.claim_key, lease)
 
 
-def settle(held: HeldClaim | None, outcome: Outcome, now: datetime | None = None) -> None:
+def settle(held: Hold | None, outcome: Outcome, now: datetime | None = None) -> None:
     """Finish the claim the run held, so later deliveries answer duplicate (or retry, when retryable),
     then release the account lease. A run that held nothing has nothing to settle."""
     if held is None:

@@ -12,7 +12,7 @@
       publish      the IntentResult on the results topic; kept in the run history      (functions/publisher.py)
       conclude     return (Pub/Sub acks) or raise TransientFailure (non-2xx: redelivered)
 
-Every step that ends the run early answers with an Outcome (functions/outcome.py), and every failure is a
+Every step that ends the run early answers with an Outcome (intents/outcome.py), and every failure is a
 lib.failures.Failure; `conclude` is the one place that turns the published result into ack or redeliver.
 A result that could not be published raises too, so no message is acked without its result.
 Claiming only after connecting means a gateway outage never uses up a claim.
@@ -31,7 +31,7 @@ from typing import Any, Callable
 from pydantic import BaseModel, ValidationError
 
 from functions import admission, history, publisher
-from functions.admission import ClaimTerms, HeldClaim
+from functions.admission import ClaimTerms, Hold
 from functions.contract import (
     Decoded, Envelope, ErrorInfo, Gateway, IntentResult, InvalidMessage, Timings, decode_message,
     describe_validation_error,
@@ -199,7 +199,7 @@ async def _connected_run(intent_cls: type[Intent], params: BaseModel, dry_run: b
     return outcome
 
 
-async def _claim(context: RunContext, terms: ClaimTerms, outcome: Outcome) -> HeldClaim | Outcome:
+async def _claim(context: RunContext, terms: ClaimTerms, outcome: Outcome) -> Hold | Outcome:
     """admission.claim off the loop (blocking store calls). If the deadline strikes meanwhile, its answer is
     still awaited, and a claim it took goes on `outcome.held`, so it is settled rather than left to expire."""
     claiming = asyncio.ensure_future(asyncio.to_thread(admission.claim, context, terms))
@@ -207,7 +207,7 @@ async def _claim(context: RunContext, terms: ClaimTerms, outcome: Outcome) -> He
         return await asyncio.shield(claiming)
     except asyncio.CancelledError:
         [answer] = await asyncio.gather(claiming, return_exceptions=True)
-        if isinstance(answer, HeldClaim):
+        if isinstance(answer, Hold):
             outcome.held = answer
         raise
 
@@ -322,7 +322,7 @@ def _publish(result: IntentResult, settings: Settings, publish: Publish) -> None
         logger.exception('result of %s not published; raising so the message is delivered again', result.intent)
         raise
     publish_ms = _ms(time.monotonic() - publish_started)
-    history.record(result)
+    history.record(result, settings)
     _log_run(result, publish_ms)
 
 

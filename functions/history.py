@@ -1,6 +1,6 @@
 """Run history: every published result is also kept in the store, for `python -m functions history|show`.
 
-Kept for RUN_HISTORY_DAYS (default 30; 0 keeps nothing) in the configured store: the SQLite file
+Kept for RUN_HISTORY_DAYS (default 30; 0 keeps nothing; lib.config.HistorySettings) in the configured store: the SQLite file
 locally, Firestore in the cloud (collection `history`, deleted by a TTL policy on `expireAt`).
 Recording is best effort: the result is already published, so a store that fails only costs the
 history entry (logged), never the run. Documents are masked for secrets like every other output.
@@ -8,40 +8,23 @@ history entry (logged), never the run. Documents are masked for secrets like eve
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timedelta, timezone
-from typing import Mapping
 
 from functions.contract import IntentResult
 from lib import log
-from lib.config import ConfigError
+from lib.config import ConfigError, Settings, StoreSettings
 from lib.store import StoreUnavailable, open_store
 
 logger = log.get_logger(__name__)
 
-DEFAULT_DAYS = 30.0
 # A document above this is kept without its `result` (Firestore documents hold at most 1 MiB).
 MAX_DOCUMENT_BYTES = 512_000
 
 
-def retention_days(env: Mapping[str, str] | None = None) -> float:
-    """RUN_HISTORY_DAYS as a number of days (0: keep nothing); ConfigError names a bad value."""
-    raw = (os.environ if env is None else env).get('RUN_HISTORY_DAYS', '').strip()
-    if not raw:
-        return DEFAULT_DAYS
-    try:
-        days = float(raw)
-    except ValueError:
-        days = -1.0
-    if not 0 <= days <= 3650:
-        raise ConfigError(f'RUN_HISTORY_DAYS={raw!r} is invalid: expected a number of days from 0 to 3650, e.g. 30')
-    return days
-
-
-def record(result: IntentResult, now: datetime | None = None) -> None:
+def record(result: IntentResult, settings: Settings, now: datetime | None = None) -> None:
     """Keep `result` in the store's history; failures are logged, never raised."""
     try:
-        days = retention_days()
+        days = settings.history.checked().days
         if days == 0:
             return
         document = log.mask_json(result.to_json())
@@ -50,17 +33,17 @@ def record(result: IntentResult, now: datetime | None = None) -> None:
                                                           'reason': 'too large for the history; see the results topic'}}
             document = json.dumps(trimmed, ensure_ascii=False, separators=(',', ':'))
         finished = result.finished_at
-        open_store().record_run(result.run_id, result.intent, result.status, finished, document,
+        open_store(settings.store).record_run(result.run_id, result.intent, result.status, finished, document,
                                 (now or finished) + timedelta(days=days))
     except (StoreUnavailable, ConfigError, ValueError, TypeError) as exc:
         logger.warning('result of run %s not kept in the history: %s', result.run_id, exc)
 
 
-def recent(limit: int, intent: str | None = None, now: datetime | None = None) -> list[dict]:
+def recent(store: StoreSettings, limit: int, intent: str | None = None, now: datetime | None = None) -> list[dict]:
     """The newest `limit` results kept (of `intent` only, when given), newest first."""
-    return open_store().recent_runs(limit, now or datetime.now(timezone.utc), intent)
+    return open_store(store).recent_runs(limit, now or datetime.now(timezone.utc), intent)
 
 
-def find(run_id: str) -> dict | None:
+def find(store: StoreSettings, run_id: str) -> dict | None:
     """One kept result by its runId, or None."""
-    return open_store().get_run(run_id)
+    return open_store(store).get_run(run_id)

@@ -68,7 +68,7 @@ def notify(cloud_event: Any, settings: NotifySettings | None = None, *, store: S
                            'NOTIFY_SLACK_WEBHOOK_URL, NOTIFY_TELEGRAM_BOT_TOKEN)', doc.get('status'))
             return Notified(result_id, {})
         text = message(doc)
-        store = store or open_store()
+        store = store or open_store(settings.store)
         holder = str(uuid.uuid4())
         answers = {sink.name: _deliver(store, sink, text, doc, result_id, holder, settings) for sink in sinks}
         open_sinks = sorted(name for name, answer in answers.items() if answer in ('failed', 'busy', 'gave-up'))

@@ -12,9 +12,11 @@ import json
 import re
 import shutil
 import textwrap
-from datetime import datetime, timezone
+from datetime import timezone
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from lib.times import parse_instant
 
 MAX_CELL = 40
 DEFAULT_WIDTH = 120
@@ -295,7 +297,7 @@ def _number(value: float, whole: bool = False) -> str:
 
 def _time(text: str) -> str:
     """An ISO 8601 instant as New York time with UTC beside it."""
-    moment = datetime.fromisoformat(text.replace('Z', '+00:00'))
+    moment = parse_instant(text)
     local = moment.astimezone(EXCHANGE_ZONE)
     utc = moment.astimezone(timezone.utc)
     return f'{local:%Y-%m-%d %H:%M:%S %Z} ({utc:%H:%M:%S} UTC)'

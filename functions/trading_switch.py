@@ -8,7 +8,6 @@ trading is named (only the store can enable it: see trading.trading_config). `on
 from __future__ import annotations
 
 import json
-import os
 from typing import Mapping, TextIO
 
 from lib.config import ConfigError, Settings
@@ -22,17 +21,17 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 def run_trading_command(action: str, *, as_json: bool, yes: bool, out: TextIO, err: TextIO,
                         env: Mapping[str, str] | None = None) -> int:
     """Show or set trading enabled; exit 0 when the effective value is what was asked (status: always 0)."""
-    env = os.environ if env is None else env
     try:
         settings = Settings.from_env(env)
-        store = open_store(env)
+        store = open_store(settings.store)
         if action == 'on' and settings.trading_mode == 'live' and not yes:
             err.write('error: TRADING_MODE=live: trading on lets the function place real orders; '
                       'run again with --yes to confirm\n')
             return EXIT_USAGE
         if action in ('on', 'off'):
             store.put_settings({'tradingEnabled': action == 'on'})
-        switch = trading_switch(store, trading_mode=settings.trading_mode, env=env)
+        switch = trading_switch(store, trading_mode=settings.trading_mode, env=settings.trading_config.environment,
+                                path=settings.trading_config.path)
     except ConfigError as exc:
         err.write(f'error: {exc}\n')
         return EXIT_USAGE

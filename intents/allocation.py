@@ -77,7 +77,7 @@ class Allocation(OrderIntent):
             raise IntentRejected('no strategy to allocate: pass params.strategies or set exposure.strategies')
         start = await self.prepare()
         ledger, unattributed = await ledger_holdings(self, start.now)
-        self.report.problems += unattributed
+        self.run_orders.problems += unattributed
         evaluations = await asyncio.gather(*(self._evaluate(name, start.today) for name in names))
         left_alone = {info.con_id for e in evaluations if e.weights is None for info in e.universe.values()}
         infos = {info.con_id: info for e in evaluations if e.weights is not None
@@ -86,19 +86,19 @@ class Allocation(OrderIntent):
         closing = set(outside_infos) - set(infos)
         infos.update(outside_infos)
         prices = await quotes(self.ib, list(infos.values()))
-        self.report.problems += [problem(STRATEGY_FAILED, f'{e.name}: {e.error}; '
-                                         + ('its stored targets are kept' if e.source == 'stored'
-                                            else 'its contracts are left alone'))
-                                 for e in evaluations if e.error]
+        self.run_orders.problems += [problem(STRATEGY_FAILED, f'{e.name}: {e.error}; '
+                                             + ('its stored targets are kept' if e.source == 'stored'
+                                                else 'its contracts are left alone'))
+                                     for e in evaluations if e.error]
         self.not_evaluated = _nothing_evaluated(evaluations, infos, prices, left_alone)
         for c in [c for c in infos if prices[c].price() is None]:
             if c in closing:   # a holding outside every universe that cannot be closed makes the run not ok
-                self.report.problems.append(problem(NOT_CLOSED, f'{infos[c].name}: no price, so the holding outside '
-                                                                'the universe is not closed',
-                                                    contract=infos[c].describe()))
+                self.run_orders.problems.append(problem(
+                    NOT_CLOSED, f'{infos[c].name}: no price, so the holding outside the universe is not closed',
+                    contract=infos[c].describe()))
             else:
-                self.report.problems.append(problem(NO_PRICE, f'{infos[c].name}: no price, so it is not traded',
-                                                    contract=infos[c].describe()))
+                self.run_orders.problems.append(problem(NO_PRICE, f'{infos[c].name}: no price, so it is not traded',
+                                                        contract=infos[c].describe()))
             del infos[c]
         targets = self._quantities(evaluations, infos, prices, start.snapshot)
         for name, held in outside.items():
@@ -108,14 +108,14 @@ class Allocation(OrderIntent):
         plan = _Plan(infos, prices, targets, ledger, closing)
         settings = self.execution_settings(start.snapshot, self.params.order_policy)
         legs, contracts, cancelled = await self._legs_replacing_stale_orders(plan, settings)
-        report = await self.execute(legs, settings)
+        run_orders = await self.execute(legs, settings)
         if not self.dry_run:
             await book_transfers(self, legs, start.now)
             for e in evaluations:
                 if e.source == 'new':
                     await self.in_store(self.context.store.put_targets, e.name, e.weights, self.context.run_id,
                                         start.now)
-        return self.output(report, {
+        return self.output(run_orders, {
             'account': start.snapshot.describe(), 'gatewayTime': iso(start.now),
             'marketDate': start.today.isoformat(), 'exposureOverall': self.trading.exposure_overall,
             'strategies': {e.name: e.describe() for e in evaluations}, 'contracts': contracts,
@@ -142,7 +142,7 @@ class Allocation(OrderIntent):
                 infos[con_id] = await contract_info(self.ib, Contract(conId=con_id))
             except Exception as exc:   # expired and gone at the gateway, say: it cannot be closed here
                 contract = ledger[con_id].contract
-                self.report.problems.append(problem(
+                self.run_orders.problems.append(problem(
                     NOT_CLOSED, f'{contract["localSymbol"]} is held by '
                                 f'{", ".join(n for n, h in outside.items() if con_id in h)} outside its universe '
                                 f'and cannot be closed: {type(exc).__name__}: {exc}', contract=contract))

@@ -54,7 +54,7 @@ class CashBalancer(OrderIntent):
                 conversions.append((entry, await self._pair(currency, snapshot.base_currency)))
             except UnknownContract as exc:
                 entry['action'] = f'kept: no {FX_VENUE} pair to convert it with ({exc})'
-                self.report.problems.append(problem('no-pair', f'{currency}: {entry["action"]}'))
+                self.run_orders.problems.append(problem('no-pair', f'{currency}: {entry["action"]}'))
         prices = await quotes(self.ib, [info for _, info in conversions])
         pending = self.count_working(await self.working_orders({info.con_id for _, info in conversions}))
         legs = []
@@ -72,9 +72,9 @@ class CashBalancer(OrderIntent):
                 continue
             entry['action'] = f'convert with {info.name}'
             legs.append(Leg(info, quantity, prices[info.con_id]))
-        report = await self.execute(legs, self.execution_settings(snapshot, None))
-        return self.output(report, {'account': snapshot.describe(), 'threshold': threshold,
-                                    'baseCurrency': snapshot.base_currency, 'balances': balances})
+        run_orders = await self.execute(legs, self.execution_settings(snapshot, None))
+        return self.output(run_orders, {'account': snapshot.describe(), 'threshold': threshold,
+                                        'baseCurrency': snapshot.base_currency, 'balances': balances})
 
     async def session_contracts(self, now: datetime) -> list[ContractInfo]:
         """The pairs of the non-base currencies held."""

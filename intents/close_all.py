@@ -67,7 +67,7 @@ class CloseAll(OrderIntent):
         every_scope = self.params.scope == 'all'
         names = self.params.strategies or sorted(self.trading.strategies)
         ledger, unattributed = await ledger_holdings(self, start.now)
-        self.report.problems += unattributed
+        self.run_orders.problems += unattributed
         universes = await self._universes(names, start.today)
         held = {c: h for c, h in ledger.items() if any(h.strategies.get(name) for name in names)}
         in_scope = {info.con_id: info for universe in universes.values() for info in universe.values()}
@@ -87,16 +87,16 @@ class CloseAll(OrderIntent):
         prices = await quotes(self.ib, list(infos.values()))
         legs = [Leg(info, closing[c], prices[c], _closed_shares(ledger.get(c), names, every_scope), reduce_only=True)
                 for c, info in infos.items()]
-        report = await self.execute(legs, self.execution_settings(start.snapshot, self.params.order_policy,
-                                                                  closing=True))
+        run_orders = await self.execute(legs, self.execution_settings(start.snapshot, self.params.order_policy,
+                                                                      closing=True))
         if not self.dry_run:
             await book_transfers(self, legs, start.now)
             for name, universe in universes.items():
                 await self.in_store(self.context.store.put_targets, name, {key: 0.0 for key in universe},
                                     self.context.run_id, start.now)
-        return self.output(report, {'scope': self.params.scope, 'strategies': sorted(universes),
-                                    'account': start.snapshot.describe(), 'gatewayTime': iso(start.now),
-                                    'cancelled': cancelled})
+        return self.output(run_orders, {'scope': self.params.scope, 'strategies': sorted(universes),
+                                        'account': start.snapshot.describe(), 'gatewayTime': iso(start.now),
+                                        'cancelled': cancelled})
 
     async def session_contracts(self, now: datetime) -> list[ContractInfo]:
         return await self.strategies_contracts(self.params.strategies or sorted(self.trading.strategies), now)
@@ -107,7 +107,7 @@ class CloseAll(OrderIntent):
             try:
                 universes[name] = await strategy_universe(self, build_strategy(name, self.trading), today)
             except Exception as exc:   # its ledger holdings are still closed; only its open orders may stay
-                self.report.problems.append(problem(
+                self.run_orders.problems.append(problem(
                     CONTRACTS_UNRESOLVED, f'{name}: its contracts could not be resolved, so its open orders on '
                                           f'them are not cancelled: {type(exc).__name__}: {exc}'))
         return universes
@@ -126,7 +126,7 @@ class CloseAll(OrderIntent):
                 infos[con_id] = known.get(con_id) or await contract_info(self.ib, Contract(conId=con_id))
             except Exception as exc:
                 contract = ledger[con_id].contract if con_id in ledger else {'conId': con_id}
-                self.report.problems.append(problem(
+                self.run_orders.problems.append(problem(
                     NOT_CLOSED, f'conId {con_id}: the gateway does not describe it, so it is not closed: '
                                 f'{type(exc).__name__}: {exc}', contract=contract))
         return infos

@@ -2,7 +2,7 @@
 
 An intent answers `Outcome.ok(result)`, `Outcome.skipped(reason, result)` or `Outcome.failed(failure, result)`;
 the lifecycle (functions/handler.py) takes that into the run's own Outcome, which also holds what it learned
-connecting (account, gateway, timings), the orders recorded for the claim and the claim held; every step that
+connecting (account, gateway, timings), the orders recorded for the claim and what the run holds (its `Hold`); every step that
 ends a run early answers an Outcome too. The handler turns the final one into the wire document,
 `functions.contract.IntentResult`.
 """
@@ -15,7 +15,7 @@ from lib.failures import Failure, redeliver
 from trading.idempotency import RecordedOrder
 
 if TYPE_CHECKING:   # the lifecycle's types, named here only for the reader
-    from functions.admission import HeldClaim
+    from functions.admission import Hold
     from functions.contract import Gateway
 
 Status = Literal['ok', 'error', 'rejected', 'skipped', 'duplicate']
@@ -33,7 +33,7 @@ class Outcome:
     connect_ms: float | None = None
     intent_ms: float | None = None
     orders: tuple[RecordedOrder, ...] = field(default=())   # what the run placed or found, for its claim record
-    held: HeldClaim | None = None     # the claim this run holds, which admission.settle finishes
+    held: Hold | None = None          # the claim key and account lease this run holds, which admission.settle gives back
     abandoned: bool = False           # the intent's thread was still running when we gave up on it
     idempotency_key: str | None = None   # the key the run was admitted under (a derived one included)
 

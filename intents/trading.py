@@ -18,7 +18,7 @@ from trading.idempotency import RecordedOrder, order_ref, reference_of
 from trading.ledger import Holding, book_executions, internal_transfer, stored_holdings, transfer_entry
 from trading.market_data import AccountSnapshot, ContractInfo, account_snapshot, contract_infos, gateway_time
 from trading.orders import (
-    ExecutionReport, ExecutionSettings, Leg, cancel_orders, cancel_problems, describe_trade, execute,
+    ExecutionSettings, Leg, RunOrders, cancel_orders, cancel_problems, describe_trade, execute,
     our_open_orders, pending_by_contract, released_by,
 )
 from lib.problems import ERROR_TYPES, ORDER_CODES, order_problems
@@ -144,7 +144,7 @@ class Prepared:
 class OrderIntent(Intent):
     """Base of the intents that place orders: admitted with trading enabled and a held claim.
 
-    `self.report` collects, as the run goes, every order it placed, found or counted and every problem,
+    `self.run_orders` collects, as the run goes, every order it placed, found or counted and every problem,
     so that whatever ends the run (an error after placing included) its result lists them.
     """
 
@@ -154,7 +154,7 @@ class OrderIntent(Intent):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.report = ExecutionReport()
+        self.run_orders = RunOrders()
         # set when nothing could be evaluated (every strategy failed, no contract priced): a run that then
         # places, plans and finds nothing ends with this error instead of a quiet `skipped`
         self.not_evaluated: Failure | None = None
@@ -189,9 +189,9 @@ class OrderIntent(Intent):
         switch = await self.in_store(self.trading.switch.refreshed, self.context.store)
         return None if switch.enabled else switch.reason()
 
-    async def execute(self, legs: list[Leg], settings: ExecutionSettings) -> ExecutionReport:
-        """trading.orders.execute into this run's report."""
-        return await execute(self.ib, legs, settings, self.report)
+    async def execute(self, legs: list[Leg], settings: ExecutionSettings) -> RunOrders:
+        """trading.orders.execute, into this run's orders (`self.run_orders`)."""
+        return await execute(self.ib, legs, settings, self.run_orders)
 
     async def working_orders(self, con_ids: set[int] | None = None) -> list[Trade]:
         """Our working orders on this account (every run's, this one's included), on `con_ids` if given."""
@@ -200,8 +200,8 @@ class OrderIntent(Intent):
 
     def count_working(self, trades: list[Trade]) -> dict[int, float]:
         """conId -> pending signed quantity of `trades`; other runs' orders among them are listed as counted."""
-        self.report.working = [describe_trade(t) for t in trades
-                               if reference_of(t.order.orderRef) != self.context.reference]
+        self.run_orders.working = [describe_trade(t) for t in trades
+                                   if reference_of(t.order.orderRef) != self.context.reference]
         return pending_by_contract(trades)
 
     async def cancel(self, trades: list[Trade]) -> list[dict]:
@@ -218,9 +218,9 @@ class OrderIntent(Intent):
 
     def account_cancels(self, outcomes: list[dict]) -> None:
         """Orders left working are problems; what the cancelled ones would have traded is released."""
-        self.report.problems += cancel_problems(outcomes)
+        self.run_orders.problems += cancel_problems(outcomes)
         for con_id, quantity in released_by(outcomes).items():
-            self.report.released[con_id] = self.report.released.get(con_id, 0.0) + quantity
+            self.run_orders.released[con_id] = self.run_orders.released.get(con_id, 0.0) + quantity
 
     async def strategies_contracts(self, names: list[str], now: datetime) -> list[ContractInfo]:
         """The contracts of the named strategies' universes on the market day of `now` (a session window's
@@ -245,7 +245,7 @@ class OrderIntent(Intent):
                 'attempt': context.attempt, 'takeover': context.takeover,
                 'tradingEnabled': self.trading.trading_enabled}
 
-    def output(self, report: ExecutionReport, result: dict) -> Outcome:
+    def output(self, run_orders: RunOrders, result: dict) -> Outcome:
         """The intent's output: ok when something was placed, planned or found, else skipped with the reason.
 
         Skipped only when there was something to judge: when nothing could be evaluated (`not_evaluated`,
@@ -257,22 +257,22 @@ class OrderIntent(Intent):
         again and sends only what is missing); not when a rail stopped a leg, since a redelivery must not
         place what trading disabled or the close policy refused.
         """
-        full = {**self.header(), **result, **report.to_result()}
-        failures = order_problems(report.problems)
+        full = {**self.header(), **result, **run_orders.to_result()}
+        failures = order_problems(run_orders.problems)
         if failures:
             kinds = sorted({p['code'] for p in failures})
             reason = '; '.join(p['message'] for p in failures)
             make = Failure.transient if all(ORDER_CODES[code] for code in kinds) else Failure.permanent
             return Outcome.failed(make(ERROR_TYPES.get(kinds[0], 'OrderProblems'), reason), full)
-        if self.not_evaluated is not None and report.status == 'skipped':
+        if self.not_evaluated is not None and run_orders.status == 'skipped':
             return Outcome.failed(self.not_evaluated, full)
-        return Outcome.ok(full) if report.status == 'ok' else Outcome.skipped(report.reason, full)
+        return Outcome.ok(full) if run_orders.status == 'ok' else Outcome.skipped(run_orders.reason, full)
 
     def interrupted_result(self) -> dict:
         """What a run that failed part-way reports: every order it placed, found or counted so far."""
-        return {**self.header(), **self.report.to_result()}
+        return {**self.header(), **self.run_orders.to_result()}
 
     def recorded_orders(self) -> tuple[RecordedOrder, ...]:
-        """Every order placed or found so far (trading.orders.ExecutionReport.recorded), for the claim record."""
-        return self.report.recorded()
+        """Every order placed or found so far (trading.orders.RunOrders.recorded), for the claim record."""
+        return self.run_orders.recorded()
 

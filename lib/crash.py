@@ -14,13 +14,13 @@ from __future__ import annotations
 import os
 import signal
 
-ENV = 'CRASH_CONTROL_FILE'
+from lib.config import crash_control_file
 
 
 def crash_point(step: str, index: int | None = None) -> None:
     """Die here if the control file names this step (with its index, when given)."""
-    path = os.environ.get(ENV)
-    if not path or os.environ.get('TRADING_MODE', '').strip().lower() == 'live':
+    path = crash_control_file()
+    if path is None:
         return
     try:
         with open(path) as control:

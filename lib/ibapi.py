@@ -4,13 +4,12 @@
 environment (see requirements-ib-async.txt). Import this module from the main thread: ib_insync's
 eventkit looks up the event loop when it is imported.
 """
-import os
 from importlib import import_module
 
-from lib.config import ConfigError
+from lib.config import ConfigError, client_library
 
 CLIENT_LIBRARIES = ('ib_insync', 'ib_async')
-CLIENT_LIBRARY = os.environ.get('IB_CLIENT_LIBRARY') or 'ib_insync'
+CLIENT_LIBRARY = client_library()   # a process-level choice: the library is imported once
 if CLIENT_LIBRARY not in CLIENT_LIBRARIES:
     raise ConfigError(f'IB_CLIENT_LIBRARY={CLIENT_LIBRARY!r} is invalid: expected one of {", ".join(CLIENT_LIBRARIES)}')
 try:

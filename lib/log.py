@@ -14,13 +14,14 @@ import contextvars
 import functools
 import json as jsonlib
 import logging
-import os
 import sys
 import threading
 import traceback
 import urllib.parse
 from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping, TextIO
+
+from lib.config import LoggingSettings, environment
 
 LABELS_KEY = 'logging.googleapis.com/labels'
 # The IB client libraries log every connect, order update and fill at INFO; IB_CLIENT_LOG_LEVEL turns them up.
@@ -63,7 +64,7 @@ def current_labels() -> dict[str, str]:
 
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     """Values of environment variables whose names contain PASSWORD, SECRET, TOKEN, KEY, CREDENTIAL or WEBHOOK."""
-    env = os.environ if environ is None else environ
+    env = environment() if environ is None else environ
     names = _secret_names(tuple(env))
     found = {value for value in (env.get(name, '') for name in names) if len(value) >= MIN_SECRET_LENGTH}
     return sorted(found, key=len, reverse=True)   # longest first, so a secret containing another is masked whole
@@ -217,14 +218,16 @@ class _RedactingHandler(logging.Handler):
             self.handleError(record)
 
 
-def configure(json: bool | None = None, stream: TextIO | None = None, level: str | None = None) -> None:
+def configure(json: bool | None = None, stream: TextIO | None = None, level: str | None = None,
+              settings: LoggingSettings | None = None) -> None:
     """Route all logging through one redacting handler on the root logger.
 
     json None: JSON unless the stream is a terminal. stream None: sys.stdout at the time of each
-    write. level: LOG_LEVEL from the environment, default INFO; the IB client library's own loggers
-    at IB_CLIENT_LOG_LEVEL, default WARNING. Calling it again replaces the previous setup instead of
-    adding a second handler.
+    write. level: else the settings' LOG_LEVEL, default INFO; the IB client library's own loggers
+    at IB_CLIENT_LOG_LEVEL, default WARNING. settings None: read from the environment now (the entry's
+    first step: see lib.config). Calling it again replaces the previous setup instead of adding a second handler.
     """
+    settings = settings if settings is not None else LoggingSettings.from_env()
     with _configure_lock:
         root = logging.getLogger()
         for existing in [h for h in root.handlers if isinstance(h, _RedactingHandler)]:
@@ -234,8 +237,8 @@ def configure(json: bool | None = None, stream: TextIO | None = None, level: str
         use_json = json if json is not None else not _is_tty(target)
         handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
         root.addHandler(handler)
-        root.setLevel((level or os.environ.get('LOG_LEVEL') or 'INFO').upper())
-        client_level = (os.environ.get('IB_CLIENT_LOG_LEVEL') or DEFAULT_CLIENT_LOG_LEVEL).upper()
+        root.setLevel((level or settings.level or 'INFO').upper())
+        client_level = (settings.client_level or DEFAULT_CLIENT_LOG_LEVEL).upper()
         for name in CLIENT_LIBRARY_LOGGERS:
             logging.getLogger(name).setLevel(client_level)
 

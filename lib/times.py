@@ -1,4 +1,5 @@
-"""Instants as results, logs of decisions and the store write them: UTC, ISO 8601 with a trailing Z."""
+"""Instants as results, logs of decisions and the store write them: UTC, ISO 8601 with a trailing Z; and the
+one parser of the instants people and messages give us (`parse_instant`)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -14,3 +15,10 @@ def utc(moment: datetime, name: str = 'now') -> datetime:
 def iso(moment: datetime) -> str:
     """ISO 8601 in UTC with a trailing Z, as every timestamp in results."""
     return utc(moment).isoformat().replace('+00:00', 'Z')
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 instant (a trailing Z or an offset; without either, UTC) as a timezone-aware datetime;
+    ValueError when `text` is not one."""
+    parsed = datetime.fromisoformat(text.replace('Z', '+00:00'))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)

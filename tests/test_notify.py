@@ -243,13 +243,13 @@ def test_a_plan_message_lists_its_orders_and_the_approve_command(sink, store):
             '--message=\'{"intent":"execute-plan","params":{"planId":"p-5e1c"}}\'') in text
 
 
-def test_a_real_rejected_result_of_the_intents_function_is_sent(sink, store, monkeypatch, capsys):
+def test_a_real_rejected_result_of_the_intents_function_is_sent(sink, store, capsys):
     from functions.handler import handle
-    from lib.config import Settings
+    from lib.config import Settings, StoreSettings
     from tests.pubsub_events import request_event
 
-    monkeypatch.setenv('SQLITE_PATH', str(store.path))
-    doc = handle(request_event({'intent': 'allocation', 'params': {'bogus': 1}}), Settings()).to_wire()
+    settings = Settings(store=StoreSettings(sqlite_path=str(store.path)))
+    doc = handle(request_event({'intent': 'allocation', 'params': {'bogus': 1}}), settings).to_wire()
     notify(event(json.loads(json.dumps(doc))), settings_for(sink, slack=None, telegram=False), store=store)
     [body] = sink.bodies('/hook')
     assert body['text'].startswith('allocation: REJECTED') and 'InvalidParams' in body['text']

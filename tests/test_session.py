@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from lib.client_ids import ClientIdAllocator, ClientIdsExhausted
-from lib.config import ConfigError, Settings
+from lib.config import ConfigError, Settings, StoreSettings, TradingConfigSettings
 from lib.failures import failure_of
 from lib.ibapi import IB
 from lib.session import (AccountNotManaged, GatewayUnavailable, OtherClientUnavailable, TradingModeViolation,
@@ -212,15 +212,18 @@ def test_concurrent_holders_never_share_an_id():
 
 def test_settings_from_env_defaults_and_values():
     assert Settings.from_env({}) == Settings()
-    settings = Settings.from_env({
+    env = {
         'IB_GATEWAY_HOST': 'ib-gateway.internal', 'IB_GATEWAY_PORT': '4004', 'IB_CLIENT_ID_RANGE': '10-20',
         'IB_CONNECT_TIMEOUT': '2.5', 'IB_CONNECT_ATTEMPTS': '5', 'IB_ACCOUNT': 'U1234567',
         'TRADING_MODE': 'LIVE', 'ALLOW_LIVE_TRADING': 'true', 'INTENT_DEADLINE_SECONDS': '30',
-        'RESULTS_TOPIC': 'projects/p/topics/results', 'GOOGLE_CLOUD_PROJECT': 'p', 'PUBLISH_TIMEOUT_SECONDS': '3'})
+        'RESULTS_TOPIC': 'projects/p/topics/results', 'GOOGLE_CLOUD_PROJECT': 'p', 'PUBLISH_TIMEOUT_SECONDS': '3'}
+    settings = Settings.from_env(env)
     assert settings == Settings(
         gateway_host='ib-gateway.internal', gateway_port=4004, client_id_min=10, client_id_max=20,
         connect_timeout=2.5, connect_attempts=5, account='U1234567', trading_mode='live', allow_live=True,
-        deadline_seconds=30, results_topic='projects/p/topics/results', project='p', publish_timeout=3)
+        deadline_seconds=30, results_topic='projects/p/topics/results', project='p', publish_timeout=3,
+        # the nested parts: the store's project, and the environment the trading config's env layer reads
+        store=StoreSettings(project='p'), trading_config=TradingConfigSettings(environment=env))
 
 
 @pytest.mark.parametrize('name, value', [

@@ -1,7 +1,8 @@
 """Idempotency of order-placing runs: the key, the orderRefs derived from it, and the claim in the store.
 
 A request's key is its `idempotencyKey`, else `auto:<window>:<hash>` of the intent, its canonical params
-and the time window its publishTime falls in (IDEMPOTENCY_WINDOW_SECONDS, floored), so two Cloud
+and the time window its publishTime falls in (IDEMPOTENCY_WINDOW_SECONDS, floored; these settings are
+lib.config.IdempotencySettings), so two Cloud
 Scheduler messages for one slot share a key. From (account, intent, key) comes the run reference
 `ibj:<hash10>`; every order carries `ibj:<hash10>:<leg>` as orderRef (`ibj:<hash10>:<leg>.<n>` for the
 n-th order of a leg, when a takeover re-sends what an earlier order left unfilled), so the broker can
@@ -13,25 +14,33 @@ claim with `retry: true`; the redelivery then claims the next generation (`ibj:<
 is again atomic, and acts as a takeover: it looks up the orderRefs at the broker and places only what is
 missing. A run that dies without finishing leaves a lease that expires; the store lets the next claim
 of that generation take over.
+
+The claim's vocabulary, one name per concept:
+- claim key: the store key of one generation of a run reference (`ibj:<hash10>`, `ibj:<hash10>#2`, ...);
+- `ClaimRecord` (lib.store): what the store keeps under a claim key: holder, lease, attempt, and once
+  finished its result, a `FinishedRun` (with the `RecordedOrder`s the order layer made);
+- `ClaimAnswer` (lib.store): the store's answer to claiming one claim key (new, taken over, finished, running);
+- `RunClaim` (here, `claim_run`): a run's claim of its reference across generations: the claim key it holds,
+  or the record of the run that holds or finished it;
+- `ClaimTerms` (functions.admission): the terms a run claims on: lease length, how long to wait for the account;
+- `Hold` (functions.admission): what a running run holds, its claim key and the account lease, which
+  `admission.settle` finishes and releases.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
-from lib.config import ConfigError, env_seconds
 from lib.store import ClaimRecord, Store
 from lib.times import iso
 
 ORDER_REF_TAG = 'ibj'
 MAX_GENERATIONS = 50
-LEASE_MARGIN_SECONDS = 10.0
 # A claim still 'running' this long after its lease ended is stuck: Pub/Sub's longest backoff (600 s,
 # as deployed) plus a margin has passed, so the message was acked or dead-lettered and will not take it over.
 PUBSUB_MAX_BACKOFF_SECONDS = 600.0
@@ -39,40 +48,6 @@ STUCK_MARGIN_SECONDS = 300.0
 STUCK_AFTER_SECONDS = PUBSUB_MAX_BACKOFF_SECONDS + STUCK_MARGIN_SECONDS
 _RUN_REFERENCE = re.compile(rf'^({ORDER_REF_TAG}:[0-9a-f]{{10}}):')
 _ORDER_REF = re.compile(rf'^({ORDER_REF_TAG}:[0-9a-f]{{10}}):([^.:]+)(?:\.([1-9][0-9]*))?$')
-
-
-@dataclass(frozen=True)
-class IdempotencySettings:
-    """How keys are derived and claims held. Read from the environment:
-
-    IDEMPOTENCY_WINDOW_SECONDS (300): width of the scheduled-time window of derived keys;
-    IDEMPOTENCY_LEASE_SECONDS (deadline + 10): how long a claim protects a run, at least the deadline;
-    ORDER_MAX_AGE_SECONDS (1800): order-placing messages older than this are rejected (a message's
-    maxAgeSeconds can only be shorter);
-    ACCOUNT_LEASE_WAIT_SECONDS (10): how long a run waits for another run's lease on the account before
-    it is redelivered (at most a quarter of the deadline).
-    """
-
-    window_seconds: float = 300.0
-    lease_seconds: float | None = None
-    max_age_seconds: float = 1800.0
-    account_wait_seconds: float = 10.0
-
-    @classmethod
-    def from_env(cls, deadline_seconds: float, env: Mapping[str, str] | None = None) -> IdempotencySettings:
-        """Settings from env (default os.environ); ConfigError names a bad variable."""
-        env = os.environ if env is None else env
-        window = env_seconds(env, 'IDEMPOTENCY_WINDOW_SECONDS', cls.window_seconds)
-        lease = env_seconds(env, 'IDEMPOTENCY_LEASE_SECONDS', None)
-        if lease is not None and lease < deadline_seconds:
-            raise ConfigError(f'IDEMPOTENCY_LEASE_SECONDS={lease:g} is invalid: it must be at least the intent '
-                              f'deadline ({deadline_seconds:g} s), or a run could be taken over while it places orders')
-        return cls(window, lease, env_seconds(env, 'ORDER_MAX_AGE_SECONDS', cls.max_age_seconds),
-                   env_seconds(env, 'ACCOUNT_LEASE_WAIT_SECONDS', cls.account_wait_seconds))
-
-    def lease_for(self, deadline_seconds: float) -> float:
-        """The claim's lease: past the deadline, so a live run is never taken over."""
-        return self.lease_seconds if self.lease_seconds is not None else deadline_seconds + LEASE_MARGIN_SECONDS
 
 
 def stuck_claims(store: Store, now: datetime) -> list[ClaimRecord]:
@@ -142,8 +117,9 @@ def is_ours(order_ref_text: str) -> bool:
 
 
 @dataclass(frozen=True)
-class KeyClaim:
-    """The answer to claim_run: either we hold a generation of the key (and may act) or another run has it."""
+class RunClaim:
+    """The answer to claim_run: the claim key (generation) the run now holds, or the record of the run that
+    holds or finished it (held False)."""
 
     held: bool
     claim_key: str
@@ -162,7 +138,7 @@ class KeyClaim:
 class RecordedOrder:
     """One order as a finished claim records it: enough to attribute its fills and to answer duplicates.
 
-    The order layer makes them (trading.orders.ExecutionReport.recorded); stored as `orders` of the claim's
+    The order layer makes them (trading.orders.RunOrders.recorded); stored as `orders` of the claim's
     result, in the camelCase keys of `to_record` (records written by earlier versions read the same).
     """
 
@@ -224,7 +200,7 @@ class TooManyAttempts(Exception):
     """The key was retried MAX_GENERATIONS times; it is not tried again."""
 
 
-def claim_run(store: Store, reference: str, run_id: str, lease_seconds: float, now: datetime) -> KeyClaim:
+def claim_run(store: Store, reference: str, run_id: str, lease_seconds: float, now: datetime) -> RunClaim:
     """Claim the first generation of `reference` that is free, expired or unfinished.
 
     Returns held=False with the blocking record when another run holds a valid lease ('running') or a
@@ -236,11 +212,11 @@ def claim_run(store: Store, reference: str, run_id: str, lease_seconds: float, n
         claim = store.claim(key, run_id, lease_seconds, now)
         first_claimed = first_claimed or claim.record.created_at
         if claim.held:
-            return KeyClaim(True, key, claim.record, takeover=claim.outcome == 'taken_over' or generation > 1,
-                             claimed_at=first_claimed)
+            return RunClaim(True, key, claim.record, takeover=claim.outcome == 'taken_over' or generation > 1,
+                            claimed_at=first_claimed)
         if claim.outcome == 'finished' and FinishedRun.retried(claim.record):
             continue
-        return KeyClaim(False, key, claim.record)
+        return RunClaim(False, key, claim.record)
     raise TooManyAttempts(f'{reference} was attempted {MAX_GENERATIONS} times; not trying again')
 
 

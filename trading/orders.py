@@ -104,8 +104,10 @@ class _Planned:
 
 
 @dataclass
-class ExecutionReport:
-    """What happened to each leg; `to_result()` is its part of the intent's result.
+class RunOrders:
+    """The orders of one run: placed, planned, found at the broker, counted, skipped or not placed, and the
+    problems they raised. Not a result of its own: `recorded()` is what the run's claim records (the typed
+    RecordedOrders) and `to_result()` the orders' part of the intent's result.
 
     Filled in as the run goes, so a run that fails half-way can still list every order it placed
     or found (`to_result()` reads the live state of placed orders that were not confirmed yet).
@@ -175,8 +177,8 @@ def check_legs(legs: list[Leg], settings: ExecutionSettings) -> None:
 
 
 async def execute(ib: IB, legs: list[Leg], settings: ExecutionSettings,
-                  report: ExecutionReport | None = None) -> ExecutionReport:
-    """Run the legs through the pipeline above into `report`; raises RiskLimitBreached before sending anything.
+                  run_orders: RunOrders | None = None) -> RunOrders:
+    """Run the legs through the pipeline above into `run_orders`; raises RiskLimitBreached before sending anything.
 
     The legs are netted by the caller against the position and our working orders (this run's own
     included). On a takeover every order of this run's reference found at the broker is listed (and so
@@ -184,15 +186,15 @@ async def execute(ib: IB, legs: list[Leg], settings: ExecutionSettings,
     them works, else at most what its cancelled or rejected orders left (and this run's cancels of stale
     orders released), under the next orderRef suffix.
     """
-    report = report if report is not None else ExecutionReport()
+    run_orders = run_orders if run_orders is not None else RunOrders()
     if settings.takeover:
         executions = await executions_since_claim(ib, settings.account, settings.claimed_at)
         found = await run_orders_at_broker(ib, settings.account, settings.reference, executions)
-        report.already_placed = [_found_entry(entry, legs) for entry in found]
-        legs = _completing(legs, found, report.released)
-    planned = _checked_plan(legs, settings, report)
+        run_orders.already_placed = [_found_entry(entry, legs) for entry in found]
+        legs = _completing(legs, found, run_orders.released)
+    planned = _checked_plan(legs, settings, run_orders)
     if not planned:
-        return report
+        return run_orders
     now = await gateway_time(ib)
     tradable = []
     for item in planned:
@@ -200,26 +202,26 @@ async def execute(ib: IB, legs: list[Leg], settings: ExecutionSettings,
         if closed is None:
             tradable.append(item)
         else:
-            report.skipped.append({**_describe_plan(item), **closed})
+            run_orders.skipped.append({**_describe_plan(item), **closed})
     if settings.dry_run:
-        report.orders = list(await asyncio.gather(*(_what_if(ib, p) for p in tradable)))
-        return report
-    await _place_one_by_one(ib, tradable, settings, report)
-    await confirm(ib, [trade for _, trade in report.placing], settings.deadline - CONFIRM_MARGIN_SECONDS)
-    for item, trade in report.placing:
+        run_orders.orders = list(await asyncio.gather(*(_what_if(ib, p) for p in tradable)))
+        return run_orders
+    await _place_one_by_one(ib, tradable, settings, run_orders)
+    await confirm(ib, [trade for _, trade in run_orders.placing], settings.deadline - CONFIRM_MARGIN_SECONDS)
+    for item, trade in run_orders.placing:
         state = {**_describe_plan(item), **trade_state(trade)}
-        report.orders.append(state)
+        run_orders.orders.append(state)
         contract = item.leg.info.describe()
         if not state['acknowledged']:
-            report.problems.append(problem(
+            run_orders.problems.append(problem(
                 'order-unacknowledged', f'{item.ref} ({item.leg.info.name}) not acknowledged by the gateway before '
                 f'the deadline; last status {state["status"] or "none"}', contract=contract, order_ref=item.ref))
         elif _rejected(state):
-            report.problems.append(problem('order-rejected', f'{item.ref} ({item.leg.info.name}) rejected: '
-                                                             f'{state["messages"][-1]}',
-                                           contract=contract, order_ref=item.ref))
-    report.placing = []
-    return report
+            run_orders.problems.append(problem('order-rejected', f'{item.ref} ({item.leg.info.name}) rejected: '
+                                                                 f'{state["messages"][-1]}',
+                                               contract=contract, order_ref=item.ref))
+    run_orders.placing = []
+    return run_orders
 
 
 def _rejected(state: dict) -> bool:
@@ -227,8 +229,8 @@ def _rejected(state: dict) -> bool:
 
 
 async def _place_one_by_one(ib: IB, items: list[_Planned], settings: ExecutionSettings,
-                            report: ExecutionReport) -> None:
-    """Place each leg into report.placing after asking the trading gate and, for reduce-only legs, the
+                            run_orders: RunOrders) -> None:
+    """Place each leg into run_orders.placing after asking the trading gate and, for reduce-only legs, the
     position and our working orders; the next leg once this one is acknowledged."""
     loop = asyncio.get_running_loop()
     exposure = await _exposure_now(ib, settings.account) if any(p.leg.reduce_only for p in items) else ({}, {})
@@ -236,13 +238,13 @@ async def _place_one_by_one(ib: IB, items: list[_Planned], settings: ExecutionSe
         refusal = await settings.trading_gate() if settings.trading_gate is not None else None
         if refusal is not None:
             for rest in items[index:]:
-                _not_placed(report, rest, TRADING_DISABLED, f'{rest.leg.info.name} not placed: {refusal}')
+                _not_placed(run_orders, rest, TRADING_DISABLED, f'{rest.leg.info.name} not placed: {refusal}')
             return
-        if item.leg.reduce_only and not _reduces(item, *exposure, report):
+        if item.leg.reduce_only and not _reduces(item, *exposure, run_orders):
             continue
         trade = ib.placeOrder(item.leg.info.contract, item.order)
-        report.placing.append((item, trade))
-        crash_point('after-place-order', len(report.placing))
+        run_orders.placing.append((item, trade))
+        crash_point('after-place-order', len(run_orders.placing))
         if index < len(items) - 1:
             until = min(settings.deadline - CONFIRM_MARGIN_SECONDS, loop.time() + ACK_WAIT_SECONDS)
             await _wait_until(ib, lambda: acknowledged(trade) or not ib.isConnected(), until)
@@ -263,7 +265,7 @@ def reduce_only(wanted: float, position: float, pending: float = 0.0) -> float:
 
 
 def _reduces(item: _Planned, positions: dict[int, float], pending: dict[int, float],
-             report: ExecutionReport) -> bool:
+             run_orders: RunOrders) -> bool:
     """Whether a reduce-only order may go: trimmed to what reduce_only allows, refused when that is nothing."""
     con_id, name, order = item.leg.info.con_id, item.leg.info.name, item.order
     held, working = positions.get(con_id, 0.0), pending.get(con_id, 0.0)
@@ -271,11 +273,12 @@ def _reduces(item: _Planned, positions: dict[int, float], pending: dict[int, flo
     allowed = reduce_only(signed, held, working)
     counted = f' with our working orders of {working:+g}' if working else ''
     if not allowed:
-        _not_placed(report, item, NOT_REDUCE_ONLY, f'{name}: {order.action} {order.totalQuantity:g} would not reduce '
-                                                   f'the position of {held:g}{counted}; not placed')
+        _not_placed(run_orders, item, NOT_REDUCE_ONLY,
+                    f'{name}: {order.action} {order.totalQuantity:g} would not reduce the position of '
+                    f'{held:g}{counted}; not placed')
         return False
     if abs(allowed) < abs(signed):
-        report.problems.append(problem(
+        run_orders.problems.append(problem(
             REDUCED_TO_POSITION, f'{name}: {order.action} {order.totalQuantity:g} trimmed to {abs(allowed):g} '
                                  f'(the position of {held:g}{counted}), so it does not flip it',
             contract=item.leg.info.describe(), order_ref=item.ref))
@@ -284,9 +287,9 @@ def _reduces(item: _Planned, positions: dict[int, float], pending: dict[int, flo
     return True
 
 
-def _not_placed(report: ExecutionReport, item: _Planned, code: str, message: str) -> None:
-    report.not_placed.append({**_describe_plan(item), 'code': code, 'reason': message})
-    report.problems.append(problem(code, message, contract=item.leg.info.describe(), order_ref=item.ref))
+def _not_placed(run_orders: RunOrders, item: _Planned, code: str, message: str) -> None:
+    run_orders.not_placed.append({**_describe_plan(item), 'code': code, 'reason': message})
+    run_orders.problems.append(problem(code, message, contract=item.leg.info.describe(), order_ref=item.ref))
 
 
 async def _exposure_now(ib: IB, account: str) -> tuple[dict[int, float], dict[int, float]]:
@@ -596,7 +599,7 @@ async def _cancel_on(ib: IB, trades: list[Trade], until: float) -> list[dict]:
 
 
 def _checked_plan(legs: list[Leg], settings: ExecutionSettings,
-                  report: ExecutionReport | None = None) -> list[_Planned]:
+                  run_orders: RunOrders | None = None) -> list[_Planned]:
     """The legs as orders, once the limits pass; reduce-only legs outside the close band are dropped (reported)."""
     planned = [_plan(leg, settings) for leg in legs if leg.quantity != 0]
     snapshot = settings.snapshot
@@ -608,8 +611,8 @@ def _checked_plan(legs: list[Leg], settings: ExecutionSettings,
         breach = price_band_breach(_checked(item), band) if item.leg.reduce_only and band is not None else None
         if breach is None:
             kept.append(item)
-        elif report is not None:
-            _not_placed(report, item, CLOSE_BAND, f'closePolicy.priceBand: {breach}')
+        elif run_orders is not None:
+            _not_placed(run_orders, item, CLOSE_BAND, f'closePolicy.priceBand: {breach}')
     return kept
 
 

@@ -4,7 +4,8 @@ Four layers, each overriding the one before, key by key (tables merge, other val
 
 1. defaults in code (DEFAULTS below);
 2. the config file, `config/trading.toml` (or TRADING_CONFIG_PATH);
-3. environment variables (ENV_VARS below);
+3. environment variables (ENV_VARS below), from the snapshot the run's settings were read with
+   (lib.config.TradingConfigSettings: `env=settings.trading_config.environment`);
 4. the store's dynamic settings (`store.get_settings()`), read fresh on every call; a null value there
    means "not set".
 
@@ -23,7 +24,6 @@ environment and the file can only disable trading; enabling it is done in the st
 from __future__ import annotations
 
 import math
-import os
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -168,12 +168,11 @@ class TradingConfig:
         return self.switch.enabled
 
 
-def load_trading_config(store: Store, *, trading_mode: str, env: Mapping[str, str] | None = None,
+def load_trading_config(store: Store, *, trading_mode: str, env: Mapping[str, str],
                         path: str | Path | None = None) -> TradingConfig:
     """Merge defaults, the file, env and the store's settings; StoreUnavailable if the store can't be read."""
     if trading_mode not in TRADING_MODES:
         raise ConfigError(f'trading_mode={trading_mode!r} is invalid: expected one of {", ".join(TRADING_MODES)}')
-    env = os.environ if env is None else env
     path = Path(path or env.get('TRADING_CONFIG_PATH', '').strip() or DEFAULT_PATH)
     layers = [_clean(_read_file(path), '', str(path)), _env_layer(env),
               _clean(store.get_settings(), '', 'store settings')]
@@ -184,10 +183,9 @@ def load_trading_config(store: Store, *, trading_mode: str, env: Mapping[str, st
     return _build(merged, TradingSwitch(trading_mode, env_value, file_value, store_value, str(path)))
 
 
-def trading_switch(store: Store, *, trading_mode: str, env: Mapping[str, str] | None = None,
+def trading_switch(store: Store, *, trading_mode: str, env: Mapping[str, str],
                    path: str | Path | None = None) -> TradingSwitch:
     """Each source of tradingEnabled and the effective value; an unreadable store disables (no exception)."""
-    env = os.environ if env is None else env
     path = Path(path or env.get('TRADING_CONFIG_PATH', '').strip() or DEFAULT_PATH)
     file_value = _clean(_read_file(path), '', str(path)).get('tradingEnabled')
     env_value = _env_layer(env).get('tradingEnabled')

@@ -3,7 +3,8 @@ cursors (how far incremental work such as booking executions has got), and each 
 (the fills ledger's sum, kept as fills are recorded).
 
 Two backends behave the same (one shared test suite): SQLite, the embedded default for local runs,
-and Firestore for the cloud. `open_store()` picks one from the environment:
+and Firestore for the cloud. `open_store(settings.store)` picks one (lib.config.StoreSettings, read from
+the environment at the entry):
 
 | variable | default | meaning |
 |---|---|---|
@@ -24,19 +25,13 @@ import os
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Mapping, Protocol
+from typing import Literal, Protocol
 
-from lib.config import ConfigError, env_seconds
+from lib.config import StoreSettings
 
 __all__ = [
-    'BACKENDS', 'Claim', 'ClaimRecord', 'Delivery', 'DeliveryStart', 'Lease', 'Store', 'StoreUnavailable',
-    'open_store',
+    'ClaimAnswer', 'ClaimRecord', 'Delivery', 'DeliveryStart', 'Lease', 'Store', 'StoreUnavailable', 'open_store',
 ]
-
-BACKENDS = ('sqlite', 'firestore')
-DEFAULT_SQLITE_PATH = './.local/state.sqlite3'
-DEFAULT_FIRESTORE_DATABASE = '(default)'
-DEFAULT_TIMEOUT_SECONDS = 10.0
 
 ClaimOutcome = Literal['new', 'taken_over', 'finished', 'running']
 
@@ -47,7 +42,7 @@ class StoreUnavailable(Exception):
 
 @dataclass
 class ClaimRecord:
-    """The stored state of one idempotency key."""
+    """What the store keeps under one claim key (trading.idempotency names the claim's vocabulary)."""
 
     key: str
     run_id: str                 # the run that holds (or finished) the key
@@ -59,8 +54,8 @@ class ClaimRecord:
 
 
 @dataclass
-class Claim:
-    """The answer to claim(): what happened and the record as it stands after the claim.
+class ClaimAnswer:
+    """The store's answer to claim() of one claim key: what happened and the record as it stands after it.
 
     outcome 'new': we hold the key. 'taken_over': the previous lease had expired; we hold it now
     (record.attempt counts the takeovers). 'finished': someone finished it; record.result is theirs.
@@ -114,7 +109,7 @@ class DeliveryStart:
 class Store(Protocol):
     """What every backend offers. All methods raise StoreUnavailable when the backend fails."""
 
-    def claim(self, key: str, run_id: str, lease_seconds: float, now: datetime) -> Claim:
+    def claim(self, key: str, run_id: str, lease_seconds: float, now: datetime) -> ClaimAnswer:
         """Atomically claim `key` for `run_id` with a lease of lease_seconds from now."""
 
     def finish(self, key: str, run_id: str, result: dict, now: datetime) -> bool:
@@ -200,10 +195,9 @@ class Store(Protocol):
         """Release connections; the store reconnects if used again."""
 
 
-def open_store(env: Mapping[str, str] | None = None) -> Store:
-    """The process's store for the configuration in env (default os.environ), created on first use."""
-    env = os.environ if env is None else env
-    config = _store_config(env)
+def open_store(settings: StoreSettings) -> Store:
+    """The process's store for `settings`, created on first use; ConfigError when they are bad."""
+    config = _store_config(settings.checked())
     with _STORES_LOCK:
         store = _STORES.get(config)
         if store is None:
@@ -215,22 +209,10 @@ _STORES: dict[tuple, Store] = {}
 _STORES_LOCK = threading.Lock()
 
 
-def _store_config(env: Mapping[str, str]) -> tuple:
-    def get(name: str) -> str | None:
-        value = env.get(name, '').strip()
-        return value or None
-
-    backend = (get('STORE_BACKEND') or 'sqlite').lower()
-    timeout = env_seconds(env, 'STORE_TIMEOUT_SECONDS', DEFAULT_TIMEOUT_SECONDS)
-    if backend == 'sqlite':
-        return ('sqlite', os.path.abspath(get('SQLITE_PATH') or DEFAULT_SQLITE_PATH), timeout)
-    if backend == 'firestore':
-        project = get('GOOGLE_CLOUD_PROJECT')
-        if project is None:
-            raise ConfigError('GOOGLE_CLOUD_PROJECT is required when STORE_BACKEND=firestore')
-        return ('firestore', project, get('FIRESTORE_DATABASE') or DEFAULT_FIRESTORE_DATABASE,
-                get('FIRESTORE_EMULATOR_HOST'), timeout)
-    raise ConfigError(f'STORE_BACKEND={backend!r} is invalid: expected one of {", ".join(BACKENDS)}')
+def _store_config(settings: StoreSettings) -> tuple:
+    if settings.backend == 'sqlite':
+        return ('sqlite', os.path.abspath(settings.sqlite_path), settings.timeout_seconds)
+    return ('firestore', settings.project, settings.database, settings.emulator_host, settings.timeout_seconds)
 
 
 def _create(config: tuple) -> Store:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, Mapping
 
 from lib.store import ClaimRecord, Delivery
-from lib.times import iso, utc  # noqa: F401  (iso: its import path before lib/times.py)
+from lib.times import utc
 
 
 # Firestore's run history: collection and the timestamp field its TTL policy deletes by (deploy/store.py sets it).

@@ -43,7 +43,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
-from lib.store import Claim, ClaimRecord, Delivery, DeliveryStart, Lease, StoreUnavailable
+from lib.store import ClaimAnswer, ClaimRecord, Delivery, DeliveryStart, Lease, StoreUnavailable
 from lib.store.common import (
     DELIVERIES_COLLECTION, DELIVERY_KEEP_DAYS, HISTORY_COLLECTION, HISTORY_EXPIRY_FIELD, HoldingChange,
     clean_settings, clean_targets, delivery_ended, delivery_taken, existing_outcome, fill_entry, holding_change,
@@ -76,7 +76,7 @@ class FirestoreStore:
         self._client: firestore.Client | None = None
         self._totals_kept = False     # seen ledgerState/holdings (it is never removed)
 
-    def claim(self, key: str, run_id: str, lease_seconds: float, now: datetime) -> Claim:
+    def claim(self, key: str, run_id: str, lease_seconds: float, now: datetime) -> ClaimAnswer:
         now = utc(now)
         lease_until = lease_end(now, lease_seconds)
         fresh = ClaimRecord(key, run_id, 'running', lease_until, 1, now, None)
@@ -85,7 +85,7 @@ class FirestoreStore:
             for _ in range(CONDITIONAL_WRITE_ATTEMPTS):
                 try:
                     ref.create(_claim_fields(fresh), **self._call())
-                    return Claim('new', fresh)
+                    return ClaimAnswer('new', fresh)
                 except gexc.AlreadyExists:
                     pass
                 snapshot = ref.get(**self._call())
@@ -94,11 +94,11 @@ class FirestoreStore:
                 record = _claim_record(snapshot.to_dict())
                 outcome = existing_outcome(record, now, run_id)
                 if outcome != 'expired':
-                    return Claim(outcome, record)
+                    return ClaimAnswer(outcome, record)
                 taken = replace(record, run_id=run_id, lease_until=lease_until, attempt=record.attempt + 1)
                 if self._update_unchanged(ref, snapshot, {'runId': run_id, 'leaseUntil': lease_until,
                                                           'attempt': taken.attempt}):
-                    return Claim('taken_over', taken)
+                    return ClaimAnswer('taken_over', taken)
         raise StoreUnavailable(f'Firestore {self.project}/{self.database}: claim of {key!r} kept changing under us')
 
     def finish(self, key: str, run_id: str, result: dict, now: datetime) -> bool:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from lib.store import Claim, ClaimRecord, Delivery, DeliveryStart, Lease, StoreUnavailable
+from lib.store import ClaimAnswer, ClaimRecord, Delivery, DeliveryStart, Lease, StoreUnavailable
 from lib.store.common import (
     DELIVERY_KEEP_DAYS, add_change, clean_settings, clean_targets, delivery_ended, delivery_taken, existing_outcome,
     fill_entry, holding_change, holding_view, is_empty, lease_end, sum_holdings, to_json,
@@ -70,7 +70,7 @@ class SqliteStore:
         self._connection: sqlite3.Connection | None = None
         self._totals_kept = False     # seen the holdings kept (it never stops being so)
 
-    def claim(self, key: str, run_id: str, lease_seconds: float, now: datetime) -> Claim:
+    def claim(self, key: str, run_id: str, lease_seconds: float, now: datetime) -> ClaimAnswer:
         now = utc(now)
         lease_until = lease_end(now, lease_seconds)
         with self._transaction() as db:
@@ -79,15 +79,15 @@ class SqliteStore:
                 "VALUES (?, ?, 'running', ?, 1, ?) ON CONFLICT (key) DO NOTHING",
                 (key, run_id, lease_until.isoformat(), now.isoformat())).rowcount
             if inserted:
-                return Claim('new', ClaimRecord(key, run_id, 'running', lease_until, 1, now, None))
+                return ClaimAnswer('new', ClaimRecord(key, run_id, 'running', lease_until, 1, now, None))
             record = _read_claim(db, key)
             outcome = existing_outcome(record, now, run_id)
             if outcome != 'expired':
-                return Claim(outcome, record)
+                return ClaimAnswer(outcome, record)
             db.execute('UPDATE runs SET run_id = ?, lease_until = ?, attempt = attempt + 1 WHERE key = ?',
                        (run_id, lease_until.isoformat(), key))
-            return Claim('taken_over', replace(record, run_id=run_id, lease_until=lease_until,
-                                               attempt=record.attempt + 1))
+            return ClaimAnswer('taken_over', replace(record, run_id=run_id, lease_until=lease_until,
+                                                     attempt=record.attempt + 1))
 
     def finish(self, key: str, run_id: str, result: dict, now: datetime) -> bool:
         text = to_json(result, 'result')

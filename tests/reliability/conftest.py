@@ -7,6 +7,7 @@ from typing import Iterator
 import pytest
 
 from lib import log
+from lib.config import StoreSettings
 from lib.store import open_store
 from simulator import Simulator
 from tests.reliability.harness import MARKET_OPEN
@@ -19,7 +20,7 @@ def fresh_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     monkeypatch.setenv('STORE_BACKEND', 'sqlite')
     monkeypatch.setenv('SQLITE_PATH', str(path))
     yield path
-    open_store().close()
+    open_store(StoreSettings.from_env()).close()
 
 
 @pytest.fixture(autouse=True)

@@ -25,7 +25,7 @@ from cloudevents.http import CloudEvent
 from functions.blocking import THREAD_NAME_PREFIX as BLOCKING_THREADS
 from functions.contract import IntentResult, result_schema
 from functions.handler import TransientFailure, handle
-from lib.config import Settings
+from lib.config import Settings, StoreSettings
 from lib.ibapi import IB, util
 from lib.store import open_store
 from simulator import Simulator
@@ -44,10 +44,12 @@ RESULT_SCHEMA = jsonschema.Draft202012Validator(result_schema(), format_checker=
 
 
 def settings_for(sim: Any, **overrides: Any) -> Settings:
-    """Settings pointing at `sim`, with a short deadline, results printed on stdout."""
-    base = Settings.from_env({'IB_GATEWAY_HOST': sim.host, 'IB_GATEWAY_PORT': str(sim.port),
+    """Settings pointing at `sim`, with a short deadline, results printed on stdout; the store, idempotency and
+    trading config as the test's environment says now (the harness plays the entry, which reads it)."""
+    deadline = overrides.pop('deadline_seconds', DEADLINE_SECONDS)
+    base = Settings.from_env({**os.environ, 'IB_GATEWAY_HOST': sim.host, 'IB_GATEWAY_PORT': str(sim.port),
                               'IB_CONNECT_TIMEOUT': '1', 'IB_CONNECT_ATTEMPTS': str(CONNECT_ATTEMPTS),
-                              'INTENT_DEADLINE_SECONDS': str(DEADLINE_SECONDS)})
+                              'INTENT_DEADLINE_SECONDS': str(deadline)})
     return replace(base, **overrides)
 
 
@@ -127,7 +129,7 @@ def using_store(path: Path) -> Iterator[None]:
     try:
         yield
     finally:
-        open_store().close()
+        open_store(StoreSettings.from_env()).close()
         if previous is None:
             del os.environ['SQLITE_PATH']
         else:

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from lib.config import ConfigError
+from lib.config import ConfigError, StoreSettings
 from lib.store import StoreUnavailable, open_store
 from lib.store.firestore import FirestoreStore
 from lib.store.sqlite import SqliteStore
@@ -18,7 +18,7 @@ NOW = datetime(2026, 3, 2, 15, 0, tzinfo=timezone.utc)
 
 def test_sqlite_is_the_default_and_creates_its_file_on_first_use(tmp_path):
     path = tmp_path / 'nested' / 'state.sqlite3'
-    store = open_store({'SQLITE_PATH': str(path)})
+    store = open_store(StoreSettings.from_env({'SQLITE_PATH': str(path)}))
     assert not path.exists()
 
     store.put_settings({'tradingEnabled': False})
@@ -72,7 +72,7 @@ def test_one_instance_per_configuration_even_when_asked_concurrently(tmp_path):
 
     def ask(i: int) -> None:
         barrier.wait()
-        stores[i] = open_store(env)
+        stores[i] = open_store(StoreSettings.from_env(env))
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(16)]
     for thread in threads:
@@ -81,7 +81,7 @@ def test_one_instance_per_configuration_even_when_asked_concurrently(tmp_path):
         thread.join()
 
     assert all(store is stores[0] for store in stores)
-    assert open_store({**env, 'SQLITE_PATH': str(tmp_path / 'b.sqlite3')}) is not stores[0]
+    assert open_store(StoreSettings.from_env({**env, 'SQLITE_PATH': str(tmp_path / 'b.sqlite3')})) is not stores[0]
 
 
 @pytest.mark.parametrize('env, named', [
@@ -92,15 +92,15 @@ def test_one_instance_per_configuration_even_when_asked_concurrently(tmp_path):
 ])
 def test_bad_store_settings_are_named(env, named):
     with pytest.raises(ConfigError, match=named):
-        open_store(env)
+        open_store(StoreSettings.from_env(env))
 
 
 def test_firestore_backend_uses_the_configured_project_and_database(firestore_emulator):
     project = f'test-{uuid.uuid4().hex[:12]}'
     env = {'STORE_BACKEND': 'Firestore', 'GOOGLE_CLOUD_PROJECT': project,
            'FIRESTORE_EMULATOR_HOST': firestore_emulator.host}
-    paper = open_store({**env, 'FIRESTORE_DATABASE': 'paper'})
-    live = open_store({**env, 'FIRESTORE_DATABASE': 'live'})
+    paper = open_store(StoreSettings.from_env({**env, 'FIRESTORE_DATABASE': 'paper'}))
+    live = open_store(StoreSettings.from_env({**env, 'FIRESTORE_DATABASE': 'live'}))
 
     paper.put_settings({'tradingEnabled': True})
     paper.put_targets('dummy', {'MNQ:20261218': 1.0}, 'run-1', NOW)

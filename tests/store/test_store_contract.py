@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lib.store import Claim, Store, StoreUnavailable, open_store
+from lib.config import StoreSettings
+from lib.store import ClaimAnswer, Store, StoreUnavailable, open_store
 from tests.emulators import free_port
 from tests.store import raw
 
@@ -127,7 +128,7 @@ def test_repeated_finish_succeeds_only_with_the_same_result(store: Store):
 def test_twenty_concurrent_claims_of_one_key_have_exactly_one_winner(new_store):
     stores = [new_store() for _ in range(20)]     # separate connections/clients, like separate instances
 
-    claims: list[Claim] = run_concurrently(20, lambda i: stores[i].claim(KEY, f'run-{i}', 60, T0))
+    claims: list[ClaimAnswer] = run_concurrently(20, lambda i: stores[i].claim(KEY, f'run-{i}', 60, T0))
 
     assert sorted(claim.outcome for claim in claims) == ['new'] + ['running'] * 19
     winner = next(claim for claim in claims if claim.outcome == 'new').record.run_id
@@ -140,7 +141,7 @@ def test_concurrent_takeovers_of_an_expired_lease_have_exactly_one_winner(new_st
     stores = [new_store() for _ in range(10)]
     later = T0 + timedelta(minutes=5)
 
-    claims: list[Claim] = run_concurrently(10, lambda i: stores[i].claim(KEY, f'retry-{i}', 60, later))
+    claims: list[ClaimAnswer] = run_concurrently(10, lambda i: stores[i].claim(KEY, f'retry-{i}', 60, later))
 
     assert sorted(claim.outcome for claim in claims) == ['running'] * 9 + ['taken_over']
     winner = next(claim for claim in claims if claim.outcome == 'taken_over').record
@@ -285,7 +286,7 @@ def unreachable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     else:
         env = {'STORE_BACKEND': 'firestore', 'GOOGLE_CLOUD_PROJECT': 'unreachable',
                'FIRESTORE_EMULATOR_HOST': f'127.0.0.1:{free_port()}', 'STORE_TIMEOUT_SECONDS': '1'}
-    store = open_store(env)
+    store = open_store(StoreSettings.from_env(env))
     yield store
     store.close()
 

@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from lib.config import Settings
+from lib.config import IdempotencySettings, Settings, StoreSettings, TradingConfigSettings
 from lib.store import open_store
 from simulator import Simulator
 from tests.trading.support import ACCOUNT, BASE_CONFIG, OPEN_TIME, Rig
@@ -17,7 +17,7 @@ MakeRig = Callable[..., Rig]
 
 
 @pytest.fixture
-def make_rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[MakeRig]:
+def make_rig(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[MakeRig]:
     """Builds rigs: `make_rig(config=..., time=..., backend='sqlite'|'firestore', deadline=10, lease=None)`.
 
     With `accounts=[...]` (more than one) the rig's deployment acts on the first (IB_ACCOUNT).
@@ -28,23 +28,20 @@ def make_rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.Fi
              deadline: float = 10.0, lease: float | None = None, **sim_options) -> Rig:
         config_path = tmp_path / f'trading-{len(made)}.toml'
         config_path.write_text(config)
-        monkeypatch.setenv('TRADING_CONFIG_PATH', str(config_path))
-        monkeypatch.setenv('STORE_TIMEOUT_SECONDS', '5')
-        if lease is not None:
-            monkeypatch.setenv('IDEMPOTENCY_LEASE_SECONDS', str(lease))
         if backend == 'sqlite':
-            monkeypatch.setenv('STORE_BACKEND', 'sqlite')
-            monkeypatch.setenv('SQLITE_PATH', str(tmp_path / f'state-{len(made)}.sqlite3'))
+            store = StoreSettings(sqlite_path=str(tmp_path / f'state-{len(made)}.sqlite3'), timeout_seconds=5.0)
         else:
-            request.getfixturevalue('firestore_emulator')   # sets FIRESTORE_EMULATOR_HOST
-            monkeypatch.setenv('STORE_BACKEND', 'firestore')
-            monkeypatch.setenv('GOOGLE_CLOUD_PROJECT', f'test-{uuid.uuid4().hex[:12]}')
+            emulator = request.getfixturevalue('firestore_emulator')
+            store = StoreSettings(backend='firestore', project=f'test-{uuid.uuid4().hex[:12]}',
+                                  emulator_host=emulator.host, timeout_seconds=5.0)
         accounts = sim_options.pop('accounts', [ACCOUNT])
         sim = Simulator(accounts=accounts, time=time, **sim_options)
         sim.start()
         settings = Settings(gateway_host=sim.host, gateway_port=sim.port, connect_timeout=2.0,
-                            deadline_seconds=deadline, account=accounts[0] if len(accounts) > 1 else None)
-        rig = Rig(sim, open_store(), settings)
+                            deadline_seconds=deadline, account=accounts[0] if len(accounts) > 1 else None,
+                            store=store, idempotency=IdempotencySettings(lease_seconds=lease),
+                            trading_config=TradingConfigSettings(path=str(config_path)))
+        rig = Rig(sim, open_store(store), settings)
         made.append(rig)
         return rig
 

@@ -67,6 +67,21 @@ class Rig:
     published: list[IntentResult] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def environment(self) -> dict[str, str]:
+        """The environment variables of a deployment with this rig's store and trading config, for the tests of
+        the command line, which reads its settings from the environment."""
+        store = self.settings.store
+        variables = {'STORE_BACKEND': store.backend, 'STORE_TIMEOUT_SECONDS': f'{store.timeout_seconds:g}',
+                     'TRADING_CONFIG_PATH': self.settings.trading_config.path or ''}
+        if store.backend == 'sqlite':
+            return {**variables, 'SQLITE_PATH': store.sqlite_path}
+        return {**variables, 'GOOGLE_CLOUD_PROJECT': store.project or '',
+                'FIRESTORE_EMULATOR_HOST': store.emulator_host or ''}
+
+    def with_store(self, **changes: Any) -> None:
+        """The next deliveries use the store with these settings changed (as after a redeploy)."""
+        self.settings = replace(self.settings, store=replace(self.settings.store, **changes))
+
     def send(self, intent: str, params: dict | None = None, *, dry_run: bool = False, key: str | None = None,
              max_age: float | None = None, message_id: str | None = None,
              published: datetime | None = None, window: dict | None = None) -> IntentResult:

@@ -2,7 +2,6 @@
 records written before the types existed are read the same, and what is written now is what they held."""
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 from datetime import datetime, timezone
@@ -56,7 +55,7 @@ def test_a_deadline_striking_while_the_store_answers_the_claim_still_settles_wha
     rig = make_rig(deadline=3)
     event = rig.event('allocation', key='slow-store')
     rig.store.get_settings()                      # the file is set up: admission reads it, writing nothing
-    writer = sqlite3.connect(os.environ['SQLITE_PATH'], isolation_level=None, check_same_thread=False)
+    writer = sqlite3.connect(rig.settings.store.sqlite_path, isolation_level=None, check_same_thread=False)
     writer.execute('BEGIN IMMEDIATE')             # another writer: the claim's lease write waits for it
     release = threading.Timer(4.5, writer.rollback)   # past the deadline
     release.start()

@@ -75,10 +75,10 @@ def test_two_allocations_with_different_keys_never_exceed_the_target(make_rig):
         rig.sim.stop()
 
 
-def test_a_store_outage_during_an_allocation_places_nothing_and_the_redelivery_runs(make_rig, monkeypatch):
+def test_a_store_outage_during_an_allocation_places_nothing_and_the_redelivery_runs(make_rig):
     """SQLite locked for 3 s with STORE_TIMEOUT_SECONDS=2: retryable, nothing placed; redelivered, it trades."""
     rig = make_rig()
-    monkeypatch.setenv('STORE_TIMEOUT_SECONDS', '2')     # the handler's store: a new one, with this timeout
+    rig.with_store(timeout_seconds=2.0)                  # the handler's store: a new one, with this timeout
     rig.store.get_settings()           # the store file exists, with its schema
     locker = sqlite3.connect(rig.store.path, timeout=1, isolation_level=None, check_same_thread=False)
     locker.execute('BEGIN EXCLUSIVE')

@@ -96,11 +96,10 @@ def test_nothing_to_trade_is_skipped_and_zero_quantities_are_never_sent(make_rig
     assert rig.order_log() == []
 
 
-def test_an_unreadable_store_places_nothing_now_and_is_redelivered_but_read_only_runs_go_on(rig, tmp_path,
-                                                                                           monkeypatch):
+def test_an_unreadable_store_places_nothing_now_and_is_redelivered_but_read_only_runs_go_on(rig, tmp_path):
     broken = tmp_path / 'not-a-database.sqlite3'
     broken.write_bytes(b'this is not a SQLite database' * 100)
-    monkeypatch.setenv('SQLITE_PATH', str(broken))
+    rig.with_store(sqlite_path=str(broken))
     result = rig.send('allocation')
     assert result.status == 'error' and result.error.type == 'StoreUnavailable' and result.error.retryable
     assert 'fail closed' in result.error.message

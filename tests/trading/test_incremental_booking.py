@@ -13,6 +13,7 @@ from bench.activity import ACTIVITY_CLIENT_ID, fill_activity
 from lib.ibapi import IB
 from trading.idempotency import claim_key
 from trading.ledger import BOOKING_CURSOR_PREFIX, Booking, book_executions
+from lib.config import StoreSettings
 from lib.session import connect_client
 from lib.store import open_store
 from simulator import Simulator
@@ -59,7 +60,7 @@ def test_an_allocation_fetches_only_the_executions_since_the_last_booking(make_r
 
 
 def test_fills_in_the_same_second_a_waiting_fill_and_the_first_booking_of_a_day_are_booked_once(tmp_path):
-    store = open_store({'STORE_BACKEND': 'sqlite', 'SQLITE_PATH': str(tmp_path / 'state.sqlite3')})
+    store = open_store(StoreSettings(sqlite_path=str(tmp_path / 'state.sqlite3')))
     with Simulator(accounts=[ACCOUNT], time=OPEN_TIME) as sim:
         sim.clock.freeze()                                 # every fill below lands in the booking's own second
         fill_activity(sim, 3)

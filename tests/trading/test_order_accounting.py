@@ -207,9 +207,9 @@ def test_an_order_left_working_by_a_busy_client_id_makes_the_run_say_so(make_rig
     assert rig.working('SPY') == 0 and rig.position('SPY') == retried.result['contracts'][0]['target']
 
 
-def test_an_error_after_placing_lists_the_orders_placed(make_rig, monkeypatch, tmp_path):
+def test_an_error_after_placing_lists_the_orders_placed(make_rig, tmp_path):
     rig = make_rig()
-    monkeypatch.setenv('STORE_TIMEOUT_SECONDS', '0.5')
+    rig.with_store(timeout_seconds=0.5)
     rig.sim.faults.latency_ms = 100               # the store is locked while the order's fill is on its way
     locked = threading.Event()
     release = threading.Event()

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from functions.__main__ import main
@@ -44,16 +45,19 @@ def test_trading_disabled_when_the_first_order_arrives_stops_the_remaining_legs(
     assert [o['contract']['symbol'] for o in result.result['orders']] == [first]
 
 
-def test_an_environment_false_is_not_undone_by_a_true_left_in_the_store(rig, monkeypatch):
+def test_an_environment_false_is_not_undone_by_a_true_left_in_the_store(rig):
     rig.store.put_settings({'tradingEnabled': True})
-    monkeypatch.setenv('TRADING_ENABLED', 'false')
+    rig.settings = replace(rig.settings, trading_config=replace(rig.settings.trading_config,
+                                                                environment={'TRADING_ENABLED': 'false'}))
     result = rig.send('allocation')
     assert result.status == 'rejected' and result.error.type == 'TradingDisabled'
     assert 'environment TRADING_ENABLED=false' in result.error.message
     assert rig.order_log() == []
 
 
-def test_trading_off_from_the_command_line_rejects_the_next_allocation(rig, capsys):
+def test_trading_off_from_the_command_line_rejects_the_next_allocation(rig, capsys, monkeypatch):
+    for name, value in rig.environment().items():   # the command line reads the deployment's environment
+        monkeypatch.setenv(name, value)
     off = trading_cli('off')
     assert off.returncode == 0, off.stderr
     assert 'trading disabled (paper mode)' in off.stdout and 'store tradingEnabled' in off.stdout
@@ -75,6 +79,8 @@ def test_trading_off_from_the_command_line_rejects_the_next_allocation(rig, caps
 
 
 def test_trading_on_names_what_still_disables_it_and_asks_for_yes_in_live_mode(rig, monkeypatch, capsys):
+    for name, value in rig.environment().items():   # the command line reads the deployment's environment
+        monkeypatch.setenv(name, value)
     rig.store.put_settings({'tradingEnabled': False})
     monkeypatch.setenv('TRADING_MODE', 'live')
     assert main(['trading', 'on']) == 2
