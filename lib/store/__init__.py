@@ -1,6 +1,7 @@
 """The state store: run claims and results, strategy targets, the fills ledger, dynamic settings, run history,
 cursors (how far incremental work such as booking executions has got), and each account's running holdings
-(the fills ledger's sum, kept as fills are recorded).
+(the fills ledger's sum, kept as fills are recorded), and the notify function's deliveries (each sink's answer
+for each result, so a redelivered result goes only to the sinks not done).
 
 Two backends behave the same (one shared test suite): SQLite, the embedded default for local runs,
 and Firestore for the cloud. `open_store(settings.store)` picks one (lib.config.StoreSettings, read from
