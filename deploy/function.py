@@ -32,6 +32,7 @@ def environment(cfg: DeployConfig) -> dict[str, str]:
         'ALLOW_LIVE_TRADING': 'true' if cfg.allow_live_trading else 'false',
         'INTENT_DEADLINE_SECONDS': str(cfg.intent_deadline_seconds),
         'RESULTS_TOPIC': cfg.results_topic,
+        'INTENTS_TOPIC': cfg.intents_topic,   # a plan's approve command publishes there
         'GOOGLE_CLOUD_PROJECT': cfg.project,
         'STORE_BACKEND': 'firestore',
         'FIRESTORE_DATABASE': cfg.firestore_database,

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shlex
 import sys
 import uuid
 from datetime import datetime, timezone
@@ -86,10 +87,13 @@ def run(args: argparse.Namespace) -> int:
         request['idempotencyKey'] = args.idempotency_key
     if window is not None:
         request['window'] = window
+    if args.approval:
+        request['approval'] = 'required'
 
     def output(result: IntentResult, run_settings: Settings) -> None:
         sys.stdout.write(log.mask_json(result.to_json()) + '\n' if args.json
-                         else log.redact(render_result(log.mask(result.to_wire()), wide=args.wide)))
+                         else log.redact(render_result(log.mask(result.to_wire()), wide=args.wide)
+                                         + _local_approval(result)))
         sys.stdout.flush()
         if run_settings.results_topic:
             publisher.publish_result(result, run_settings)
@@ -106,6 +110,15 @@ def run(args: argparse.Namespace) -> int:
             print(f'error: {exc}', file=sys.stderr)
             return EXIT_FAILED
     return exit_code(result)
+
+
+def _local_approval(result: IntentResult) -> str:
+    """For a plan: the command that executes it here, against the same gateway and store."""
+    plan = (result.result or {}).get('plan')
+    if not isinstance(plan, dict) or not plan.get('planId'):
+        return ''
+    params = json.dumps({'planId': plan['planId']})
+    return f'  or here: ./run execute-plan --params {shlex.quote(params)}\n'
 
 
 def exit_code(result: IntentResult) -> int:
@@ -284,6 +297,9 @@ def _parser() -> argparse.ArgumentParser:
     run_cmd.add_argument('--dry-run', action='store_true', help='plan and report, place no orders')
     run_cmd.add_argument('--json', action='store_true', help='print the result document only, as one JSON line')
     run_cmd.add_argument('--wide', action='store_true', help='every column and section, however wide')
+    run_cmd.add_argument('--approval', action='store_true',
+                         help='approval "required": plan only (allocation, close-all, cash-balancer), print the plan '
+                              'and the command that executes it')
     run_cmd.add_argument('--idempotency-key', help='business key of the request')
     run_cmd.add_argument('--window', help='run only within part of the trading session, as JSON: '
                                           '\'{"beforeClose": 900}\' or \'{"afterOpen": 600}\' (seconds)')

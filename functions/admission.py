@@ -31,7 +31,7 @@ from lib import log
 from lib.config import ConfigError, Settings
 from lib.crash import crash_point
 from lib.failures import Failure, failure_of
-from trading.idempotency import FinishedRun, TooManyAttempts, claim_run, derive_key, legacy_claim
+from trading.idempotency import FinishedRun, TooManyAttempts, claim_run, derive_key, legacy_claim, plan_key
 from lib.store import ClaimRecord, Store, StoreUnavailable, open_store
 from lib.times import iso
 from trading.trading_config import load_trading_config
@@ -98,13 +98,21 @@ def admit(intent_cls: type[Intent], params: IntentParams, decoded: Decoded, *, r
     if age is not None and age > idempotency.max_age_seconds:
         return _refused('StaleMessage', f'message is {age:.1f} s old, older than ORDER_MAX_AGE_SECONDS '
                                         f'{idempotency.max_age_seconds:g} for order-placing intents; not executed')
-    key = request.idempotency_key or derive_key(intent_cls.name, params.model_dump(mode='json', by_alias=True),
-                                                decoded.publish_time or now, idempotency.window_seconds)
+    # the stricter approval wins: a request cannot lower a configured "required"
+    # (a dry run writes nothing, so it stores no plan either)
+    planning = intent_cls.plannable and 'required' in (request.approval, trading.approval) and not dry_run
+    key = (intent_cls.own_key(params) or request.idempotency_key
+           or derive_key(intent_cls.name, params.model_dump(mode='json', by_alias=True), decoded.publish_time or now,
+                         idempotency.window_seconds, approval='required' if planning else 'none'))
     # the run reference (orderRef prefix, claim key) needs the account: RunContext.for_account, once connected
-    context = replace(context, trading=trading, idempotency_key=key)
+    context = replace(context, trading=trading, idempotency_key=plan_key(key) if planning else key,
+                      planning=planning)
     if dry_run:
         return Admitted(context)
-    if not trading.trading_enabled:
+    if planning:   # places nothing: trading enabled is checked when the plan is executed
+        wait = min(idempotency.account_wait_seconds, settings.deadline_seconds / 4)
+        return Admitted(context, ClaimTerms(idempotency.lease_for(settings.deadline_seconds), wait))
+    if not trading.trading_enabled and not intent_cls.judges_trading_switch:
         return _refused('TradingDisabled', f'{trading.switch.reason()}: no orders are placed', key=key)
     # waiting for another run's account lease stays well inside this run's own deadline
     wait = min(idempotency.account_wait_seconds, settings.deadline_seconds / 4)

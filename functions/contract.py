@@ -83,6 +83,11 @@ class IntentRequest(WireModel):
     max_age_seconds: float | None = Field(None, gt=0, allow_inf_nan=False,
                                           description='Reject, never run, a message published longer ago than this '
                                                       '(order intents: ORDER_MAX_AGE_SECONDS applies too).')
+    approval: Literal['none', 'required'] = Field(
+        'none', description='"required": plan only (account lease, targets, limits, market hours, whatIf), store the '
+                            'plan and publish it with the command that approves it; nothing is placed until an '
+                            'execute-plan request names it. Order-placing intents only (allocation, close-all, '
+                            'cash-balancer); a trading config that requires approval wins over "none".')
     window: Window | None = Field(None, description='Run only within this part of the trading session, judged on '
                                                     "the gateway's clock against the liquid hours it reports; "
                                                     'outside it the result is skipped and nothing is placed.')

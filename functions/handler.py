@@ -39,7 +39,7 @@ from functions.contract import (
 from functions.runner import Abandoned, in_fresh_loop, until_disconnected
 from intents.base import Intent, RunContext
 from intents.outcome import Outcome
-from intents.registry import UnknownIntent, get_intent
+from intents.registry import UnknownIntent, get_intent, plannable_intents
 from lib import log
 from lib.config import ConfigError, Settings
 from lib.crash import crash_point
@@ -119,7 +119,9 @@ def execute(run: Run, decoded: Decoded | InvalidMessage, settings: Settings) -> 
         return Outcome.failed(Failure.permanent(type(exc).__name__, str(exc)))
     if isinstance(admitted, Outcome):
         return admitted
-    outcome = run_isolated(job.intent_cls, job.params, dry_run=run.dry_run, settings=settings,
+    # a planning run (approval required) acts as a dry run once it holds its claim: it places nothing
+    outcome = run_isolated(job.intent_cls, job.params, dry_run=run.dry_run or admitted.context.planning,
+                           settings=settings,
                            context=admitted.context, claim_terms=admitted.claim_terms)
     admission.settle(outcome.held, outcome)
     outcome.idempotency_key = admitted.context.idempotency_key
@@ -260,6 +262,9 @@ def _job(decoded: Decoded | InvalidMessage, run: Run) -> Job | Outcome:
         intent_cls = get_intent(request.intent)
     except UnknownIntent as exc:
         return _rejected('UnknownIntent', str(exc))
+    if 'approval' in request.model_fields_set and not intent_cls.plannable:
+        return _rejected('InvalidRequest', f'approval: {request.intent} takes no approval; only '
+                                           f'{", ".join(plannable_intents())} plan and wait for approval')
     try:
         params = intent_cls.Params.model_validate(request.params)
     except ValidationError as exc:

@@ -49,6 +49,9 @@ def render_result(doc: dict[str, Any], *, width: int | None = None, wide: bool =
     result = doc.get('result')
     if isinstance(result, dict):
         sections.extend(_value_sections(_ordered(result), '', width, wide))
+    plan = result.get('plan') if isinstance(result, dict) else None
+    if isinstance(plan, dict) and plan.get('approve'):   # last and unwrapped, so it can be copied whole
+        sections.append(_section('To approve', f'  {plan["approve"]}'))
     return '\n\n'.join(sections) + '\n'
 
 
@@ -87,6 +90,10 @@ def _what_happened(doc: dict[str, Any], result: dict[str, Any]) -> str:
     if error:
         return f'{error["type"]}: {_one_line(error["message"])}'
     orders = result.get('orders') or []
+    plan = result.get('plan') if isinstance(result.get('plan'), dict) else None
+    if plan:
+        return (f'{len(plan.get("orders") or [])} order(s) planned, none placed until approved '
+                f'(plan {plan.get("planId")}, expires {plan.get("expiresAt")})')
     if doc.get('dryRun') and orders:
         return f'{len(orders)} order(s) planned, none placed (dry run)'
     if orders:

@@ -25,7 +25,7 @@ from intents.base import IntentParams, IntentRejected
 from intents.outcome import Outcome
 from intents.trading import (
     OrderIntent, PolicyOverrides, account_positions, book_transfers, build_strategy, known_strategy_names,
-    ledger_holdings, strategy_bars, strategy_universe,
+    ledger_holdings, strategy_bars, strategy_universe, transfer_entries,
 )
 from lib.failures import Failure, failure_of
 from trading.idempotency import reference_of
@@ -115,6 +115,9 @@ class Allocation(OrderIntent):
                 if e.source == 'new':
                     await self.in_store(self.context.store.put_targets, e.name, e.weights, self.context.run_id,
                                         start.now)
+        elif self.context.planning:   # written when the plan is executed
+            self.plan_effects = {'targets': {e.name: e.weights for e in evaluations if e.source == 'new'},
+                                 'transfers': transfer_entries(self, legs, start.now)}
         return self.output(run_orders, {
             'account': start.snapshot.describe(), 'gatewayTime': iso(start.now),
             'marketDate': start.today.isoformat(), 'exposureOverall': self.trading.exposure_overall,

@@ -80,6 +80,7 @@ class RunContext:
     window: SessionWindow | None = None   # run only within this part of today's session (the request's window)
     account: str | None = None            # the session's account, once connected
     legacy_reference: str | None = None   # the key's claim as deployments before account-scoped orderRefs made it
+    planning: bool = False                # approval required: plan, store the plan, place nothing
 
     def for_account(self, intent: str, account: str) -> RunContext:
         """This context on `account`: with the run reference of (account, intent, key) when there is a key."""
@@ -102,6 +103,9 @@ class Intent:
     name: ClassVar[str]
     account_state: ClassVar[frozenset[AccountState]] = frozenset()
     places_orders: ClassVar[bool] = False
+    plannable: ClassVar[bool] = False     # takes a request's `approval` (plans, then execute-plan places)
+    # admitted with trading disabled, to say so among its other reasons (execute-plan; its discard needs no trading)
+    judges_trading_switch: ClassVar[bool] = False
     uses_store: ClassVar[bool] = False
     Params: ClassVar[type[IntentParams]] = NoParams
 
@@ -113,6 +117,11 @@ class Intent:
         self.dry_run = dry_run
         self.context = context or RunContext()
         self.deadline = deadline    # loop.time() by which run() must be done; set by the runner
+
+    @classmethod
+    def own_key(cls, params: IntentParams) -> str | None:
+        """The idempotency key the params themselves make (execute-plan: the plan and its subset), or None."""
+        return None
 
     async def start(self) -> Outcome:
         """Run, unless the request's window says not now: then skipped, with today's session, nothing done."""

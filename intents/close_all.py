@@ -28,7 +28,7 @@ from intents.base import IntentParams
 from intents.outcome import Outcome
 from intents.trading import (
     PLACING_RESERVE_SECONDS, OrderIntent, PolicyOverrides, account_positions, book_transfers, build_strategy,
-    known_strategy_names, ledger_holdings, strategy_universe,
+    known_strategy_names, ledger_holdings, strategy_universe, transfer_entries,
 )
 from lib.ibapi import Contract, Trade
 from trading.idempotency import reference_of
@@ -94,6 +94,10 @@ class CloseAll(OrderIntent):
             for name, universe in universes.items():
                 await self.in_store(self.context.store.put_targets, name, {key: 0.0 for key in universe},
                                     self.context.run_id, start.now)
+        elif self.context.planning:   # written when the plan is executed
+            self.plan_effects = {'targets': {name: {key: 0.0 for key in universe}
+                                             for name, universe in universes.items()},
+                                 'transfers': transfer_entries(self, legs, start.now)}
         return self.output(run_orders, {'scope': self.params.scope, 'strategies': sorted(universes),
                                         'account': start.snapshot.describe(), 'gatewayTime': iso(start.now),
                                         'cancelled': cancelled})

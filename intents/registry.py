@@ -6,12 +6,14 @@ from intents.base import Intent
 from intents.cash_balancer import CashBalancer
 from intents.close_all import CloseAll
 from intents.collect_market_data import CollectMarketData
+from intents.execute_plan import ExecutePlan
 from intents.health import Health
 from intents.summary import Summary
 from intents.trade_reconciliation import TradeReconciliation
 
 _INTENTS: dict[str, type[Intent]] = {cls.name: cls for cls in (
-    Summary, Health, Allocation, CloseAll, CashBalancer, TradeReconciliation, CollectMarketData)}
+    Summary, Health, Allocation, CloseAll, CashBalancer, TradeReconciliation, CollectMarketData,
+    ExecutePlan)}
 
 
 class UnknownIntent(LookupError):
@@ -34,3 +36,8 @@ def get_intent(name: str) -> type[Intent]:
 def intent_names() -> list[str]:
     """All registered intent names, sorted."""
     return sorted(_INTENTS)
+
+
+def plannable_intents() -> list[str]:
+    """The intents a request's `approval: "required"` applies to, sorted."""
+    return sorted(name for name, cls in _INTENTS.items() if cls.plannable)

@@ -16,6 +16,7 @@ from lib.ibapi import Position, Trade
 from lib.ibapi import Contract
 from trading.idempotency import RecordedOrder, order_ref, reference_of
 from trading.ledger import Holding, book_executions, internal_transfer, stored_holdings, transfer_entry
+from trading.plans import approve_command, expires_at, plan_id, working_entry
 from trading.market_data import AccountSnapshot, ContractInfo, account_snapshot, contract_infos, gateway_time
 from trading.orders import (
     ExecutionSettings, Leg, RunOrders, cancel_orders, cancel_problems, describe_trade, execute,
@@ -118,18 +119,25 @@ async def ledger_holdings(intent: Intent, now: datetime) -> tuple[dict[int, Hold
     return held, booking.problems(intent.context.reference if intent.context.takeover else None)
 
 
-async def book_transfers(intent: OrderIntent, legs: list[Leg], now: datetime) -> list[dict]:
-    """Book, per contract, what the strategies' trades netted out between them (quantity 0 for the account)."""
-    booked = []
+def transfer_entries(intent: OrderIntent, legs: list[Leg], now: datetime) -> list[dict]:
+    """Per contract, what the strategies' trades net out between them (quantity 0 for the account)."""
+    entries = []
     for leg in legs:
         parts = internal_transfer(leg.strategies)
-        if not parts:
-            continue
-        entry = transfer_entry(order_ref(intent.context.reference, leg.info.con_id), leg.info.describe(),
-                               intent.session.account, parts, leg.quote.price(), iso(now))
-        if await intent.in_store(intent.context.store.record_fill, entry):
-            booked.append(entry)
-    return booked
+        if parts:
+            entries.append(transfer_entry(order_ref(intent.context.reference, leg.info.con_id), leg.info.describe(),
+                                          intent.session.account, parts, leg.quote.price(), iso(now)))
+    return entries
+
+
+async def book_transfers(intent: OrderIntent, legs: list[Leg], now: datetime) -> list[dict]:
+    """Book the run's internal transfers (transfer_entries) in the ledger, each once."""
+    return await book_entries(intent, transfer_entries(intent, legs, now))
+
+
+async def book_entries(intent: OrderIntent, entries: list[dict]) -> list[dict]:
+    """Record ledger entries (internal transfers); those already there are left out of the answer."""
+    return [entry for entry in entries if await intent.in_store(intent.context.store.record_fill, entry)]
 
 
 @dataclass(frozen=True)
@@ -149,6 +157,7 @@ class OrderIntent(Intent):
     """
 
     places_orders = True
+    plannable = True
     # NLV and exchange rates (account_snapshot), and what the account holds and has working
     account_state = frozenset({AccountState.ACCOUNT_UPDATES, AccountState.POSITIONS, AccountState.OPEN_ORDERS})
 
@@ -158,10 +167,53 @@ class OrderIntent(Intent):
         # set when nothing could be evaluated (every strategy failed, no contract priced): a run that then
         # places, plans and finds nothing ends with this error instead of a quiet `skipped`
         self.not_evaluated: Failure | None = None
+        # a planning run's writes, made when its plan is executed: {'targets': {strategy: weights}, 'transfers': [...]}
+        self.plan_effects: dict = {'targets': {}, 'transfers': []}
 
     @property
     def trading(self) -> TradingConfig:
         return self.context.trading
+
+    async def start(self) -> Outcome:
+        """Run; a planning run (approval required) that would place orders stores them as a plan instead."""
+        outcome = await super().start()
+        if self.context.planning and outcome.status == 'ok' and self.run_orders.orders:
+            outcome.result['plan'] = await self.store_plan(outcome.result)
+            # placed: none. The claim still records the planned orders (recorded_orders), so the fills of
+            # their orderRefs, once executed, are attributed to the strategies they serve.
+            outcome.result['orders'] = []
+        return outcome
+
+    async def store_plan(self, result: dict) -> dict:
+        """Keep this run's planned (whatIf'd) orders as a plan, with the positions and our working orders on
+        their contracts now, the band each order's price must stay within, and the command that approves it."""
+        context, account = self.context, self.session.account
+        orders = [{**order, 'priceBand': (self.trading.close_policy.price_band if order['reduceOnly']
+                                          else self.trading.limits.price_band)} for order in self.run_orders.orders]
+        stale = [entry['permId'] for key in ('cancelledStaleOrders', 'cancelled')
+                 for entry in result.get(key) or [] if entry.get('wouldCancel')]
+        positions = await account_positions(self)
+        working = [t for t in await self.working_orders()
+                   if t.contract.conId in {o['contract']['conId'] for o in orders} or t.order.permId in stale]
+        now = datetime.now(timezone.utc)
+        plan_ref = plan_id(account, context.run_id, orders)
+        plan = {
+            'planId': plan_ref, 'account': account, 'intent': self.name, 'runId': context.run_id,
+            'planKey': context.idempotency_key, 'orderRefPrefix': context.reference, 'createdAt': iso(now),
+            'expiresAt': iso(expires_at(now, context.settings.plan_ttl_seconds)), 'orders': orders,
+            'limits': self.trading.limits.describe(), 'tradingEnabled': self.trading.trading_enabled,
+            'positions': {str(o['contract']['conId']): positions[o['contract']['conId']].position
+                          if o['contract']['conId'] in positions else 0.0 for o in orders},
+            'workingOrders': {str(t.contract.conId): [] for t in working},
+            'cancel': stale, 'discarded': None, 'effects': self.plan_effects,
+        }
+        for t in working:
+            plan['workingOrders'][str(t.contract.conId)].append(
+                working_entry(t.order.orderRef, t.order.permId, t.order.action, t.orderStatus.remaining))
+        await self.in_store(context.store.put_plan, plan_ref, plan)
+        settings = context.settings
+        return {**{key: plan[key] for key in ('planId', 'expiresAt', 'orders', 'limits', 'cancel')},
+                'approve': approve_command(plan_ref, settings.intents_topic, settings.project)}
 
     async def prepare(self) -> Prepared:
         """The gateway's time, the market day and the account's NLV and exchange rates."""

@@ -196,6 +196,8 @@ class Settings:
     allow_live: bool = False
     deadline_seconds: float = 60.0
     results_topic: str | None = None
+    intents_topic: str | None = None   # the topic requests come on: where a plan's approve command publishes
+    plan_ttl_seconds: float = 900.0    # PLAN_TTL_SECONDS: how long a plan (approval required) can be executed
     project: str | None = None
     publish_timeout: float = 10.0
     store: StoreSettings = StoreSettings()
@@ -236,6 +238,8 @@ class Settings:
             allow_live=parse('ALLOW_LIVE_TRADING', parse_boolean, cls.allow_live),
             deadline_seconds=deadline,
             results_topic=get('RESULTS_TOPIC'),
+            intents_topic=get('INTENTS_TOPIC'),
+            plan_ttl_seconds=parse('PLAN_TTL_SECONDS', positive_seconds, cls.plan_ttl_seconds),
             project=get('GOOGLE_CLOUD_PROJECT'),
             publish_timeout=parse('PUBLISH_TIMEOUT_SECONDS', positive_seconds, cls.publish_timeout),
             store=_or_error(lambda: StoreSettings.from_env(env), StoreSettings),

@@ -194,3 +194,21 @@ def test_messages_a_user_can_act_on():
     assert 'Pub/Sub' not in unreachable.stdout and 'delivered again' not in unreachable.stdout
     assert 'run it again' in unreachable.stdout
     assert '4002 (paper)' in unreachable.stderr and '7497' in unreachable.stderr
+
+
+def test_a_plan_printed_by_run_approval_is_executed_by_run_execute_plan_on_the_kept_gateway():
+    env = fresh_env(COLUMNS='120')
+    at = ('--sim-time', '2026-11-24T15:00:00Z')
+    planning = cli('run', 'allocation', '--approval', *at, env=env)
+    assert planning.returncode == 0, planning.stderr
+    assert 'order(s) planned, none placed until approved' in planning.stdout.splitlines()[0]
+    plan_id = re.search(r'^  planId +([0-9a-f]+)$', planning.stdout, re.M).group(1)
+    approve, here = planning.stdout.rstrip().splitlines()[-2:]
+    assert approve.strip().startswith('gcloud pubsub topics publish intents ') and plan_id in approve
+    assert here.strip() == f'or here: ./run execute-plan --params \'{{"planId": "{plan_id}"}}\''
+    executed = cli('run', 'execute-plan', '--params', json.dumps({'planId': plan_id}), '--json', *at, env=env)
+    assert executed.returncode == 0, executed.stdout + executed.stderr
+    # a second process found the first one's plan (the store) and the account as planned (the kept simulator)
+    orders = json.loads(executed.stdout)['result']['orders']
+    assert orders and all(o['status'] == 'Filled' for o in orders)
+    assert {o['orderRef'] for o in orders} == set(re.findall(r'^  (ibj:[0-9a-f]{10}:\d+) ', planning.stdout, re.M))

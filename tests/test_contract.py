@@ -66,7 +66,7 @@ def test_empty_data_without_intent_attribute_is_invalid():
     (base64.b64encode(b'{"intent": "summary",').decode(), 'InvalidMessage', 'not JSON'),
     (b64(['summary']), 'InvalidMessage', 'must be a JSON object, got list'),
     (b64({'params': {}}), 'InvalidRequest', 'intent: Field required'),
-    (b64({'intent': 'summary', 'dryrun': True}), 'InvalidRequest', 'dryrun: unknown key; accepted keys: dryRun, idempotencyKey'),
+    (b64({'intent': 'summary', 'dryrun': True}), 'InvalidRequest', 'dryrun: unknown key; accepted keys: approval, dryRun, idempotencyKey'),
     (b64({'intent': 'summary', 'dryRun': 'yes'}), 'InvalidRequest', 'dryRun: Input should be a valid boolean'),
     (b64({'intent': 'summary', 'params': [1]}), 'InvalidRequest', 'params: Input should be a valid dictionary'),
     (b64({'intent': 'Summary; rm -rf'}), 'InvalidRequest', 'intent: String should match pattern'),

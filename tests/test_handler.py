@@ -105,7 +105,7 @@ def test_gateway_down_publishes_a_retryable_error_then_raises(simulator, capsys)
     (event(raw='%%%not-base64'), 'InvalidMessage', 'base64'),
     (event(raw=base64.b64encode(b'{"intent":').decode()), 'InvalidMessage', 'not JSON'),
     (event({'intent': 'no_such_intent'}), 'UnknownIntent',
-     'known intents: allocation, cash-balancer, close-all, collect-market-data, health, summary, trade-reconciliation'),
+     'known intents: allocation, cash-balancer, close-all, collect-market-data, execute-plan, health, summary, trade-reconciliation'),
     (event({'intent': 'summary', 'params': {'bogus': 1}}), 'InvalidParams', 'params.bogus'),
     (event({'intent': 'health', 'maxAgeSeconds': 30}, published=datetime.now(timezone.utc) - timedelta(minutes=5)),
      'StaleMessage', 'older than maxAgeSeconds 30'),

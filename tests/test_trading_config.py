@@ -188,6 +188,8 @@ def test_allowlist_empty_allows_nothing_and_star_allows_all(store, config_file):
     ('env', {'PRICE_BAND': 'nan'}, 'PRICE_BAND='),
     ('env', {'TRADING_ENABLED': 'maybe'}, 'TRADING_ENABLED='),
     ('env', {'ORDER_TYPE': 'stop'}, 'ORDER_TYPE='),
+    ('file', 'approval = "maybe"', "approval='maybe' is invalid: expected one of none, required"),
+    ('env', {'ORDER_APPROVAL': 'sometimes'}, 'ORDER_APPROVAL='),
     ('store', {'tradingEnabled': 'false'}, "store settings: tradingEnabled='false' is invalid"),
     ('store', {'tradingEnable': False}, "store settings: unknown key 'tradingEnable'"),
     ('store', {'limits': {'maxOrdersPerRun': 0}}, 'store settings: limits.maxOrdersPerRun=0'),
@@ -213,3 +215,11 @@ def test_missing_file_and_unknown_mode_are_refused(store, tmp_path):
         load_trading_config(store, trading_mode='paper', env={}, path=tmp_path / 'missing.toml')
     with pytest.raises(ConfigError, match='trading_mode'):
         load_trading_config(store, trading_mode='demo', env={}, path=DEFAULT_PATH)
+
+
+def test_approval_is_none_by_default_and_required_from_any_layer(store, config_file):
+    assert load_trading_config(store, trading_mode='paper', env={}, path=config_file).approval == 'none'
+    assert load_trading_config(store, trading_mode='paper', env={'ORDER_APPROVAL': 'REQUIRED'},
+                               path=config_file).approval == 'required'
+    store.put_settings({'approval': 'required'})
+    assert load_trading_config(store, trading_mode='paper', env={}, path=config_file).approval == 'required'

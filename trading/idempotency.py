@@ -55,8 +55,10 @@ def stuck_claims(store: Store, now: datetime) -> list[ClaimRecord]:
     return store.stuck_claims(now - timedelta(seconds=STUCK_AFTER_SECONDS))
 
 
-def derive_key(intent: str, params: Mapping[str, Any], published: datetime, window_seconds: float) -> str:
-    """`auto:<window start>:<hash>` of the intent, its params (as JSON, keys sorted) and the time window.
+def derive_key(intent: str, params: Mapping[str, Any], published: datetime, window_seconds: float,
+               approval: str = 'none') -> str:
+    """`auto:<window start>:<hash>` of the intent, its params (as JSON, keys sorted), the time window and, for a
+    request that needs approval, `approval` (left out when "none", so keys derived before approval existed stay).
 
     Caveat: two messages meant for one slot but published on either side of a window boundary get
     different keys; schedules should fire at multiples of the window (Cloud Scheduler publishes a
@@ -64,8 +66,15 @@ def derive_key(intent: str, params: Mapping[str, Any], published: datetime, wind
     """
     start = math.floor(published.timestamp() / window_seconds) * window_seconds
     window = iso(datetime.fromtimestamp(start, timezone.utc))
-    canonical = json.dumps({'intent': intent, 'params': params}, sort_keys=True, separators=(',', ':'))
+    fields = {'intent': intent, 'params': params, **({'approval': approval} if approval != 'none' else {})}
+    canonical = json.dumps(fields, sort_keys=True, separators=(',', ':'))
     return f'auto:{window}:{hashlib.sha256(canonical.encode()).hexdigest()[:16]}'
+
+
+def plan_key(key: str) -> str:
+    """The key a planning run (approval required) claims for the request key `key`: never `key` itself, so the
+    request's real run, later, is not answered duplicate of its plan."""
+    return f'plan:{key}'
 
 
 def run_reference(account: str, intent: str, key: str) -> str:

@@ -206,6 +206,20 @@ async def execute(ib: IB, legs: list[Leg], settings: ExecutionSettings,
     if settings.dry_run:
         run_orders.orders = list(await asyncio.gather(*(_what_if(ib, p) for p in tradable)))
         return run_orders
+    return await place(ib, tradable, settings, run_orders)
+
+
+def planned_order(leg: Leg, order: Order, snapshot: AccountSnapshot) -> _Planned:
+    """An order decided earlier (a stored plan's), for `place`: with its fill price and notional now."""
+    expected = worst_fill_price(order, leg.quote)
+    notional = (abs(leg.quantity) * expected * leg.info.multiplier * snapshot.rate(leg.info.contract.currency)
+                if expected else math.inf)
+    return _Planned(leg, order, expected, notional)
+
+
+async def place(ib: IB, tradable: list[_Planned], settings: ExecutionSettings,
+                run_orders: RunOrders) -> RunOrders:
+    """Place the orders one by one (trading gate, reduce-only check), confirm them, and report each."""
     await _place_one_by_one(ib, tradable, settings, run_orders)
     await confirm(ib, [trade for _, trade in run_orders.placing], settings.deadline - CONFIRM_MARGIN_SECONDS)
     for item, trade in run_orders.placing:
@@ -666,7 +680,8 @@ def _describe_plan(item: _Planned) -> dict:
             'algo': o.algoStrategy or None, 'strategies': dict(item.leg.strategies),
             'expectedPrice': item.expected_price,
             'notional': round(item.notional, 2) if math.isfinite(item.notional) else None,
-            'reduceOnly': item.leg.reduce_only}
+            'reduceOnly': item.leg.reduce_only, 'lastClose': item.leg.quote.close,
+            'algoParams': {p.tag: p.value for p in o.algoParams or []} or None}
 
 
 def describe_trade(trade: Trade) -> dict:

@@ -11,7 +11,8 @@ Four layers, each overriding the one before, key by key (tables merge, other val
 
 Keys are the same in the file and the store: `tradingEnabled`, `exposure.overall`,
 `exposure.strategies.<name>`, `strategies.<name>.*` (passed to the strategy as is), `limits.*`,
-`orderPolicy.*`, `closePolicy.*`, `cashBalancerThreshold`. An unknown key or a bad value in any layer is a
+`orderPolicy.*`, `closePolicy.*`, `cashBalancerThreshold`, `approval` ("none" or "required": order-placing
+runs only plan; a request cannot lower it). An unknown key or a bad value in any layer is a
 ConfigError naming it, so a typo in `tradingEnabled` cannot go unnoticed.
 
 `tradingEnabled` is the one exception to the layering, because it is an emergency switch: trading is
@@ -36,6 +37,7 @@ DEFAULT_PATH = Path(__file__).resolve().parent.parent / 'config' / 'trading.toml
 ORDER_TYPES = ('market', 'marketable-limit', 'adaptive')
 TIFS = ('DAY', 'GTC', 'IOC')
 ADAPTIVE_PRIORITIES = ('Patient', 'Normal', 'Urgent')
+APPROVALS = ('none', 'required')
 ALLOW_ALL = '*'
 SHARE_TOLERANCE = 1e-9
 
@@ -50,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     'orderPolicy': {'orderType': 'adaptive', 'tif': 'DAY', 'limitOffsetBps': 5.0, 'adaptivePriority': 'Normal'},
     'closePolicy': {'orderType': 'market', 'tif': 'DAY', 'limitOffsetBps': 50.0, 'adaptivePriority': 'Urgent'},
     'cashBalancerThreshold': 1000.0,
+    'approval': 'none',
 }
 
 
@@ -64,6 +67,13 @@ class RiskLimits:
     allowlist: tuple[str, ...]      # tradable symbols; empty allows nothing, '*' allows every symbol
     price_band: float               # max |expected fill price - last close| / last close
     max_limit_offset_bps: float = 100.0   # the largest limitOffsetBps the config or a message may set
+
+    def describe(self) -> dict:
+        """The limits under their config names (limits.*)."""
+        return {'maxOrderNotional': self.max_order_notional, 'maxOrderNlvShare': self.max_order_nlv_share,
+                'maxRunNlvShare': self.max_run_nlv_share, 'maxOrdersPerRun': self.max_orders_per_run,
+                'allowlist': list(self.allowlist), 'priceBand': self.price_band,
+                'maxLimitOffsetBps': self.max_limit_offset_bps}
 
     def allows(self, symbol: str) -> bool:
         """Whether orders in `symbol` may be sent."""
@@ -162,6 +172,7 @@ class TradingConfig:
     order_policy: OrderPolicy
     close_policy: ClosePolicy
     cash_balancer_threshold: float  # non-base cash above this (in base currency) is converted
+    approval: str = 'none'          # 'required': order-placing runs only plan, and wait for execute-plan
 
     @property
     def trading_enabled(self) -> bool:
@@ -277,6 +288,7 @@ _LEAVES: dict[str, Callable[[Any], Any]] = {
     'closePolicy.adaptivePriority': _one_of(ADAPTIVE_PRIORITIES),
     'closePolicy.priceBand': _positive,
     'cashBalancerThreshold': _non_negative,
+    'approval': _one_of(APPROVALS),
 }
 _TABLES = ('exposure', 'limits', 'orderPolicy', 'closePolicy')
 
@@ -314,6 +326,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     'LIMIT_OFFSET_BPS': ('orderPolicy.limitOffsetBps', _float),
     'ADAPTIVE_PRIORITY': ('orderPolicy.adaptivePriority', str.capitalize),
     'CASH_BALANCER_THRESHOLD': ('cashBalancerThreshold', _float),
+    'ORDER_APPROVAL': ('approval', str.lower),
 }
 """Environment variable -> (config key, parser of its text)."""
 
@@ -429,4 +442,5 @@ def _build(config: Mapping[str, Any], switch: TradingSwitch) -> TradingConfig:
             price_band=close.get('priceBand'),
         ),
         cash_balancer_threshold=config['cashBalancerThreshold'],
+        approval=config['approval'],
     )

@@ -1,7 +1,7 @@
 """The state store: run claims and results, strategy targets, the fills ledger, dynamic settings, run history,
-cursors (how far incremental work such as booking executions has got), and each account's running holdings
-(the fills ledger's sum, kept as fills are recorded), and the notify function's deliveries (each sink's answer
-for each result, so a redelivered result goes only to the sinks not done).
+cursors (how far incremental work such as booking executions has got), plans waiting for approval, each account's
+running holdings (the fills ledger's sum, kept as fills are recorded), and the notify function's deliveries (each
+sink's answer for each result, so a redelivered result goes only to the sinks not done).
 
 Two backends behave the same (one shared test suite): SQLite, the embedded default for local runs,
 and Firestore for the cloud. `open_store(settings.store)` picks one (lib.config.StoreSettings, read from
@@ -191,6 +191,13 @@ class Store(Protocol):
 
     def deliveries(self, result_id: str) -> list[Delivery]:
         """Every sink's delivery of `result_id`, by sink name."""
+
+    def get_plan(self, plan_id: str) -> dict | None:
+        """The plan stored under `plan_id` (a planning run's orders waiting for approval), or None."""
+
+    def put_plan(self, plan_id: str, plan: dict) -> None:
+        """Store (or replace: discarding marks it) the JSON-able plan under `plan_id`; the last writer wins
+        (execute-plan and discard run under the plan account's lease, one at a time)."""
 
     def close(self) -> None:
         """Release connections; the store reconnects if used again."""

@@ -9,6 +9,7 @@ Layout (document ids of runs, targets and fills are the sha256 hex of the key, b
 - `fills/{sha256(execId)}`: execId, time, strategies (array of names), fill (the fill as JSON text);
 - `leases/{sha256(name)}`: name, holder, leaseUntil (one order-placing run per account at a time);
 - `cursors/{sha256(name)}`: name, value (JSON text): how far incremental work (booking executions) has got;
+- `plans/{sha256(planId)}`: planId, plan (JSON text): a plan waiting for approval (approval: required);
 - `holdings/{sha256(account, conId)}`: account, conId, contract (map), position and strategies (map name ->
   part), in integer units of 1e-8 share: the account's running holding of the contract, incremented in the
   same atomic write that creates a new fill (one that is back to zero is deleted when next read, unless it
@@ -54,6 +55,7 @@ from lib.times import iso, utc
 SETTINGS_DOCUMENT = ('settings', 'trading')
 HISTORY = HISTORY_COLLECTION   # the deploy sets a TTL policy on its HISTORY_EXPIRY_FIELD
 CURSORS = 'cursors'
+PLANS = 'plans'
 HOLDINGS = 'holdings'
 HOLDINGS_KEPT = ('ledgerState', 'holdings')
 HISTORY_SCAN_FACTOR = 20       # runs read per run wanted when filtering by intent
@@ -367,6 +369,16 @@ class FirestoreStore:
 
     def _delivery_doc(self, result_id: str, sink: str) -> firestore.DocumentReference:
         return self._doc(DELIVERIES_COLLECTION, json.dumps([result_id, sink]))
+
+    def get_plan(self, plan_id: str) -> dict | None:
+        with self._unavailable_on_error():
+            snapshot = self._doc(PLANS, plan_id).get(**self._call())
+        return json.loads(snapshot.to_dict()['plan']) if snapshot.exists else None
+
+    def put_plan(self, plan_id: str, plan: dict) -> None:
+        fields = {'planId': plan_id, 'plan': to_json(dict(plan), f'plan {plan_id}')}
+        with self._unavailable_on_error():
+            self._doc(PLANS, plan_id).set(fields, **self._call())
 
     def close(self) -> None:
         with self._lock:

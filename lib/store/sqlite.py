@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS history (
 CREATE INDEX IF NOT EXISTS history_by_time ON history (finished_us);
 CREATE INDEX IF NOT EXISTS history_by_expiry ON history (keep_until_us);
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS plans (plan_id TEXT PRIMARY KEY, plan TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS holdings (
     account TEXT NOT NULL, con_id INTEGER NOT NULL, holding TEXT NOT NULL, PRIMARY KEY (account, con_id)
 );
@@ -261,6 +262,17 @@ class SqliteStore:
             sinks = [row[0] for row in db.execute('SELECT sink FROM deliveries WHERE result_id = ? ORDER BY sink',
                                                   (result_id,))]
             return [_read_delivery(db, result_id, sink) for sink in sinks]
+
+    def get_plan(self, plan_id: str) -> dict | None:
+        with self._reading() as db:
+            row = db.execute('SELECT plan FROM plans WHERE plan_id = ?', (plan_id,)).fetchone()
+        return None if row is None else _loads(row[0])
+
+    def put_plan(self, plan_id: str, plan: dict) -> None:
+        text = to_json(dict(plan), f'plan {plan_id}')
+        with self._transaction() as db:
+            db.execute('INSERT INTO plans (plan_id, plan) VALUES (?, ?) '
+                       'ON CONFLICT (plan_id) DO UPDATE SET plan = excluded.plan', (plan_id, text))
 
     def close(self) -> None:
         with self._lock:

@@ -50,6 +50,17 @@ def test_every_job_names_a_registered_intent_with_params_it_accepts(jobs):
     for job in jobs.values():
         assert job.request['intent'] in intent_names(), f'{job.name}: no intent {job.request["intent"]!r}'
         get_intent(job.request['intent']).Params.model_validate(job.request.get('params', {}))
+        if 'approval' in job.request:      # the function refuses it elsewhere (InvalidRequest)
+            assert get_intent(job.request['intent']).plannable, f'{job.name}: approval on {job.request["intent"]}'
+
+
+def test_a_job_can_require_approval_and_its_message_carries_it(tmp_path: Path):
+    path = tmp_path / 'schedules.yaml'
+    path.write_text('jobs:\n  - {name: plan-close, schedule: "0 15 * * MON-FRI", '
+                    'request: {intent: allocation, approval: required, maxAgeSeconds: 300}}\n')
+    [job] = load_jobs(path)
+    [message] = json.loads(job.publish_body())['messages']
+    assert json.loads(base64.b64decode(message['data']))['approval'] == 'required'
 
 
 def test_health_runs_every_15_minutes_through_the_trading_day_on_weekdays_only(jobs):
@@ -109,6 +120,8 @@ def test_invalid_expressions_are_refused_with_the_field_named(expression, messag
      'not an IANA time zone'),
     ('{name: a-job, schedule: "0 9 * * *", request: {intent: health, dryrun: true}}', 'not a valid intent request'),
     ('{name: a-job, schedule: "0 9 * * *", request: {intent: Health}}', 'not a valid intent request'),
+    ('{name: a-job, schedule: "0 9 * * *", request: {intent: allocation, approval: maybe}}',
+     'not a valid intent request: approval'),
     ('{name: a-job, schedule: "0 9 * * *"}', 'not a valid intent request'),
     ('{name: A_Job, schedule: "0 9 * * *", request: {intent: health}}', 'lowercase'),
     ('{name: a-job, schedule: "0 9 * * *", request: {intent: health}, retries: 3}', 'unknown key'),

@@ -74,6 +74,31 @@ def _a_filled_order_of_an_earlier_run(sim: Any) -> None:
                            orderRef=f'{EARLIER_RUN_REF}:756733'))
 
 
+EXAMPLE_PLAN = 'example-plan'
+EXAMPLE_PLAN_REF = 'ibj:5151515151'
+
+
+def _a_plan_to_buy_spy(sim: Any) -> None:
+    """A stored plan (as an allocation with approval required leaves one) to buy 10 SPY at market, valid for a day."""
+    from datetime import datetime, timedelta, timezone
+
+    from lib.config import StoreSettings
+    from lib.store import open_store
+    spy = instrument(sim, 'SPY')
+    now = datetime.now(timezone.utc)
+    open_store(StoreSettings.from_env()).put_plan(EXAMPLE_PLAN, {
+        'planId': EXAMPLE_PLAN, 'account': ACCOUNT, 'intent': 'allocation', 'runId': 'planning-run',
+        'planKey': 'plan:example', 'orderRefPrefix': EXAMPLE_PLAN_REF, 'createdAt': now.isoformat(),
+        'expiresAt': (now + timedelta(days=1)).isoformat().replace('+00:00', 'Z'),
+        'orders': [{'orderRef': f'{EXAMPLE_PLAN_REF}:{spy.conId}', 'action': 'BUY', 'quantity': 10.0,
+                    'orderType': 'MKT', 'lmtPrice': None, 'tif': 'DAY', 'algo': None, 'algoParams': None,
+                    'strategies': {'spy-macd-vixy': 10.0}, 'reduceOnly': False, 'priceBand': 0.5,
+                    'contract': {'conId': spy.conId, 'symbol': 'SPY', 'secType': 'STK', 'localSymbol': 'SPY',
+                                 'exchange': 'SMART', 'currency': 'USD'}}],
+        'positions': {str(spy.conId): 0.0}, 'workingOrders': {}, 'cancel': [], 'discarded': None,
+        'effects': {'targets': {}, 'transfers': []}})
+
+
 EXAMPLES: dict[str, list[Example]] = {
     'health': [
         Example({'intent': 'health'}),
@@ -104,6 +129,10 @@ EXAMPLES: dict[str, list[Example]] = {
         Example({'intent': 'cash-balancer'}, prepare=_euro_cash, places_orders=True),
         Example({'intent': 'cash-balancer', 'params': {'threshold': 1_000_000}}, prepare=_euro_cash,
                 status='skipped'),
+    ],
+    'execute-plan': [
+        Example({'intent': 'execute-plan', 'params': {'planId': EXAMPLE_PLAN}}, prepare=_a_plan_to_buy_spy,
+                places_orders=True),
     ],
     'trade-reconciliation': [
         Example({'intent': 'trade-reconciliation'}, prepare=_a_filled_order_of_an_earlier_run),

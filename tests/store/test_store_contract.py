@@ -307,8 +307,11 @@ def unreachable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     lambda s: s.stuck_claims(T0),
     lambda s: s.get_cursor('c'),
     lambda s: s.put_cursor('c', {}),
+    lambda s: s.get_plan('p'),
+    lambda s: s.put_plan('p', {}),
 ], ids=['claim', 'finish', 'get_claim', 'get_targets', 'put_targets', 'record_fill', 'fills', 'holdings', 'get_settings',
-        'put_settings', 'take_lease', 'release_lease', 'stuck_claims', 'get_cursor', 'put_cursor'])
+        'put_settings', 'take_lease', 'release_lease', 'stuck_claims', 'get_cursor', 'put_cursor', 'get_plan',
+        'put_plan'])
 def test_unreachable_backend_raises_store_unavailable(unreachable_store: Store, operation):
     started = time.monotonic()
     with pytest.raises(StoreUnavailable):
@@ -359,6 +362,23 @@ def test_a_cursor_is_replaced_whole_and_names_are_apart(store: Store):
     assert store.get_cursor('executions-booked:DU999') == {'through': '2026-01-05T09:00:00Z'}
     with pytest.raises(ValueError):
         store.put_cursor(name, {'through': math.nan})
+
+
+# --- plans waiting for approval ---------------------------------------------------------------
+
+def test_a_plan_is_kept_whole_replaced_whole_and_plans_are_apart(store: Store):
+    plan_id = 'a1/ü'
+    assert store.get_plan(plan_id) is None
+    plan = {'account': 'DU1', 'orders': [{'orderRef': 'ibj:0123456789:756733', 'quantity': 10.0, 'lmtPrice': None}],
+            'discarded': None}
+    store.put_plan(plan_id, plan)
+    store.put_plan('b2', {'account': 'DU2', 'orders': []})
+    assert store.get_plan(plan_id) == plan
+    store.put_plan(plan_id, {**plan, 'discarded': {'at': '2026-01-05T16:00:00Z'}})
+    assert store.get_plan(plan_id)['discarded'] == {'at': '2026-01-05T16:00:00Z'}
+    assert store.get_plan('b2') == {'account': 'DU2', 'orders': []}
+    with pytest.raises(ValueError):
+        store.put_plan(plan_id, {'price': math.inf})
 
 
 # --- running holdings: the ledger's sum, kept as fills are recorded -----------------------------------

@@ -84,15 +84,20 @@ class Rig:
 
     def send(self, intent: str, params: dict | None = None, *, dry_run: bool = False, key: str | None = None,
              max_age: float | None = None, message_id: str | None = None,
-             published: datetime | None = None, window: dict | None = None) -> IntentResult:
+             published: datetime | None = None, window: dict | None = None,
+             approval: str | None = None) -> IntentResult:
         """Deliver one message through the real handler; a retryable failure returns its published result."""
         return self.deliver(self.event(intent, params, dry_run=dry_run, key=key, max_age=max_age,
-                                       message_id=message_id, published=published, window=window))
+                                       message_id=message_id, published=published, window=window,
+                                       approval=approval))
 
     def event(self, intent: str, params: dict | None = None, *, dry_run: bool = False, key: str | None = None,
               max_age: float | None = None, message_id: str | None = None,
-              published: datetime | None = None, window: dict | None = None) -> CloudEvent:
+              published: datetime | None = None, window: dict | None = None,
+              approval: str | None = None) -> CloudEvent:
         request: dict[str, Any] = {'intent': intent, 'params': params or {}, 'dryRun': dry_run}
+        if approval is not None:
+            request['approval'] = approval
         if key:
             request['idempotencyKey'] = key
         if max_age:

@@ -24,3 +24,20 @@ def test_an_allocation_that_placed_orders_is_sent_with_its_fill_price(rig, sink)
             f'{execution.price:,.2f}')
     assert body['text'].startswith('allocation: OK') and f'orders placed:\n{line}' in body['text'], body['text']
     assert 'NLV ' in body['text'] and 'account DU1234567 (paper)' in body['text']
+
+
+def test_a_plan_waiting_for_approval_is_sent_with_its_orders_and_the_approve_command(rig, sink):  # noqa: F811
+    result = rig.send('allocation', {'strategies': ['dummy']}, approval='required')
+    assert result.status == 'ok', result.error
+    doc = json.loads(result.to_json())
+    plan = doc['result']['plan']
+    settings = NotifySettings.from_env({'NOTIFY_WEBHOOK_URL': sink.url('/hook')})   # default filter: planned
+
+    notify(event(doc), settings, store=rig.store)
+
+    [body] = sink.bodies('/hook')
+    [order] = plan['orders']
+    assert f'plan {plan["planId"]}: 1 order(s), nothing placed; expires {plan["expiresAt"]}' in body['text']
+    assert f'  BUY {order["quantity"]:,.0f} SPY' in body['text']
+    assert f'approve: {plan["approve"]}' in body['text']
+    assert rig.order_log() == []
