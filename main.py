@@ -1,2 +1,2 @@
-"""functions-framework loads this file: `functions-framework --target run_intent`."""
-from functions.main import run_intent  # noqa: F401
+"""functions-framework loads this file: `functions-framework --target run_intent` (or `notify_result`)."""
+from functions.main import notify_result, run_intent  # noqa: F401

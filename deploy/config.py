@@ -24,7 +24,10 @@ MAX_ACK_DEADLINE = 600
 TIMEOUT_MARGIN_SECONDS = 30
 # gnzsnz/ib-gateway relays the API with socat on 4004 (paper) and 4003 (live).
 GATEWAY_PORTS = {'paper': 4004, 'live': 4003}
-SECRET_VALUE_NAMES = ('IB_USERNAME', 'IB_PASSWORD')
+# the notify function's sinks, and the setting holding each one's secret (its URL or bot token)
+NOTIFY_SINK_SECRETS = {'webhook': 'NOTIFY_WEBHOOK_URL', 'slack': 'NOTIFY_SLACK_WEBHOOK_URL',
+                       'telegram': 'NOTIFY_TELEGRAM_BOT_TOKEN'}
+SECRET_VALUE_NAMES = ('IB_USERNAME', 'IB_PASSWORD', *NOTIFY_SINK_SECRETS.values())
 
 _PROJECT_ID = re.compile(r'^[a-z][a-z0-9-]{4,28}[a-z0-9]$')
 _NAME = re.compile(r'^[a-z][a-z0-9-]*[a-z0-9]$')
@@ -94,6 +97,10 @@ class DeployConfig:
     schedules_file: Path = REPO / 'deploy' / 'schedules.yaml'
     bigquery_table: str = ''
     alert_notification_channels: tuple[str, ...] = ()
+    notify_sinks: tuple[str, ...] = ()          # none: no notify function
+    notify_statuses: str = ''                   # empty: the function's default
+    notify_intents: str = ''
+    notify_telegram_chat_id: str = ''
     secret_values: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -149,6 +156,18 @@ class DeployConfig:
     @property
     def bigquery_subscription(self) -> str:
         return f'{self.results_topic}-bigquery'
+
+    @property
+    def notify_function(self) -> str:
+        return f'{self.name_prefix}-notify'
+
+    @property
+    def notify_dead_letter_topic(self) -> str:
+        return f'{self.results_topic}-dead-letter'
+
+    def notify_secret(self, sink: str) -> str:
+        """The Secret Manager secret holding `sink`'s URL or token: <prefix>-notify-webhook-url, ..."""
+        return f'{self.name_prefix}-{NOTIFY_SINK_SECRETS[sink].lower().replace("_", "-")}'
 
     def service_account(self, role: str) -> str:
         """Email of the deploy's service account for `role` (runtime, trigger, scheduler, gateway, build)."""
@@ -271,6 +290,11 @@ def config_from_values(values: Mapping[str, str], environ: Mapping[str, str]) ->
         bigquery_table=reader.matching('BIGQUERY_TABLE', '', r'^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$',
                                        'DATASET.TABLE', empty=True),
         alert_notification_channels=reader.items('ALERT_NOTIFICATION_CHANNELS'),
+        notify_sinks=reader.subset('NOTIFY_SINKS', tuple(NOTIFY_SINK_SECRETS)),
+        notify_statuses=','.join(reader.items('NOTIFY_STATUSES')),
+        notify_intents=','.join(reader.items('NOTIFY_INTENTS')),
+        notify_telegram_chat_id=reader.matching('NOTIFY_TELEGRAM_CHAT_ID', '', r'^(-?[0-9]+|@[A-Za-z0-9_]{5,})$',
+                                                'a numeric chat id or @channelname', empty=True),
         secret_values={name: value for name, value in secrets.items() if value},
     )
     _check_limits(config)
@@ -278,6 +302,7 @@ def config_from_values(values: Mapping[str, str], environ: Mapping[str, str]) ->
 
 
 def _check_limits(config: DeployConfig) -> None:
+    _check_notify(config)
     database = config.firestore_database
     if database != '(default)' and not 4 <= len(database) <= 63:
         raise ConfigError(f'FIRESTORE_DATABASE={database!r} must be 4 to 63 characters (Firestore database ids); '
@@ -302,6 +327,17 @@ def _check_limits(config: DeployConfig) -> None:
         raise ConfigError(f'ACK_DEADLINE_SECONDS={config.ack_deadline_seconds} must be above '
                           f'FUNCTION_TIMEOUT_SECONDS ({config.function_timeout_seconds}) and at most {MAX_ACK_DEADLINE}'
                           ', or Pub/Sub delivers the message again while the first run is still going')
+
+
+def _check_notify(config: DeployConfig) -> None:
+    from lib.config import ConfigError as SettingsError, NotifySettings
+
+    if 'telegram' in config.notify_sinks and not config.notify_telegram_chat_id:
+        raise ConfigError('NOTIFY_SINKS has telegram: set NOTIFY_TELEGRAM_CHAT_ID too')
+    try:   # the function's own reading of its filters, so the deploy refuses what the function would
+        NotifySettings.from_env({'NOTIFY_STATUSES': config.notify_statuses, 'NOTIFY_INTENTS': config.notify_intents})
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 class _Reader:
@@ -390,6 +426,13 @@ class _Reader:
     def items(self, key: str) -> tuple[str, ...]:
         return tuple(item.strip() for item in self.text(key, '').split(',') if item.strip())
 
+    def subset(self, key: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+        chosen = self.items(key)
+        unknown = [item for item in chosen if item not in allowed]
+        if unknown:
+            raise ConfigError(f'{key}: {", ".join(unknown)} unknown; choose from {", ".join(allowed)}')
+        return tuple(dict.fromkeys(chosen))
+
     def function_secrets(self, key: str) -> tuple[FunctionSecret, ...]:
         found = []
         for item in self.items(key):
@@ -409,5 +452,6 @@ _KNOWN_KEYS = frozenset({
     'CONNECTOR_RANGE', 'GATEWAY_MACHINE_TYPE', 'GATEWAY_IMAGE', 'GATEWAY_INTERNAL_IP', 'GATEWAY_AUTO_RESTART_TIME',
     'GATEWAY_TWOFA_TIMEOUT_ACTION', 'GATEWAY_RELOGIN_AFTER_TWOFA_TIMEOUT', 'GATEWAY_EXISTING_SESSION_ACTION',
     'GATEWAY_READ_ONLY_API', 'GATEWAY_TIME_ZONE', 'IB_USERNAME_SECRET', 'IB_PASSWORD_SECRET', 'SCHEDULES_FILE',
-    'BIGQUERY_TABLE', 'ALERT_NOTIFICATION_CHANNELS', *SECRET_VALUE_NAMES,
+    'BIGQUERY_TABLE', 'ALERT_NOTIFICATION_CHANNELS', 'NOTIFY_SINKS', 'NOTIFY_STATUSES', 'NOTIFY_INTENTS',
+    'NOTIFY_TELEGRAM_CHAT_ID', *SECRET_VALUE_NAMES,
 })

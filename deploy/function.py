@@ -44,11 +44,17 @@ def environment(cfg: DeployConfig) -> dict[str, str]:
     return env
 
 
-def _env_flag(cfg: DeployConfig) -> Ref:
-    env = environment(cfg)
+def env_list(env: dict[str, str]) -> tuple[str, str]:
+    """(escape, KEY=VALUE list) for --set-env-vars: gcloud's `^|^` escape picks another delimiter when a value
+    holds a comma (`gcloud topic escaping`)."""
     delimiter = ',' if not any(',' in value for value in env.values()) else '|'
     escape = '' if delimiter == ',' else f'^{delimiter}^'
-    rest = delimiter.join(f'{key}={value}' for key, value in env.items())
+    return escape, delimiter.join(f'{key}={value}' for key, value in env.items())
+
+
+def _env_flag(cfg: DeployConfig) -> Ref:
+    escape, rest = env_list(environment(cfg))
+    delimiter = '|' if escape else ','
     return Ref('GATEWAY_IP', prefix=f'--set-env-vars={escape}IB_GATEWAY_HOST=', suffix=f'{delimiter}{rest}')
 
 

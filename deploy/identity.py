@@ -3,7 +3,8 @@
 | account | may |
 |---|---|
 | runtime (the function) | publish to the results topic; read the function's secrets; use the store's database |
-| trigger (Eventarc) | invoke this one function |
+| trigger (Eventarc) | invoke the intents function (and the notify function, when deployed) |
+| notify (the notify function, with NOTIFY_SINKS) | read its sinks' secrets; use the store's database (deploy/notify.py) |
 | scheduler (Cloud Scheduler) | publish to the intents topic |
 | gateway (the VM) | read the two IB credential secrets; write logs and metrics |
 | build (Cloud Build, building the function) | write build logs; push the image; read the uploaded source |
@@ -19,13 +20,14 @@ from __future__ import annotations
 from deploy.config import DeployConfig
 from deploy.steps import Always, Command, Ensure, Ref, Remove, Step, gcloud
 
-ROLES = ('runtime', 'trigger', 'scheduler', 'gateway', 'build')
+ROLES = ('runtime', 'trigger', 'scheduler', 'gateway', 'build', 'notify')
 _DESCRIPTIONS = {
     'runtime': 'runs the intent function',
     'trigger': 'invokes the intent function for Pub/Sub messages',
     'scheduler': 'publishes scheduled intents',
     'gateway': 'runs the IB Gateway VM',
     'build': 'builds the intent function (Cloud Build)',
+    'notify': 'runs the notify function (results to webhooks, Slack, Telegram)',
 }
 GATEWAY_PROJECT_ROLES = ('roles/logging.logWriter', 'roles/monitoring.metricWriter')
 # https://cloud.google.com/functions/docs/securing/build-custom-sa: build logs, the function's image,
@@ -72,12 +74,17 @@ def store_condition(cfg: DeployConfig) -> str:
     return f'expression=resource.name=="{database}",title={cfg.name_prefix}-store-only'
 
 
-def project_grants(cfg: DeployConfig) -> list[tuple[str, str, str | None]]:
-    """(member, role, condition) of every project-level grant."""
+def project_grants(cfg: DeployConfig, *, removing: bool = False) -> list[tuple[str, str, str | None]]:
+    """(member, role, condition) of every project-level grant (`removing`: also those of a notify function the
+    config no longer asks for)."""
+    from deploy import notify
+
     grants: list[tuple[str, str, str | None]] = [
         (member(cfg.service_account('gateway')), role, None) for role in GATEWAY_PROJECT_ROLES]
     grants += [(member(cfg.service_account('build')), role, None) for role in BUILD_PROJECT_ROLES]
     grants.append((member(cfg.service_account('runtime')), 'roles/datastore.user', store_condition(cfg)))
+    if cfg.notify_sinks or removing:
+        grants += notify.project_grants(cfg)
     return grants
 
 
@@ -125,5 +132,5 @@ def remove_project_grants(cfg: DeployConfig) -> list[Step]:
     commands = tuple(
         gcloud(cfg.project, 'projects', 'remove-iam-policy-binding', cfg.project, f'--member={who}',
                f'--role={role}', f'--condition={condition or "None"}', tolerate_failure=True)
-        for who, role, condition in project_grants(cfg))
+        for who, role, condition in project_grants(cfg, removing=True))
     return [Always('project-level grants', commands)]

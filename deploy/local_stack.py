@@ -1,10 +1,11 @@
 """A local copy of the cloud wiring: `python -m deploy.local_stack up|down|status`.
 
 `up` starts the Pub/Sub emulator, the Firestore emulator, the simulated IB Gateway and
-functions-framework serving `run_intent` with its environment pointing at all three; creates the
-`intents` topic with a push subscription to the function (path /projects/P/topics/intents, from which
-functions-framework builds the CloudEvent source), `results` with a pull subscription, and a
-dead-letter topic; writes a gcloud configuration that sends `gcloud pubsub` to the emulator; and
+functions-framework serving `run_intent` with its environment pointing at all three; a local webhook sink
+(deploy/local_sink.py) and functions-framework serving `notify_result`, which sends it every result; creates
+the `intents` topic with a push subscription to the function (path /projects/P/topics/intents, from which
+functions-framework builds the CloudEvent source), `results` with a pull subscription and a push subscription
+to the notify function, and dead-letter topics; writes a gcloud configuration that sends `gcloud pubsub` to the emulator; and
 records every process group and port in .local/stack/state.json. `down` stops those process groups.
 
 Everything listens on 127.0.0.1 and needs no Google credentials.
@@ -30,15 +31,20 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from deploy.config import REPO
+from deploy.local_sink import received
 
 STACK_DIR = REPO / '.local' / 'stack'
 PROJECT = 'local-project'
 INTENTS, RESULTS, DEAD_LETTER = 'intents', 'results', 'intents-dead-letter'
 PUSH_SUBSCRIPTION, RESULTS_SUBSCRIPTION = 'intents-push', 'results-pull'
+NOTIFY_SUBSCRIPTION, RESULTS_DEAD_LETTER = 'results-notify', 'results-dead-letter'
 DEAD_LETTER_SUBSCRIPTION = 'intents-dead-letter-pull'
 ACK_DEADLINE_SECONDS = 120          # above the function's INTENT_DEADLINE_SECONDS, as in the cloud
 FUNCTION_ENV = {'THREADS': '4', 'INTENT_DEADLINE_SECONDS': '60', 'TRADING_MODE': 'paper',
                 'STORE_BACKEND': 'firestore', 'RESULTS_TOPIC': RESULTS}
+# Locally every result is worth seeing: every status and tag passes the notify filter.
+NOTIFY_ENV = {'THREADS': '2', 'STORE_BACKEND': 'firestore', 'NOTIFY_MAX_ATTEMPTS': '5',
+              'NOTIFY_STATUSES': 'ok,skipped,rejected,duplicate,error,planned,orders'}
 
 
 class StackError(RuntimeError):
@@ -58,10 +64,17 @@ class StackState:
     function_url: str
     cloudsdk_config: str
     log_dir: str
+    notify_url: str = ''
+    sink_url: str = ''
+    sink_record: str = ''
 
     @property
     def push_endpoint(self) -> str:
         return f'{self.function_url}/projects/{self.project}/topics/{INTENTS}'
+
+    @property
+    def notify_endpoint(self) -> str:
+        return f'{self.notify_url}/projects/{self.project}/topics/{RESULTS}'
 
 
 def free_port() -> int:
@@ -95,8 +108,14 @@ def up(stack_dir: Path = STACK_DIR, project: str = PROJECT, timeout: float = 90.
             [gcloud, 'emulators', 'firestore', 'start', f'--host-port={firestore_host}', '--quiet'],
             log_dir, 'firestore-emulator')
         started['simulator'] = _spawn([sys.executable, '-m', 'simulator', '--port', '0'], log_dir, 'simulator')
+        sink_record = stack_dir / 'webhook-sink.jsonl'
+        sink_record.unlink(missing_ok=True)
+        started['webhook-sink'] = _spawn([sys.executable, '-u', '-m', 'deploy.local_sink', '--port', '0',
+                                          '--record', str(sink_record)], log_dir, 'webhook-sink')
         deadline = time.monotonic() + timeout
         gateway_host, gateway_port = _wait_for_simulator(log_dir / 'simulator.log', started['simulator'], deadline)
+        sink_url = _wait_for_line(log_dir / 'webhook-sink.log', r'listening on (http://[0-9.:]+)',
+                                  started['webhook-sink'], deadline)
         for name, host in (('pubsub-emulator', pubsub_host), ('firestore-emulator', firestore_host)):
             _wait_http(f'http://{host}/', lambda status, body: status == 200 and body.strip() == 'Ok',
                        started[name], log_dir / f'{name}.log', deadline)
@@ -108,10 +127,18 @@ def up(stack_dir: Path = STACK_DIR, project: str = PROJECT, timeout: float = 90.
             [str(Path(sys.executable).parent / 'functions-framework'), '--target', 'run_intent', '--source', 'main.py',
              '--host', '127.0.0.1', '--port', str(function_port)], log_dir, 'function', env=env)
         function_url = f'http://127.0.0.1:{function_port}'
-        _wait_http(function_url + '/', lambda status, body: status == 405, started['function'],
-                   log_dir / 'function.log', deadline)
+        notify_port = free_port()
+        notify_env = {**os.environ, **NOTIFY_ENV, 'PYTHONUNBUFFERED': '1', 'GOOGLE_CLOUD_PROJECT': project,
+                      'FIRESTORE_EMULATOR_HOST': firestore_host, 'NOTIFY_WEBHOOK_URL': f'{sink_url}/hook'}
+        started['notify'] = _spawn(
+            [str(Path(sys.executable).parent / 'functions-framework'), '--target', 'notify_result', '--source',
+             'main.py', '--host', '127.0.0.1', '--port', str(notify_port)], log_dir, 'notify', env=notify_env)
+        notify_url = f'http://127.0.0.1:{notify_port}'
+        for name, url in (('function', function_url), ('notify', notify_url)):
+            _wait_http(url + '/', lambda status, body: status == 405, started[name], log_dir / f'{name}.log',
+                       deadline)
         state = StackState(project, started, pubsub_host, firestore_host, gateway_host, gateway_port, function_url,
-                           str(stack_dir / 'gcloud'), str(log_dir))
+                           str(stack_dir / 'gcloud'), str(log_dir), notify_url, sink_url, str(sink_record))
         _create_topics(state)
         write_gcloud_config(Path(state.cloudsdk_config), project, pubsub_host)
     except BaseException:
@@ -171,6 +198,8 @@ def instructions(state: StackState) -> str:
         f'  Firestore emulator  {state.firestore_host}',
         f'  IB Gateway (sim)    {state.gateway_host}:{state.gateway_port}',
         f'  function            {state.function_url}  <- push from {PUSH_SUBSCRIPTION} to {state.push_endpoint}',
+        f'  notify function     {state.notify_url}  <- push from {NOTIFY_SUBSCRIPTION} (every result)',
+        f'  webhook sink        {state.sink_url}/hook  (what it receives: python -m deploy.local_stack received)',
         f'  logs                {state.log_dir}',
         '',
         'Publish an intent and read its result (gcloud pointed at the emulator, no credentials):',
@@ -192,7 +221,7 @@ def _create_topics(state: StackState) -> None:
     with _emulator_env(state.pubsub_host):
         publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
         try:
-            for topic in (INTENTS, RESULTS, DEAD_LETTER):
+            for topic in (INTENTS, RESULTS, DEAD_LETTER, RESULTS_DEAD_LETTER):
                 publisher.create_topic(name=publisher.topic_path(state.project, topic))
             subscriber.create_subscription(request={
                 'name': subscriber.subscription_path(state.project, PUSH_SUBSCRIPTION),
@@ -201,6 +230,14 @@ def _create_topics(state: StackState) -> None:
                 'ack_deadline_seconds': ACK_DEADLINE_SECONDS,
                 'dead_letter_policy': {'dead_letter_topic': publisher.topic_path(state.project, DEAD_LETTER),
                                        'max_delivery_attempts': 10},
+            })
+            subscriber.create_subscription(request={
+                'name': subscriber.subscription_path(state.project, NOTIFY_SUBSCRIPTION),
+                'topic': publisher.topic_path(state.project, RESULTS),
+                'push_config': {'push_endpoint': state.notify_endpoint},
+                'ack_deadline_seconds': ACK_DEADLINE_SECONDS,
+                'dead_letter_policy': {'dead_letter_topic': publisher.topic_path(state.project, RESULTS_DEAD_LETTER),
+                                       'max_delivery_attempts': 5},
             })
             for name, topic in ((RESULTS_SUBSCRIPTION, RESULTS), (DEAD_LETTER_SUBSCRIPTION, DEAD_LETTER)):
                 subscriber.create_subscription(request={'name': subscriber.subscription_path(state.project, name),
@@ -229,6 +266,17 @@ def _spawn(command: list[str], log_dir: Path, name: str, env: dict[str, str] | N
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     return process.pid
+
+
+def _wait_for_line(log_path: Path, pattern: str, pid: int, deadline: float) -> str:
+    """The first group of `pattern` once the process prints it."""
+    while time.monotonic() < deadline:
+        match = re.search(pattern, log_path.read_text(errors='replace'))
+        if match:
+            return match[1]
+        _check_running(pid, log_path.stem, log_path)
+        time.sleep(0.05)
+    raise StackError(f'{log_path.stem} did not print {pattern!r}:\n{_tail(log_path)}')
 
 
 def _wait_for_simulator(log_path: Path, pid: int, deadline: float) -> tuple[str, int]:
@@ -317,7 +365,7 @@ def _alive_after(pgid: int, timeout: float) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m deploy.local_stack', description=__doc__.split('\n')[0])
-    parser.add_argument('command', choices=('up', 'down', 'status'))
+    parser.add_argument('command', choices=('up', 'down', 'status', 'received'))
     parser.add_argument('--dir', type=Path, default=STACK_DIR, help='where state, logs and gcloud config go')
     args = parser.parse_args(argv)
     try:
@@ -326,6 +374,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == 'down':
             stopped = down(args.dir)
             print(f'stopped: {", ".join(stopped)}' if stopped else 'the local stack is not up')
+        elif args.command == 'received':
+            requests = received(args.dir / 'webhook-sink.jsonl')
+            for request in requests:
+                body = request['body']
+                print(f'--- {request["path"]}\n{body.get("text") if isinstance(body, dict) else body}')
+            if not requests:
+                print('the webhook sink has received nothing yet')
         else:
             state_file = args.dir / 'state.json'
             if not state_file.exists():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deploy import alerts, bigquery, function, gateway, identity, messaging, network, schedules, store
+from deploy import alerts, bigquery, function, gateway, identity, messaging, network, notify, schedules, store
 from deploy.config import DeployConfig
 from deploy.steps import Always, Step, gcloud
 
@@ -22,16 +22,20 @@ def apply_plan(cfg: DeployConfig, jobs: list[schedules.Job], work_dir: Path) -> 
         *messaging.project_number(cfg),
         *identity.service_accounts(cfg),
         *gateway.secret_steps(cfg),
+        *notify.secret_steps(cfg),
         *messaging.topics(cfg),
         *messaging.pull_subscriptions(cfg),
+        *notify.topic_steps(cfg),
         *store.store_steps(cfg),
         *network.network_steps(cfg),
         *identity.grants(cfg),
+        *notify.grants(cfg),
         *gateway.vm_steps(cfg, work_dir),
         *function.deploy_function(cfg, work_dir),
         *messaging.find_trigger_subscription(cfg),
         *messaging.configure_trigger_subscription(cfg),
         *identity.trigger_grants(cfg),
+        *notify.function_steps(cfg, work_dir),
         *bigquery.bigquery_steps(cfg, work_dir),
         *schedules.scheduler_steps(cfg, jobs),
         *alerts.alert_steps(cfg, work_dir),
@@ -48,6 +52,7 @@ def teardown_plan(cfg: DeployConfig, delete_data: bool) -> list[Step]:
         *alerts.remove_alerts(cfg),
         *bigquery.remove_bigquery(cfg),
         *function.remove_function(cfg),
+        *notify.remove_notify(cfg, delete_data),
         *gateway.remove_vm(cfg),
         *messaging.remove_messaging(cfg),
         *network.remove_network(cfg),

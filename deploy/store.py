@@ -1,9 +1,10 @@
-"""The store: a Firestore (native mode) database with delete protection, and the run history's TTL policy."""
+"""The store: a Firestore (native mode) database with delete protection, and the TTL policies of the run history
+and the notification delivery records."""
 from __future__ import annotations
 
 from deploy.config import DeployConfig
 from deploy.steps import Always, Ensure, Remove, Step, gcloud
-from lib.store.common import HISTORY_COLLECTION, HISTORY_EXPIRY_FIELD
+from lib.store.common import DELIVERIES_COLLECTION, HISTORY_COLLECTION, HISTORY_EXPIRY_FIELD
 
 
 def store_steps(cfg: DeployConfig) -> list[Step]:
@@ -18,9 +19,10 @@ def store_steps(cfg: DeployConfig) -> list[Step]:
                    create=(gcloud(cfg.project, 'firestore', 'databases', 'create', database,
                                   f'--location={cfg.firestore_location}', '--type=firestore-native',
                                   '--delete-protection'),)),
-            Always(f'TTL policy: {HISTORY_COLLECTION} documents expire at their {HISTORY_EXPIRY_FIELD}',
-                   (gcloud(cfg.project, 'firestore', 'fields', 'ttls', 'update', HISTORY_EXPIRY_FIELD,
-                           f'--collection-group={HISTORY_COLLECTION}', '--enable-ttl', database, '--async'),))]
+            *(Always(f'TTL policy: {group} documents expire at their {HISTORY_EXPIRY_FIELD}',
+                     (gcloud(cfg.project, 'firestore', 'fields', 'ttls', 'update', HISTORY_EXPIRY_FIELD,
+                             f'--collection-group={group}', '--enable-ttl', database, '--async'),))
+              for group in (HISTORY_COLLECTION, DELIVERIES_COLLECTION))]
 
 
 def remove_store(cfg: DeployConfig) -> list[Step]:

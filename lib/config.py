@@ -340,3 +340,74 @@ def _client_id_range(raw: str) -> tuple[int, int]:
     if not 1 <= low <= high <= 2**31 - 1:
         raise ValueError('expected 1 <= LOW <= HIGH')
     return low, high
+
+
+NOTIFY_TAGS = ('planned', 'orders')
+NOTIFY_DEFAULT_STATUSES = ('error', 'rejected', 'planned', 'orders')
+RESULT_STATUSES = ('ok', 'skipped', 'rejected', 'duplicate', 'error')
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """What the notify_result function sends where: its filters and sinks (README "Notifications").
+
+    The sink URLs and the bot token are secrets (Secret Manager in the cloud): kept out of repr.
+    """
+
+    statuses: frozenset[str] = frozenset(NOTIFY_DEFAULT_STATUSES)
+    intents: frozenset[str] | None = None          # None: every intent
+    webhook_url: str | None = field(default=None, repr=False)
+    slack_webhook_url: str | None = field(default=None, repr=False)
+    telegram_bot_token: str | None = field(default=None, repr=False)
+    telegram_chat_id: str | None = None
+    telegram_api_base: str = 'https://api.telegram.org'
+    timeout: float = 10.0
+    max_attempts: int = 5
+    store: StoreSettings = StoreSettings()       # where each sink's delivery of each result is recorded
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> NotifySettings:
+        """NOTIFY_* and the store's settings from `env` (default: os.environ); ConfigError names the bad variable."""
+        env = os.environ if env is None else env
+        get = _getter(env)
+
+        statuses = _names(get('NOTIFY_STATUSES'), 'NOTIFY_STATUSES', RESULT_STATUSES + NOTIFY_TAGS)
+        intents = _names(get('NOTIFY_INTENTS'), 'NOTIFY_INTENTS', None)
+        token, chat = get('NOTIFY_TELEGRAM_BOT_TOKEN'), get('NOTIFY_TELEGRAM_CHAT_ID')
+        if bool(token) != bool(chat):
+            raise ConfigError('NOTIFY_TELEGRAM_BOT_TOKEN and NOTIFY_TELEGRAM_CHAT_ID go together: set both or neither')
+        urls = {name: get(name) for name in ('NOTIFY_WEBHOOK_URL', 'NOTIFY_SLACK_WEBHOOK_URL', 'NOTIFY_TELEGRAM_API_BASE')}
+        for name, url in urls.items():
+            if url is not None and not url.startswith(('https://', 'http://')):
+                raise ConfigError(f'{name} is invalid: expected an http(s):// URL')   # the value may be a secret
+        max_attempts = env.get('NOTIFY_MAX_ATTEMPTS', '').strip()
+        try:
+            attempts = _positive_int(max_attempts) if max_attempts else cls.max_attempts
+        except ValueError as exc:
+            raise ConfigError(f'NOTIFY_MAX_ATTEMPTS={max_attempts!r} is invalid: {exc}') from None
+        return cls(
+            statuses=statuses if statuses is not None else cls.statuses,
+            intents=intents,
+            webhook_url=urls['NOTIFY_WEBHOOK_URL'],
+            slack_webhook_url=urls['NOTIFY_SLACK_WEBHOOK_URL'],
+            telegram_bot_token=token,
+            telegram_chat_id=chat,
+            telegram_api_base=(urls['NOTIFY_TELEGRAM_API_BASE'] or cls.telegram_api_base).rstrip('/'),
+            timeout=env_seconds(env, 'NOTIFY_TIMEOUT_SECONDS', cls.timeout),
+            max_attempts=attempts,
+            store=StoreSettings.from_env(env),
+        )
+
+
+def _names(raw: str | None, name: str, allowed: tuple[str, ...] | None) -> frozenset[str] | None:
+    """A comma list of names; None when unset; ConfigError for an empty list or a name not `allowed`."""
+    if raw is None:
+        return None
+    names = frozenset(item.strip() for item in raw.split(',') if item.strip())
+    if not names:
+        raise ConfigError(f'{name}={raw!r} is invalid: expected a comma list of names')
+    unknown = sorted(names - set(allowed)) if allowed is not None else []
+    if unknown:
+        raise ConfigError(f'{name}={raw!r} is invalid: unknown {", ".join(unknown)}; '
+                          f'expected some of {", ".join(allowed)}')
+    return names

@@ -27,7 +27,8 @@ LABELS_KEY = 'logging.googleapis.com/labels'
 # The IB client libraries log every connect, order update and fill at INFO; IB_CLIENT_LOG_LEVEL turns them up.
 CLIENT_LIBRARY_LOGGERS = ('ib_insync', 'ib_async')
 DEFAULT_CLIENT_LOG_LEVEL = 'WARNING'
-SECRET_NAME_PARTS = ('PASSWORD', 'SECRET', 'TOKEN', 'KEY', 'CREDENTIAL')
+# WEBHOOK: a webhook URL is its own credential (NOTIFY_WEBHOOK_URL, NOTIFY_SLACK_WEBHOOK_URL).
+SECRET_NAME_PARTS = ('PASSWORD', 'SECRET', 'TOKEN', 'KEY', 'CREDENTIAL', 'WEBHOOK')
 MASK = '***'
 # Shorter values would mask ordinary words and digits everywhere; no real secret is that short.
 MIN_SECRET_LENGTH = 4
@@ -62,7 +63,7 @@ def current_labels() -> dict[str, str]:
 
 
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
-    """Values of environment variables whose names contain PASSWORD, SECRET, TOKEN, KEY or CREDENTIAL."""
+    """Values of environment variables whose names contain PASSWORD, SECRET, TOKEN, KEY, CREDENTIAL or WEBHOOK."""
     env = environment() if environ is None else environ
     names = _secret_names(tuple(env))
     found = {value for value in (env.get(name, '') for name in names) if len(value) >= MIN_SECRET_LENGTH}

@@ -1,6 +1,7 @@
 """The state store: run claims and results, strategy targets, the fills ledger, dynamic settings, run history,
-cursors (how far incremental work such as booking executions has got), plans waiting for approval, and each account's running holdings
-(the fills ledger's sum, kept as fills are recorded).
+cursors (how far incremental work such as booking executions has got), plans waiting for approval, each account's
+running holdings (the fills ledger's sum, kept as fills are recorded), and the notify function's deliveries (each
+sink's answer for each result, so a redelivered result goes only to the sinks not done).
 
 Two backends behave the same (one shared test suite): SQLite, the embedded default for local runs,
 and Firestore for the cloud. `open_store(settings.store)` picks one (lib.config.StoreSettings, read from
@@ -30,7 +31,7 @@ from typing import Literal, Protocol
 from lib.config import StoreSettings
 
 __all__ = [
-    'ClaimAnswer', 'ClaimRecord', 'Lease', 'Store', 'StoreUnavailable', 'open_store',
+    'ClaimAnswer', 'ClaimRecord', 'Delivery', 'DeliveryStart', 'Lease', 'Store', 'StoreUnavailable', 'open_store',
 ]
 
 ClaimOutcome = Literal['new', 'taken_over', 'finished', 'running']
@@ -79,6 +80,31 @@ class Lease:
     holder: str
     lease_until: datetime
     held: bool
+
+
+DeliveryState = Literal['sending', 'sent', 'rejected', 'failed']
+
+
+@dataclass
+class Delivery:
+    """One notification of one result to one sink: where it stands and how often it was tried."""
+
+    result_id: str
+    sink: str
+    state: str                  # DeliveryState
+    attempts: int               # sends started (a delivery that found it done or busy adds none)
+    holder: str | None          # the invocation sending it now (state 'sending')
+    lease_until: datetime | None
+    detail: str | None          # the last answer: 'HTTP 200', 'HTTP 400: ...', 'no answer within 10 s'
+    updated_at: datetime
+
+
+@dataclass
+class DeliveryStart:
+    """The answer to start_delivery(): held True means the caller may send now (attempts counts this one)."""
+
+    held: bool
+    delivery: Delivery
 
 
 class Store(Protocol):
@@ -151,6 +177,20 @@ class Store(Protocol):
 
     def put_cursor(self, name: str, value: dict) -> None:
         """Replace cursor `name` with `value` (a JSON-able dict); the last writer wins."""
+
+    def start_delivery(self, result_id: str, sink: str, holder: str, lease_seconds: float,
+                       now: datetime) -> DeliveryStart:
+        """Atomically take the send of `result_id` to `sink` for `holder`, unless it is done (sent or rejected)
+        or another holder's lease on it is valid; taking it counts an attempt and leases it until
+        now + lease_seconds. The holder repeating its call keeps its lease and its count."""
+
+    def end_delivery(self, result_id: str, sink: str, holder: str, state: str, detail: str,
+                     now: datetime) -> bool:
+        """Record how `holder`'s send ended ('sent', 'rejected', 'failed') and end its lease; False (and nothing
+        changes) when `holder` no longer holds it."""
+
+    def deliveries(self, result_id: str) -> list[Delivery]:
+        """Every sink's delivery of `result_id`, by sink name."""
 
     def get_plan(self, plan_id: str) -> dict | None:
         """The plan stored under `plan_id` (a planning run's orders waiting for approval), or None."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Mapping
 
-from lib.store import ClaimRecord
+from lib.store import ClaimRecord, Delivery
 from lib.times import utc
 
 
@@ -168,3 +168,34 @@ def sum_holdings(fills: list[Mapping[str, Any]]) -> dict[tuple[str, int], dict]:
             key = (change.account, change.con_id)
             rows[key] = add_change(rows.get(key), change)
     return {key: row for key, row in rows.items() if not is_empty(row)}
+
+
+# --- notification deliveries: one record per (result, sink) ---------------------------------------------
+
+DELIVERIES_COLLECTION = 'deliveries'
+DELIVERY_STATES = ('sent', 'rejected', 'failed')
+DELIVERY_DONE = ('sent', 'rejected')
+DELIVERY_KEEP_DAYS = 30      # a redelivery comes within Pub/Sub's 7-day retention; older records may go
+
+
+def delivery_taken(record: Delivery | None, result_id: str, sink: str, holder: str, lease_until: datetime,
+                   now: datetime) -> Delivery | None:
+    """The record after `holder` takes the send, or None when it may not: done, or leased to another."""
+    if record is None:
+        return Delivery(result_id, sink, 'sending', 1, holder, lease_until, None, utc(now))
+    if record.state in DELIVERY_DONE:
+        return None
+    leased = record.state == 'sending' and record.lease_until is not None and record.lease_until > utc(now)
+    if leased and record.holder != holder:
+        return None
+    attempts = record.attempts if leased else record.attempts + 1   # the holder repeating its call counts once
+    return Delivery(result_id, sink, 'sending', attempts, holder, lease_until, record.detail, utc(now))
+
+
+def delivery_ended(record: Delivery | None, holder: str, state: str, detail: str, now: datetime) -> Delivery | None:
+    """The record after `holder` ends its send with `state`, or None when it no longer holds it."""
+    if state not in DELIVERY_STATES:
+        raise ValueError(f'delivery state must be one of {", ".join(DELIVERY_STATES)}, got {state!r}')
+    if record is None or record.state != 'sending' or record.holder != holder:
+        return None
+    return Delivery(record.result_id, record.sink, state, record.attempts, None, None, detail, utc(now))

@@ -15,6 +15,9 @@ Layout (document ids of runs, targets and fills are the sha256 hex of the key, b
   same atomic write that creates a new fill (one that is back to zero is deleted when next read, unless it
   changed since); `ledgerState/holdings` says they are kept (absent: the ledger
   was written by older code and is summed once, in a transaction, by the first store call that needs them);
+- `deliveries/{sha256(resultId, sink)}`: resultId, sink, state ('sending' | 'sent' | 'rejected' | 'failed'),
+  attempts, holder, leaseUntil, detail, updatedAt, expireAt (the deploy's TTL policy deletes it after
+  DELIVERY_KEEP_DAYS): one notification of one result to one sink;
 - `settings/trading`: the dynamic settings as plain fields (tradingEnabled, exposure, limits, ...),
   meant to be edited in the console.
 
@@ -30,7 +33,7 @@ import json
 import threading
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
 from google.api_core import exceptions as gexc
@@ -41,10 +44,11 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
-from lib.store import ClaimAnswer, ClaimRecord, Lease, StoreUnavailable
+from lib.store import ClaimAnswer, ClaimRecord, Delivery, DeliveryStart, Lease, StoreUnavailable
 from lib.store.common import (
-    HISTORY_COLLECTION, HISTORY_EXPIRY_FIELD, HoldingChange, clean_settings, clean_targets, existing_outcome,
-    fill_entry, holding_change, holding_view, is_empty, lease_end, sum_holdings, to_json,
+    DELIVERIES_COLLECTION, DELIVERY_KEEP_DAYS, HISTORY_COLLECTION, HISTORY_EXPIRY_FIELD, HoldingChange,
+    clean_settings, clean_targets, delivery_ended, delivery_taken, existing_outcome, fill_entry, holding_change,
+    holding_view, is_empty, lease_end, sum_holdings, to_json,
 )
 from lib.times import iso, utc
 
@@ -317,6 +321,55 @@ class FirestoreStore:
         with self._unavailable_on_error():
             self._doc(CURSORS, name).set(fields, **self._call())
 
+    def start_delivery(self, result_id: str, sink: str, holder: str, lease_seconds: float,
+                       now: datetime) -> DeliveryStart:
+        now = utc(now)
+        lease_until = lease_end(now, lease_seconds)
+        with self._unavailable_on_error():
+            ref = self._delivery_doc(result_id, sink)
+            for _ in range(CONDITIONAL_WRITE_ATTEMPTS):
+                snapshot = ref.get(**self._call())
+                record = _delivery(snapshot.to_dict()) if snapshot.exists else None
+                taken = delivery_taken(record, result_id, sink, holder, lease_until, now)
+                if taken is None:
+                    return DeliveryStart(False, record)
+                if record is None:
+                    try:
+                        ref.create(_delivery_fields(taken), **self._call())
+                    except gexc.AlreadyExists:
+                        continue
+                    return DeliveryStart(True, taken)
+                if self._update_unchanged(ref, snapshot, _delivery_fields(taken)):
+                    return DeliveryStart(True, taken)
+        raise StoreUnavailable(f'Firestore {self.project}/{self.database}: delivery of {result_id!r} to {sink!r} '
+                               'kept changing under us')
+
+    def end_delivery(self, result_id: str, sink: str, holder: str, state: str, detail: str,
+                     now: datetime) -> bool:
+        now = utc(now)
+        with self._unavailable_on_error():
+            ref = self._delivery_doc(result_id, sink)
+            for _ in range(CONDITIONAL_WRITE_ATTEMPTS):
+                snapshot = ref.get(**self._call())
+                ended = delivery_ended(_delivery(snapshot.to_dict()) if snapshot.exists else None, holder, state,
+                                       detail, now)
+                if ended is None:
+                    return False
+                if self._update_unchanged(ref, snapshot, _delivery_fields(ended)):
+                    return True
+        raise StoreUnavailable(f'Firestore {self.project}/{self.database}: delivery of {result_id!r} to {sink!r} '
+                               'kept changing under us')
+
+    def deliveries(self, result_id: str) -> list[Delivery]:
+        with self._unavailable_on_error():
+            query = (self._client_or_connect().collection(DELIVERIES_COLLECTION)
+                     .where(filter=FieldFilter('resultId', '==', result_id)))
+            records = [_delivery(snapshot.to_dict()) for snapshot in query.stream(**self._call())]
+        return sorted(records, key=lambda record: record.sink)
+
+    def _delivery_doc(self, result_id: str, sink: str) -> firestore.DocumentReference:
+        return self._doc(DELIVERIES_COLLECTION, json.dumps([result_id, sink]))
+
     def get_plan(self, plan_id: str) -> dict | None:
         with self._unavailable_on_error():
             snapshot = self._doc(PLANS, plan_id).get(**self._call())
@@ -378,6 +431,19 @@ def _increments(change: HoldingChange) -> dict[str, Any]:
     if change.strategies:     # an empty map given to a merge would replace the stored one
         fields['strategies'] = {name: firestore.Increment(units) for name, units in change.strategies.items()}
     return fields
+
+
+def _delivery_fields(record: Delivery) -> dict[str, Any]:
+    return {'resultId': record.result_id, 'sink': record.sink, 'state': record.state, 'attempts': record.attempts,
+            'holder': record.holder, 'leaseUntil': record.lease_until, 'detail': record.detail,
+            'updatedAt': record.updated_at, HISTORY_EXPIRY_FIELD: record.updated_at + timedelta(days=DELIVERY_KEEP_DAYS)}
+
+
+def _delivery(fields: dict[str, Any]) -> Delivery:
+    lease_until = fields.get('leaseUntil')
+    return Delivery(fields['resultId'], fields['sink'], fields['state'], fields['attempts'], fields.get('holder'),
+                    None if lease_until is None else _datetime(lease_until), fields.get('detail'),
+                    _datetime(fields['updatedAt']))
 
 
 def _holding_row(fields: dict[str, Any]) -> dict:

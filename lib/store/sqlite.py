@@ -16,10 +16,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from lib.store import ClaimAnswer, ClaimRecord, Lease, StoreUnavailable
+from lib.store import ClaimAnswer, ClaimRecord, Delivery, DeliveryStart, Lease, StoreUnavailable
 from lib.store.common import (
-    add_change, clean_settings, clean_targets, existing_outcome, fill_entry, holding_change, holding_view, is_empty,
-    lease_end, sum_holdings, to_json,
+    DELIVERY_KEEP_DAYS, add_change, clean_settings, clean_targets, delivery_ended, delivery_taken, existing_outcome,
+    fill_entry, holding_change, holding_view, is_empty, lease_end, sum_holdings, to_json,
 )
 from lib.times import iso, utc
 
@@ -51,6 +51,11 @@ CREATE TABLE IF NOT EXISTS holdings (
     account TEXT NOT NULL, con_id INTEGER NOT NULL, holding TEXT NOT NULL, PRIMARY KEY (account, con_id)
 );
 CREATE TABLE IF NOT EXISTS ledger_state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS deliveries (
+    result_id TEXT NOT NULL, sink TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL, holder TEXT,
+    lease_until TEXT, detail TEXT, updated_at TEXT NOT NULL, PRIMARY KEY (result_id, sink)
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries (updated_at);
 """
 # the ledger_state row saying the holdings table holds the ledger's sum (absent in a file of older code)
 _TOTALS_KEPT = "holdings-kept"
@@ -228,6 +233,36 @@ class SqliteStore:
             db.execute('INSERT INTO cursors (name, value) VALUES (?, ?) '
                        'ON CONFLICT (name) DO UPDATE SET value = excluded.value', (name, text))
 
+    def start_delivery(self, result_id: str, sink: str, holder: str, lease_seconds: float,
+                       now: datetime) -> DeliveryStart:
+        now = utc(now)
+        lease_until = lease_end(now, lease_seconds)
+        with self._transaction() as db:
+            record = _read_delivery(db, result_id, sink)
+            taken = delivery_taken(record, result_id, sink, holder, lease_until, now)
+            if taken is None:
+                return DeliveryStart(False, record)
+            if record is None:   # retention: a new record clears those no redelivery can need any more
+                db.execute('DELETE FROM deliveries WHERE updated_at < ?',
+                           ((now - timedelta(days=DELIVERY_KEEP_DAYS)).isoformat(),))
+            _put_delivery(db, taken)
+            return DeliveryStart(True, taken)
+
+    def end_delivery(self, result_id: str, sink: str, holder: str, state: str, detail: str,
+                     now: datetime) -> bool:
+        now = utc(now)
+        with self._transaction() as db:
+            ended = delivery_ended(_read_delivery(db, result_id, sink), holder, state, detail, now)
+            if ended is not None:
+                _put_delivery(db, ended)
+            return ended is not None
+
+    def deliveries(self, result_id: str) -> list[Delivery]:
+        with self._reading() as db:
+            sinks = [row[0] for row in db.execute('SELECT sink FROM deliveries WHERE result_id = ? ORDER BY sink',
+                                                  (result_id,))]
+            return [_read_delivery(db, result_id, sink) for sink in sinks]
+
     def get_plan(self, plan_id: str) -> dict | None:
         with self._reading() as db:
             row = db.execute('SELECT plan FROM plans WHERE plan_id = ?', (plan_id,)).fetchone()
@@ -308,6 +343,25 @@ def _read_claim(db: sqlite3.Connection, key: str) -> ClaimRecord | None:
     run_id, status, lease_until, attempt, created_at, result = row
     return ClaimRecord(key, run_id, status, datetime.fromisoformat(lease_until), attempt,
                        datetime.fromisoformat(created_at), None if result is None else _loads(result))
+
+
+def _read_delivery(db: sqlite3.Connection, result_id: str, sink: str) -> Delivery | None:
+    row = db.execute('SELECT state, attempts, holder, lease_until, detail, updated_at FROM deliveries '
+                     'WHERE result_id = ? AND sink = ?', (result_id, sink)).fetchone()
+    if row is None:
+        return None
+    state, attempts, holder, lease_until, detail, updated_at = row
+    return Delivery(result_id, sink, state, attempts, holder,
+                    None if lease_until is None else datetime.fromisoformat(lease_until), detail,
+                    datetime.fromisoformat(updated_at))
+
+
+def _put_delivery(db: sqlite3.Connection, record: Delivery) -> None:
+    db.execute('INSERT OR REPLACE INTO deliveries (result_id, sink, state, attempts, holder, lease_until, detail, '
+               'updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+               (record.result_id, record.sink, record.state, record.attempts, record.holder,
+                None if record.lease_until is None else record.lease_until.isoformat(), record.detail,
+                record.updated_at.isoformat()))
 
 
 def _put_holding(db: sqlite3.Connection, row: dict) -> None:

@@ -108,6 +108,12 @@ class GcloudContract:
 
 CONTRACT_PROJECT = 'demo-proj-123'
 CONTRACT_TABLE = 'trading.results'     # so the BigQuery steps (bq and gcloud) run too
+# so the notify function's steps run too, with every sink
+CONTRACT_NOTIFY = {'NOTIFY_SINKS': 'webhook,slack,telegram', 'NOTIFY_TELEGRAM_CHAT_ID': '-1001234567',
+                   'NOTIFY_STATUSES': 'error,rejected,orders',
+                   'NOTIFY_WEBHOOK_URL': 'https://hooks.example.com/in/wh-7Qx2',
+                   'NOTIFY_SLACK_WEBHOOK_URL': 'https://hooks.slack.com/services/T0/B0/sl4ck-9zz',
+                   'NOTIFY_TELEGRAM_BOT_TOKEN': '123456:AAH-tg-token-77'}
 
 
 def _existing_listings() -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -177,7 +183,7 @@ def gcloud_contract(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gcloud
     require_tool('gcloud', 'the deploy cannot be checked against the real gcloud')
     base = tmp_path_factory.mktemp('gcloud-contract')
     config = write_config(base / 'config.env', PROJECT=CONTRACT_PROJECT, IB_USERNAME='ib-user-8f3k',
-                          IB_PASSWORD='pw-Zq9!x7#secret', BIGQUERY_TABLE=CONTRACT_TABLE)
+                          IB_PASSWORD='pw-Zq9!x7#secret', BIGQUERY_TABLE=CONTRACT_TABLE, **CONTRACT_NOTIFY)
     empty = GoogleStub(mode='create', fail_once=_first_deploy_errors()).start()
     deployed = GoogleStub(mode='exists', listings=_existing_listings()).start()
     try:

@@ -490,8 +490,10 @@ def _existing(url: str, r: Request) -> dict[str, Any]:
                      'serviceConfig': {'service': f'projects/{project}/locations/{location}/services/{function}'},
                      'buildConfig': {'runtime': 'python312', 'entryPoint': 'run_intent'}})
     if r.api == 'eventarc' and '/triggers/' in p:
-        project = p.split('/')[3]
-        base['transport'] = {'pubsub': {'subscription': f'projects/{project}/subscriptions/eventarc-trigger-sub-001',
+        project, location, trigger = p.split('/')[3], p.split('/')[5], p.rsplit('/', 1)[1]
+        # named as Eventarc names them: eventarc-<location>-<trigger>-sub-<nnn>
+        subscription = f'eventarc-{location}-{trigger}-sub-001'
+        base['transport'] = {'pubsub': {'subscription': f'projects/{project}/subscriptions/{subscription}',
                                         'topic': f'projects/{project}/topics/intents'}}
     if r.api == 'iam' and '/serviceAccounts/' in p:
         email = p.rsplit('/', 1)[1]

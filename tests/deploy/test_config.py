@@ -45,6 +45,10 @@ def test_env_file_syntax():
     ({'CONNECTOR_RANGE': '10.8.0.0/24'}, '/28'),
     ({'FUNCTION_SECRETS': 'IB_TOKEN=token'}, 'ENV_NAME=SECRET_NAME:VERSION'),
     ({'PROJCT': 'typo'}, 'unknown setting'),
+    ({'NOTIFY_SINKS': 'email'}, 'NOTIFY_SINKS: email unknown'),
+    ({'NOTIFY_SINKS': 'telegram'}, 'set NOTIFY_TELEGRAM_CHAT_ID too'),
+    ({'NOTIFY_TELEGRAM_CHAT_ID': 'my chat'}, 'numeric chat id'),
+    ({'NOTIFY_STATUSES': 'error,placed'}, 'NOTIFY_STATUSES.*unknown placed'),
     ({'PROJECT': 'X'}, 'not a Google Cloud project id'),
 ])
 def test_unusable_settings_are_refused_with_the_reason(values, message):
@@ -64,3 +68,15 @@ def test_function_secrets_are_parsed():
     cfg = config(FUNCTION_SECRETS='ALERT_TOKEN=alert-token:3, OTHER=other:latest')
     assert [(s.env, s.secret, s.version) for s in cfg.function_secrets] == [
         ('ALERT_TOKEN', 'alert-token', '3'), ('OTHER', 'other', 'latest')]
+
+
+def test_notify_sinks_name_their_secrets_and_take_their_values_from_the_environment_first():
+    cfg = config_from_values({'PROJECT': 'demo-proj-123', 'NOTIFY_SINKS': 'slack, webhook',
+                              'NOTIFY_WEBHOOK_URL': 'https://example.com/from-file'},
+                             environ={'NOTIFY_SLACK_WEBHOOK_URL': 'https://hooks.slack.com/services/env'})
+    assert cfg.notify_sinks == ('slack', 'webhook')
+    assert [cfg.notify_secret(sink) for sink in cfg.notify_sinks] == ['ib-jobs-notify-slack-webhook-url',
+                                                                     'ib-jobs-notify-webhook-url']
+    assert cfg.secret_values == {'NOTIFY_SLACK_WEBHOOK_URL': 'https://hooks.slack.com/services/env',
+                                 'NOTIFY_WEBHOOK_URL': 'https://example.com/from-file'}
+    assert 'hooks.slack' not in repr(cfg) and config().notify_sinks == ()

@@ -17,7 +17,7 @@ import pytest
 from deploy.alerts import POLICY_FILES, health_filter, render_policy
 from deploy.config import config_from_values
 from deploy.schedules import job_id, load_jobs
-from tests.deploy.conftest import CONTRACT_PROJECT as P, REPO
+from tests.deploy.conftest import CONTRACT_NOTIFY, CONTRACT_PROJECT as P, REPO
 from tests.deploy.google_stub import PROJECT_NUMBER, Recorded, is_collection
 
 REGION = 'us-central1'
@@ -25,6 +25,11 @@ LOCATION = f'projects/{P}/locations/{REGION}'
 REQUEST_SCHEMA = json.loads((REPO / 'schemas' / 'intent-request.schema.json').read_text())
 RESULT_SCHEMA = json.loads((REPO / 'schemas' / 'intent-result.schema.json').read_text())
 PUBSUB_AGENT = f'serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com'
+INTENTS_TRIGGER_SUB = 'eventarc-us-central1-ib-jobs-intents-t1-sub-001'
+NOTIFY_TRIGGER_SUB = 'eventarc-us-central1-ib-jobs-notify-t1-sub-001'
+NOTIFY_SECRETS = {'ib-jobs-notify-webhook-url': CONTRACT_NOTIFY['NOTIFY_WEBHOOK_URL'],
+                  'ib-jobs-notify-slack-webhook-url': CONTRACT_NOTIFY['NOTIFY_SLACK_WEBHOOK_URL'],
+                  'ib-jobs-notify-telegram-bot-token': CONTRACT_NOTIFY['NOTIFY_TELEGRAM_BOT_TOKEN']}
 
 
 def job_names() -> list[str]:
@@ -57,8 +62,9 @@ def final_bindings(stub: Recorded) -> dict[str, set[tuple[str, str, str | None]]
 def test_function_create_body(gcloud_contract):
     stub = gcloud_contract.created.stub
     # the first attempt met the Eventarc agent not being ready (tested below); the second went through
-    first, create = stub.sent('cloudfunctions', 'POST', r'/functions$')
-    assert first.body == create.body and create.query['functionId'] == 'ib-jobs-intents'
+    first, create = [r for r in stub.sent('cloudfunctions', 'POST', r'/functions$')
+                     if r.query['functionId'] == 'ib-jobs-intents']
+    assert first.body == create.body
     function = create.body
     build, trigger, service = function['buildConfig'], function['eventTrigger'], function['serviceConfig']
     assert (build['runtime'], build['entryPoint']) == ('python312', 'run_intent')
@@ -79,6 +85,30 @@ def test_function_create_body(gcloud_contract):
     assert env['IB_GATEWAY_PORT'] == '4004' and env['STORE_BACKEND'] == 'firestore'
     assert int(service['timeoutSeconds']) > int(env['INTENT_DEADLINE_SECONDS'])
     assert list(stub.uploads) == ['function-source.zip']
+
+
+def test_notify_function_create_body(gcloud_contract):
+    stub = gcloud_contract.created.stub
+    [create] = [r for r in stub.sent('cloudfunctions', 'POST', r'/functions$') if r.query['functionId'] == 'ib-jobs-notify']
+    build, trigger, service = create.body['buildConfig'], create.body['eventTrigger'], create.body['serviceConfig']
+    assert (build['runtime'], build['entryPoint']) == ('python312', 'notify_result')
+    assert build['serviceAccount'] == f'projects/{P}/serviceAccounts/{sa("build")}'
+    assert trigger['eventType'] == 'google.cloud.pubsub.topic.v1.messagePublished'
+    assert trigger['pubsubTopic'] == f'projects/{P}/topics/ib-jobs-results'
+    assert trigger['retryPolicy'] == 'RETRY_POLICY_RETRY'
+    assert trigger['serviceAccountEmail'] == sa('trigger')
+    assert service['serviceAccountEmail'] == sa('notify')
+    assert service['ingressSettings'] == 'ALLOW_INTERNAL_ONLY'
+    assert 'vpcConnector' not in service          # the sinks are on the internet
+    env = service['environmentVariables']
+    assert env['NOTIFY_STATUSES'] == 'error,rejected,orders'     # a comma inside a value survives gcloud's parsing
+    assert env['NOTIFY_TELEGRAM_CHAT_ID'] == '-1001234567' and env['NOTIFY_MAX_ATTEMPTS'] == '10'
+    assert (env['STORE_BACKEND'], env['FIRESTORE_DATABASE']) == ('firestore', 'ib-jobs')
+    secrets = {s['key']: (s['secret'], s['version']) for s in service['secretEnvironmentVariables']}
+    assert secrets == {'NOTIFY_WEBHOOK_URL': ('ib-jobs-notify-webhook-url', 'latest'),
+                       'NOTIFY_SLACK_WEBHOOK_URL': ('ib-jobs-notify-slack-webhook-url', 'latest'),
+                       'NOTIFY_TELEGRAM_BOT_TOKEN': ('ib-jobs-notify-telegram-bot-token', 'latest')}
+    assert not any(value in json.dumps(create.body) for value in NOTIFY_SECRETS.values())
 
 
 def test_first_deploy_propagation_errors_are_waited_out(gcloud_contract):
@@ -113,25 +143,33 @@ def test_iam_grants_are_exactly_the_documented_ones(gcloud_contract):
         (f'{project}/secrets/ib-jobs-ib-username', 'roles/secretmanager.secretAccessor', None),
         (f'{project}/secrets/ib-jobs-ib-password', 'roles/secretmanager.secretAccessor', None),
         (project, 'roles/logging.logWriter', None), (project, 'roles/monitoring.metricWriter', None)}
+    assert by_member.pop(f'serviceAccount:{sa("notify")}') == {
+        *((f'{project}/secrets/{secret}', 'roles/secretmanager.secretAccessor', None) for secret in NOTIFY_SECRETS),
+        (project, 'roles/datastore.user', database_only)}
     assert by_member.pop(f'serviceAccount:{sa("build")}') == {
         (project, role, None) for role in
         ('roles/logging.logWriter', 'roles/artifactregistry.writer', 'roles/storage.objectViewer')}
-    [invoker] = by_member.pop(f'serviceAccount:{sa("trigger")}')
-    assert invoker[0].endswith('/services/ib-jobs-intents') and invoker[1] == 'roles/run.invoker'
+    invokers = by_member.pop(f'serviceAccount:{sa("trigger")}')
+    assert {(resource.rsplit('/', 1)[1], role) for resource, role, _ in invokers} == {
+        ('ib-jobs-intents', 'roles/run.invoker'), ('ib-jobs-notify', 'roles/run.invoker')}
     agent = by_member.pop(PUBSUB_AGENT)
     assert {(resource.rsplit('/', 1)[-1], role) for resource, role, _ in agent} == {
         ('results', 'roles/bigquery.dataEditor'),                # the BigQuery table, only with BIGQUERY_TABLE
         ('ib-jobs-intents-dead-letter', 'roles/pubsub.publisher'),
-        ('eventarc-trigger-sub-001', 'roles/pubsub.subscriber'),
+        (INTENTS_TRIGGER_SUB, 'roles/pubsub.subscriber'),
+        ('ib-jobs-results-dead-letter', 'roles/pubsub.publisher'),
+        (NOTIFY_TRIGGER_SUB, 'roles/pubsub.subscriber'),
         (sa('trigger'), 'roles/iam.serviceAccountTokenCreator')}
     assert by_member == {}, f'grants nobody asked for: {by_member}'
 
 
-def test_trigger_subscription_patch(gcloud_contract):
-    patch = gcloud_contract.created.stub.body_of('pubsub', 'PATCH', r'/subscriptions/eventarc-trigger-sub-001$')
+@pytest.mark.parametrize('subscription, dead_letters', [(INTENTS_TRIGGER_SUB, 'ib-jobs-intents-dead-letter'),
+                                                        (NOTIFY_TRIGGER_SUB, 'ib-jobs-results-dead-letter')])
+def test_trigger_subscription_patch(gcloud_contract, subscription, dead_letters):
+    patch = gcloud_contract.created.stub.body_of('pubsub', 'PATCH', f'/subscriptions/{subscription}$')
     subscription = patch['subscription']
     assert subscription['ackDeadlineSeconds'] == 600
-    assert subscription['deadLetterPolicy'] == {'deadLetterTopic': f'projects/{P}/topics/ib-jobs-intents-dead-letter',
+    assert subscription['deadLetterPolicy'] == {'deadLetterTopic': f'projects/{P}/topics/{dead_letters}',
                                                 'maxDeliveryAttempts': 10}
     assert subscription['retryPolicy'] == {'minimumBackoff': '10s', 'maximumBackoff': '600s'}
     assert set(patch['updateMask'].split(',')) == {'ackDeadlineSeconds', 'deadLetterPolicy', 'retryPolicy'}
@@ -168,9 +206,11 @@ def test_run_history_expires_by_a_firestore_ttl_policy(gcloud_contract):
     created = gcloud_contract.created.stub
     database = f'/v1/projects/{P}/databases/ib-jobs'
     for stub in (created, gcloud_contract.updated.stub):
-        [patch] = stub.sent('firestore', 'PATCH', r'/fields/')
-        assert patch.path == f'{database}/collectionGroups/history/fields/expireAt'   # what lib/store writes
-        assert patch.query['updateMask'] == 'ttlConfig' and patch.body['ttlConfig'] == {}
+        patches = stub.sent('firestore', 'PATCH', r'/fields/')
+        assert [patch.path for patch in patches] == [             # what lib/store writes
+            f'{database}/collectionGroups/{group}/fields/expireAt' for group in ('history', 'deliveries')]
+        for patch in patches:
+            assert patch.query['updateMask'] == 'ttlConfig' and patch.body['ttlConfig'] == {}
     [create] = created.sent('firestore', 'POST', r'/databases$')
     assert created.requests.index(create) < created.requests.index(created.sent('firestore', 'PATCH', '')[0])
 
@@ -203,8 +243,10 @@ def test_secrets_go_in_request_bodies_only(gcloud_contract):
     stub = gcloud_contract.created.stub
     added = {r.path.split('/secrets/')[1].split(':')[0]: base64.b64decode(r.body['payload']['data']).decode()
              for r in stub.sent('secretmanager', 'POST', r':addVersion$')}
-    assert added == {'ib-jobs-ib-username': 'ib-user-8f3k', 'ib-jobs-ib-password': 'pw-Zq9!x7#secret'}
-    assert 'pw-Zq9!x7#secret' not in gcloud_contract.created.output
+    assert added == {'ib-jobs-ib-username': 'ib-user-8f3k', 'ib-jobs-ib-password': 'pw-Zq9!x7#secret',
+                     **NOTIFY_SECRETS}
+    for value in ('pw-Zq9!x7#secret', *NOTIFY_SECRETS.values()):
+        assert value not in gcloud_contract.created.output
 
 
 def test_gateway_vm_body(gcloud_contract):
@@ -245,7 +287,10 @@ def test_teardown_deletes_everything_apply_created(gcloud_contract):
     deleted = {r.path.split('/', 2)[2] if r.path.startswith('/v') else r.path.lstrip('/')
                for r in stub.requests if r.method == 'DELETE'}
     expected = {
-        f'{LOCATION}/functions/ib-jobs-intents', f'projects/{P}/zones/us-central1-a/instances/ib-jobs-gateway',
+        f'{LOCATION}/functions/ib-jobs-intents', f'{LOCATION}/functions/ib-jobs-notify',
+        f'projects/{P}/topics/ib-jobs-results-dead-letter', f'projects/{P}/subscriptions/ib-jobs-results-dead-letter-pull',
+        *(f'projects/{P}/secrets/{secret}' for secret in NOTIFY_SECRETS),
+        f'projects/{P}/zones/us-central1-a/instances/ib-jobs-gateway',
         f'projects/{P}/global/firewalls/ib-jobs-gateway-api', f'projects/{P}/global/firewalls/ib-jobs-gateway-api-deny',
         f'projects/{P}/regions/{REGION}/addresses/ib-jobs-gateway-ip',
         f'projects/{P}/regions/{REGION}/routers/ib-jobs-router', f'{LOCATION}/connectors/ib-jobs-conn',
@@ -259,7 +304,7 @@ def test_teardown_deletes_everything_apply_created(gcloud_contract):
     }
     assert expected - deleted == set()
     accounts = {path.rsplit('/', 1)[1] for path in deleted if '/serviceAccounts/' in path}
-    assert accounts == {sa(role) for role in ('runtime', 'trigger', 'scheduler', 'gateway', 'build')}
+    assert accounts == {sa(role) for role in ('runtime', 'trigger', 'scheduler', 'gateway', 'build', 'notify')}
     policies_deleted = [r for r in stub.requests if r.method == 'DELETE' and '/alertPolicies/' in r.path]
     assert len(policies_deleted) == len(POLICY_FILES)
     project_policy = [r.body['policy'] for r in stub.requests if r.path == f'/v1/projects/{P}:setIamPolicy'][-1]

@@ -1,5 +1,6 @@
 """The local stack end to end: `up`, publish with the real `gcloud pubsub topics publish`, pull the
-result from `results`, `down`, and no process left behind.
+result from `results`, see the notify function's message for it at the local webhook sink, `down`, and no
+process left behind.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import jsonschema
 
+from deploy.local_sink import received as sink_received
 from deploy.local_stack import RESULTS_SUBSCRIPTION, read_state
 from functions.contract import result_schema
 from tests.deploy.conftest import REPO
@@ -56,7 +58,8 @@ def test_publish_with_gcloud_and_read_the_result_then_stop_everything(tmp_path):
     try:
         assert started.returncode == 0, started.stderr
         state = read_state(stack_dir / 'state.json')
-        assert set(state.pids) == {'pubsub-emulator', 'firestore-emulator', 'simulator', 'function'}
+        assert set(state.pids) == {'pubsub-emulator', 'firestore-emulator', 'simulator', 'function', 'notify',
+                                   'webhook-sink'}
         assert f'export CLOUDSDK_CONFIG={state.cloudsdk_config}' in started.stdout
         assert 'gcloud pubsub topics publish intents' in started.stdout
 
@@ -81,6 +84,17 @@ def test_publish_with_gcloud_and_read_the_result_then_stop_everything(tmp_path):
         assert (document['intent'], document['status']) == ('health', 'ok'), document['error']
         assert document['gateway']['port'] == state.gateway_port
         assert attributes['status'] == 'ok' and attributes['intent'] == 'health'
+
+        # the notify function got the same result from `results` and sent it to the local webhook sink
+        deadline = time.monotonic() + 60
+        sent = []
+        while not sent and time.monotonic() < deadline:
+            sent = [r for r in sink_received(Path(state.sink_record)) if r['body']['result']['runId'] == document['runId']]
+            time.sleep(0.2)
+        assert len(sent) == 1 and sent[0]['path'] == '/hook'
+        assert sent[0]['body']['text'].startswith('health: OK') and sent[0]['body']['result'] == document
+        printed = stack('received', stack_dir)
+        assert printed.returncode == 0 and sent[0]['body']['text'] in printed.stdout
     finally:
         stopped = stack('down', stack_dir)
     assert stopped.returncode == 0, stopped.stderr
