@@ -1,17 +1,17 @@
-"""The store: a Firestore (native mode) database with delete protection, and the TTL policies of the run history
-and the notification delivery records."""
+"""The store: a Firestore (native mode) database with delete protection, and the TTL policies of the run history,
+the notification delivery records and the plans waiting for approval."""
 from __future__ import annotations
 
 from deploy.config import DeployConfig
 from deploy.steps import Always, Ensure, Remove, Step, gcloud
-from lib.store.common import DELIVERIES_COLLECTION, HISTORY_COLLECTION, HISTORY_EXPIRY_FIELD
+from lib.store.common import DELIVERIES_COLLECTION, HISTORY_COLLECTION, HISTORY_EXPIRY_FIELD, PLANS_COLLECTION
 
 
 def store_steps(cfg: DeployConfig) -> list[Step]:
     """Create the database when missing (an existing one is left as it is), then make Firestore delete run
-    history documents once their expiry time has passed. Setting the TTL policy again is harmless; `--async`
-    because Firestore may take minutes to apply it to an existing collection (`gcloud firestore fields ttls list
-    --database=...` shows its state).
+    history, delivery and plan documents once their expiry time has passed. Setting the TTL policy again is
+    harmless; `--async` because Firestore may take minutes to apply it to an existing collection
+    (`gcloud firestore fields ttls list --database=...` shows its state).
     """
     database = f'--database={cfg.firestore_database}'
     return [Ensure(f'Firestore database {cfg.firestore_database}',
@@ -22,7 +22,7 @@ def store_steps(cfg: DeployConfig) -> list[Step]:
             *(Always(f'TTL policy: {group} documents expire at their {HISTORY_EXPIRY_FIELD}',
                      (gcloud(cfg.project, 'firestore', 'fields', 'ttls', 'update', HISTORY_EXPIRY_FIELD,
                              f'--collection-group={group}', '--enable-ttl', database, '--async'),))
-              for group in (HISTORY_COLLECTION, DELIVERIES_COLLECTION))]
+              for group in (HISTORY_COLLECTION, DELIVERIES_COLLECTION, PLANS_COLLECTION))]
 
 
 def remove_store(cfg: DeployConfig) -> list[Step]:

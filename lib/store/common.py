@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, Mapping
 
 from lib.store import ClaimRecord, Delivery
-from lib.times import utc
+from lib.times import parse_instant, utc
 
 
 # Firestore's run history: collection and the timestamp field its TTL policy deletes by (deploy/store.py sets it).
@@ -176,6 +176,18 @@ DELIVERIES_COLLECTION = 'deliveries'
 DELIVERY_STATES = ('sent', 'rejected', 'failed')
 DELIVERY_DONE = ('sent', 'rejected')
 DELIVERY_KEEP_DAYS = 30      # a redelivery comes within Pub/Sub's 7-day retention; older records may go
+
+# --- plans waiting for approval -------------------------------------------------------------------------------
+
+PLANS_COLLECTION = 'plans'
+PLAN_KEEP_DAYS = 30          # past its expiresAt a plan only answers "expired"; kept a while for the record
+
+
+def plan_keep_until(plan: Mapping[str, Any], now: datetime) -> datetime:
+    """When a stored plan may be deleted: PLAN_KEEP_DAYS after it expires (after `now` when it names no expiry)."""
+    expires = plan.get('expiresAt')
+    start = parse_instant(expires) if isinstance(expires, str) else utc(now)
+    return start + timedelta(days=PLAN_KEEP_DAYS)
 
 
 def delivery_taken(record: Delivery | None, result_id: str, sink: str, holder: str, lease_until: datetime,

@@ -9,7 +9,8 @@ Layout (document ids of runs, targets and fills are the sha256 hex of the key, b
 - `fills/{sha256(execId)}`: execId, time, strategies (array of names), fill (the fill as JSON text);
 - `leases/{sha256(name)}`: name, holder, leaseUntil (one order-placing run per account at a time);
 - `cursors/{sha256(name)}`: name, value (JSON text): how far incremental work (booking executions) has got;
-- `plans/{sha256(planId)}`: planId, plan (JSON text): a plan waiting for approval (approval: required);
+- `plans/{sha256(planId)}`: planId, plan (JSON text), expireAt (PLAN_KEEP_DAYS after the plan expires; the
+  deploy's TTL policy deletes it then): a plan waiting for approval (approval: required);
 - `holdings/{sha256(account, conId)}`: account, conId, contract (map), position and strategies (map name ->
   part), in integer units of 1e-8 share: the account's running holding of the contract, incremented in the
   same atomic write that creates a new fill (one that is back to zero is deleted when next read, unless it
@@ -46,16 +47,16 @@ from google.cloud.firestore_v1.field_path import FieldPath
 
 from lib.store import ClaimAnswer, ClaimRecord, Delivery, DeliveryStart, Lease, StoreUnavailable
 from lib.store.common import (
-    DELIVERIES_COLLECTION, DELIVERY_KEEP_DAYS, HISTORY_COLLECTION, HISTORY_EXPIRY_FIELD, HoldingChange,
-    clean_settings, clean_targets, delivery_ended, delivery_taken, existing_outcome, fill_entry, holding_change,
-    holding_view, is_empty, lease_end, sum_holdings, to_json,
+    DELIVERIES_COLLECTION, DELIVERY_KEEP_DAYS, HISTORY_COLLECTION, HISTORY_EXPIRY_FIELD, PLANS_COLLECTION,
+    HoldingChange, clean_settings, clean_targets, delivery_ended, delivery_taken, existing_outcome, fill_entry,
+    holding_change, holding_view, is_empty, lease_end, plan_keep_until, sum_holdings, to_json,
 )
 from lib.times import iso, utc
 
 SETTINGS_DOCUMENT = ('settings', 'trading')
 HISTORY = HISTORY_COLLECTION   # the deploy sets a TTL policy on its HISTORY_EXPIRY_FIELD
 CURSORS = 'cursors'
-PLANS = 'plans'
+PLANS = PLANS_COLLECTION   # the deploy sets a TTL policy on its HISTORY_EXPIRY_FIELD
 HOLDINGS = 'holdings'
 HOLDINGS_KEPT = ('ledgerState', 'holdings')
 HISTORY_SCAN_FACTOR = 20       # runs read per run wanted when filtering by intent
@@ -376,7 +377,8 @@ class FirestoreStore:
         return json.loads(snapshot.to_dict()['plan']) if snapshot.exists else None
 
     def put_plan(self, plan_id: str, plan: dict) -> None:
-        fields = {'planId': plan_id, 'plan': to_json(dict(plan), f'plan {plan_id}')}
+        fields = {'planId': plan_id, 'plan': to_json(dict(plan), f'plan {plan_id}'),
+                  HISTORY_EXPIRY_FIELD: plan_keep_until(plan, datetime.now(timezone.utc))}
         with self._unavailable_on_error():
             self._doc(PLANS, plan_id).set(fields, **self._call())
 

@@ -247,6 +247,7 @@ def test_teardown_removes_what_deploy_created(deployed_copy, config):
     state = deployed.state()
     assert set(state['resources']) == {'firestore databases/ib-jobs', 'firestore fields ttls/ib-jobs/history/expireAt',
                                        'firestore fields ttls/ib-jobs/deliveries/expireAt',
+                                       'firestore fields ttls/ib-jobs/plans/expireAt',
                                        'secrets/ib-jobs-ib-username',
                                        'secrets/ib-jobs-ib-password'}, 'data is kept without --delete-data'
     assert [b for b in state['bindings'] if not b['resource'].startswith('secrets/')] == []

@@ -208,7 +208,7 @@ def test_run_history_expires_by_a_firestore_ttl_policy(gcloud_contract):
     for stub in (created, gcloud_contract.updated.stub):
         patches = stub.sent('firestore', 'PATCH', r'/fields/')
         assert [patch.path for patch in patches] == [             # what lib/store writes
-            f'{database}/collectionGroups/{group}/fields/expireAt' for group in ('history', 'deliveries')]
+            f'{database}/collectionGroups/{group}/fields/expireAt' for group in ('history', 'deliveries', 'plans')]
         for patch in patches:
             assert patch.query['updateMask'] == 'ttlConfig' and patch.body['ttlConfig'] == {}
     [create] = created.sent('firestore', 'POST', r'/databases$')

@@ -65,3 +65,9 @@ def empty_the_ledger(store: Store) -> None:
             snapshot.reference.delete()
         client.close()
     assert store.fills() == []
+
+
+def firestore_plan_expiry(store: Store, plan_id: str) -> datetime:
+    """The expireAt the Firestore store wrote on a plan's document (what the deploy's TTL policy deletes by)."""
+    snapshot = _client(store).collection('plans').document(hashlib.sha256(plan_id.encode()).hexdigest()).get()
+    return snapshot.to_dict()['expireAt']

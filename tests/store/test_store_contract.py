@@ -381,6 +381,12 @@ def test_a_plan_is_kept_whole_replaced_whole_and_plans_are_apart(store: Store):
         store.put_plan(plan_id, {'price': math.inf})
 
 
+@pytest.mark.parametrize('new_store', ['firestore'], indirect=True)
+def test_a_firestore_plan_expires_for_the_ttl_policy_a_month_after_it_can_no_longer_be_executed(store: Store):
+    store.put_plan('p1', {'account': 'DU1', 'expiresAt': '2026-01-05T16:15:00Z', 'orders': []})
+    assert raw.firestore_plan_expiry(store, 'p1') == datetime(2026, 2, 4, 16, 15, tzinfo=timezone.utc)
+
+
 # --- running holdings: the ledger's sum, kept as fills are recorded -----------------------------------
 
 HOLDER = 'DU1234567'
