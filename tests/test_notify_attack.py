@@ -1,0 +1,99 @@
+"""Adversarial checks of notify_result (h14nattack): results that are not what the schema promises, sinks that
+echo the secret part of their URL, a sink that takes a message but answers after the timeout. Effects are
+counted at real local HTTP servers and in the store, as in tests/test_notify.py (whose fixtures are reused)."""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+import pytest
+
+from functions.notify import NotifyFailed, notify
+from lib.config import NotifySettings
+from tests.test_notify import errored, event, settings_for, sink, store  # noqa: F401 (fixtures)
+
+
+# --- a result that is not what the schema promises still reaches people -------------------------------------
+
+def _malformed(change: dict[str, Any]) -> dict[str, Any]:
+    doc = copy.deepcopy(errored())
+    for key, value in change.items():
+        if key == 'result':
+            doc['result'].update(value)
+        else:
+            doc[key] = value
+    return doc
+
+
+@pytest.mark.parametrize('change', [
+    {'error': 'boom'},                                          # a string where an object is promised
+    {'result': {'orders': 5}},
+    {'result': {'problems': 7}},
+    {'result': {'plan': {'planId': 'p-1', 'orders': 3}}},
+    {'result': {'account': {'netLiquidation': 'abc', 'baseCurrency': 'USD'}}},
+], ids=['error-str', 'orders-int', 'problems-int', 'plan-orders-int', 'nlv-str'])
+def test_a_result_with_a_malformed_part_still_sends_one_message(sink, store, change):  # noqa: F811
+    """A result someone else published (or an older/newer producer wrote) with a part of the wrong type:
+    before the fix the message builder raised TypeError, the function answered 500 on every delivery, nothing
+    reached any sink and the result was dead-lettered, although a redelivery can never read it better."""
+    doc = _malformed(change)
+    answer = notify(event(doc), settings_for(sink, slack=None, telegram=False), store=store)
+    assert answer.sinks == {'webhook': 'sent'}
+    [body] = sink.bodies('/hook')
+    assert body['text'].startswith('allocation: ERROR') and 'run run-error-allocation' in body['text']
+
+
+# --- a sink's error answer that echoes its URL's path does not leak the webhook's secret part -----------------
+
+class _Echo(BaseHTTPRequestHandler):
+    """Answers 404 with the request path in the body, as Express ('Cannot POST /path') and many proxies do."""
+
+    def do_POST(self) -> None:   # noqa: N802
+        self.rfile.read(int(self.headers.get('Content-Length') or 0))
+        answer = f'Cannot POST {self.path}'.encode()
+        self.send_response(404)
+        self.send_header('Content-Length', str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def echo() -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(('127.0.0.1', 0), _Echo)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+SLACK_SECRET_PART = 'T0ATTACK/B0ATTACK/q8sJ2mZkP4vRtY7wXe1LbN3c'
+
+
+def test_a_sink_echoing_its_path_does_not_put_the_webhook_secret_in_the_store_or_the_log(
+        echo, store, monkeypatch, caplog):  # noqa: F811
+    """A Slack webhook URL's path is the credential. The environment holds the whole URL as a secret, so only
+    the whole URL was masked: an error page echoing the path put the secret into the delivery record (kept 30
+    days) and the error log line."""
+    url = f'http://127.0.0.1:{echo.server_address[1]}/services/{SLACK_SECRET_PART}'
+    monkeypatch.setenv('NOTIFY_SLACK_WEBHOOK_URL', url)
+    settings = NotifySettings.from_env({'NOTIFY_SLACK_WEBHOOK_URL': url, 'NOTIFY_TIMEOUT_SECONDS': '2'})
+    with caplog.at_level(logging.INFO):
+        answer = notify(event(errored()), settings, store=store)
+    assert answer.sinks == {'slack': 'rejected'}
+    [record] = store.deliveries('run-error-allocation')
+    assert record.detail.startswith('HTTP 404')
+    secret_tail = SLACK_SECRET_PART.rsplit('/', 1)[1]
+    assert secret_tail not in record.detail, record.detail
+    logged = '\n'.join(r.getMessage() for r in caplog.records)
+    assert secret_tail not in logged, logged
