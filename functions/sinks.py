@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -91,16 +92,16 @@ def send(sink: Sink, text: str, doc: dict[str, Any], timeout: float) -> Sent:
     except urllib.error.HTTPError as exc:
         answer = _answer(exc)
         state: SendState = 'failed' if exc.code >= 500 or exc.code in RETRYABLE_4XX else 'rejected'
-        return Sent(state, _detail(f'HTTP {exc.code}{": " + answer if answer else ""}'))
+        return Sent(state, _detail(sink, f'HTTP {exc.code}{": " + answer if answer else ""}'))
     except (TimeoutError, socket.timeout):
         return Sent('failed', f'no answer within {timeout:g} s')
     except urllib.error.URLError as exc:
         reason = exc.reason
         if isinstance(reason, (TimeoutError, socket.timeout)):
             return Sent('failed', f'no answer within {timeout:g} s')
-        return Sent('failed', _detail(f'{type(reason).__name__}: {reason}'))
+        return Sent('failed', _detail(sink, f'{type(reason).__name__}: {reason}'))
     except (OSError, ValueError) as exc:     # a broken connection, an unusable URL
-        return Sent('failed', _detail(f'{type(exc).__name__}: {exc}'))
+        return Sent('failed', _detail(sink, f'{type(exc).__name__}: {exc}'))
 
 
 def _answer(exc: urllib.error.HTTPError) -> str:
@@ -110,7 +111,14 @@ def _answer(exc: urllib.error.HTTPError) -> str:
         return ''
 
 
-def _detail(text: str) -> str:
-    # a sink's URL (with its token) can appear in an error text: masked like every logged value
-    text = log.redact(' '.join(text.split()))
+def _detail(sink: Sink, text: str) -> str:
+    # a sink's URL (with its token) can appear in an error text: masked like every logged value; and its path
+    # and query alone, which an error page may echo ('Cannot POST /services/T0/B0/...'): for a webhook they are
+    # the credential, while the environment knows only the whole URL
+    text = ' '.join(text.split())
+    parts = urllib.parse.urlsplit(sink.url)
+    for form in sorted({sink.url, parts.path, parts.query, urllib.parse.unquote(parts.path)}, key=len, reverse=True):
+        if len(form) > 1 and form in text:
+            text = text.replace(form, log.MASK)
+    text = log.redact(text)
     return text if len(text) <= MAX_DETAIL_CHARS else text[:MAX_DETAIL_CHARS - 1] + '…'
