@@ -97,3 +97,28 @@ def test_a_sink_echoing_its_path_does_not_put_the_webhook_secret_in_the_store_or
     assert secret_tail not in record.detail, record.detail
     logged = '\n'.join(r.getMessage() for r in caplog.records)
     assert secret_tail not in logged, logged
+
+
+# --- a misspelt NOTIFY_INTENTS is a clear error, not silence ---------------------------------------------------
+
+def test_an_unknown_intent_in_notify_intents_is_a_config_error_naming_it(sink, store, monkeypatch):  # noqa: F811
+    """NOTIFY_STATUSES refuses unknown names; NOTIFY_INTENTS took any: `alocation` filtered out every result,
+    so no notification ever came and nothing said why. The function's settings and the deploy's check both
+    refuse it now."""
+    from deploy.config import ConfigError as DeployConfigError, _check_notify
+    from lib.config import ConfigError
+
+    monkeypatch.setenv('NOTIFY_WEBHOOK_URL', sink.url('/hook'))
+    monkeypatch.setenv('NOTIFY_INTENTS', 'alocation, close-all')
+    with pytest.raises(ConfigError, match='NOTIFY_INTENTS.*unknown alocation'):
+        notify(event(errored()), store=store)
+    assert sink.requests == []
+
+    class _Cfg:
+        notify_sinks, notify_telegram_chat_id = ('webhook',), ''
+        notify_statuses, notify_intents = '', 'alocation'
+    with pytest.raises(DeployConfigError, match='NOTIFY_INTENTS.*unknown alocation'):
+        _check_notify(_Cfg())
+    monkeypatch.setenv('NOTIFY_INTENTS', 'allocation, execute-plan')
+    notify(event(errored()), store=store)
+    assert sink.count('/hook') == 1
