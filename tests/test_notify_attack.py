@@ -122,3 +122,17 @@ def test_an_unknown_intent_in_notify_intents_is_a_config_error_naming_it(sink, s
     monkeypatch.setenv('NOTIFY_INTENTS', 'allocation, execute-plan')
     notify(event(errored()), store=store)
     assert sink.count('/hook') == 1
+
+
+# --- the text a person reads is valid Unicode ----------------------------------------------------------------
+
+def test_a_lone_surrogate_in_a_result_does_not_make_the_message_invalid_unicode(sink, store):  # noqa: F811
+    """JSON allows a lone surrogate escape (\\udc80) and Python decodes it; sent on as is, Slack's and
+    Telegram's text is not valid UTF-8 (Telegram answers 400 'strings must be encoded in UTF-8', which counts as
+    rejected: the person never gets the message). The message carries U+FFFD in its place."""
+    doc = errored(message='broker said \udc80\ud83d and \ud83d\ude80 fine')
+    notify(event(doc), settings_for(sink, webhook=None), store=store)
+    for path in ('/slack', '/tg/bot123456:AAH-bot-token-zz9/sendMessage'):
+        [body] = sink.bodies(path)
+        body['text'].encode('utf-8')            # raises UnicodeEncodeError on a lone surrogate
+        assert '\ufffd' in body['text'] and '🚀' in body['text'], body['text']
