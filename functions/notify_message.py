@@ -7,6 +7,7 @@ approves it. Every secret in the environment is masked in it (lib.log.mask), wha
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from functions.render import headline
@@ -16,6 +17,8 @@ from lib.config import NotifySettings
 # Telegram refuses texts over 4096 characters; a notification is meant to be short anyway.
 MAX_MESSAGE_CHARS = 3500
 MAX_ORDER_LINES = 10
+# in a str every surrogate code point is a lone one (JSON's escaped pairs decode to one character)
+_LONE_SURROGATE = re.compile('[\ud800-\udfff]')
 
 
 def tags(doc: dict[str, Any]) -> set[str]:
@@ -48,7 +51,8 @@ def message(doc: dict[str, Any]) -> str:
         text = (f'{doc.get("intent") or "?"}: {str(doc.get("status")).upper()} — the result document could not be '
                 f'read in full ({type(exc).__name__}); see the run in the history'
                 + (f'\nrun {doc["runId"]}' if doc.get('runId') else ''))
-    return _cut(log.mask(text))
+    # a lone surrogate (JSON allows its escape) is not UTF-8: Slack and Telegram would refuse the text
+    return _LONE_SURROGATE.sub('\ufffd', _cut(log.mask(text)))
 
 
 def _full_message(doc: dict[str, Any]) -> str:
