@@ -177,3 +177,54 @@ def test_a_result_replayed_after_the_sink_is_fixed_reaches_it(sink, store, broke
     except NotifyFailed:
         pass
     assert sink.count('/slack') == 1
+
+
+# --- a sink that does not speak HTTP ----------------------------------------------------------------------------
+
+@pytest.fixture
+def not_http() -> Iterator[int]:
+    """A TCP server that reads the request and answers a line that is not HTTP (a wrong port, a proxy's banner)."""
+    import socket
+
+    server = socket.create_server(('127.0.0.1', 0))
+    stop = threading.Event()
+
+    def run() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            with conn:
+                data = b''
+                while b'\r\n\r\n' not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                conn.sendall(b'SSH-2.0-OpenSSH_9.6\r\n')
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+def test_a_sink_answering_something_that_is_not_http_fails_alone(sink, store, not_http):  # noqa: F811
+    """http.client raises BadStatusLine (an HTTPException, not an OSError), which escaped send(): the
+    delivery stayed 'sending' under its lease with no detail, the sinks after it were not tried at all in that
+    delivery, and the next deliveries found it busy. It is a failed send like a refused connection."""
+    settings = NotifySettings.from_env({'NOTIFY_WEBHOOK_URL': f'http://127.0.0.1:{not_http}/hook',
+                                        'NOTIFY_SLACK_WEBHOOK_URL': sink.url('/slack'),
+                                        'NOTIFY_TIMEOUT_SECONDS': '2'})
+    with pytest.raises(NotifyFailed, match='webhook'):
+        notify(event(errored()), settings, store=store)
+    assert sink.count('/slack') == 1
+    states = {d.sink: (d.state, d.detail) for d in store.deliveries('run-error-allocation')}
+    assert states['slack'] == ('sent', 'HTTP 200')
+    assert states['webhook'][0] == 'failed' and 'BadStatusLine' in states['webhook'][1], states
