@@ -15,6 +15,7 @@ configuration to fix, and a redirected POST would lose its body.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import urllib.error
@@ -100,7 +101,7 @@ def send(sink: Sink, text: str, doc: dict[str, Any], timeout: float) -> Sent:
         if isinstance(reason, (TimeoutError, socket.timeout)):
             return Sent('failed', f'no answer within {timeout:g} s')
         return Sent('failed', _detail(sink, f'{type(reason).__name__}: {reason}'))
-    except (OSError, ValueError) as exc:     # a broken connection, an unusable URL
+    except (OSError, ValueError, http.client.HTTPException) as exc:   # a broken connection, an unusable URL, not HTTP
         return Sent('failed', _detail(sink, f'{type(exc).__name__}: {exc}'))
 
 
