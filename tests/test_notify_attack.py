@@ -228,3 +228,19 @@ def test_a_sink_answering_something_that_is_not_http_fails_alone(sink, store, no
     states = {d.sink: (d.state, d.detail) for d in store.deliveries('run-error-allocation')}
     assert states['slack'] == ('sent', 'HTTP 200')
     assert states['webhook'][0] == 'failed' and 'BadStatusLine' in states['webhook'][1], states
+
+
+# --- Slack's control characters ------------------------------------------------------------------------------
+
+def test_slack_text_escapes_its_control_characters(sink, store):  # noqa: F811
+    """Slack parses <...> in a message's text (mentions such as <!channel>, links <url|label>) and asks for &, <
+    and > to be sent as &amp; &lt; &gt; when they are not meant for that (api.slack.com/reference/surfaces/
+    formatting#escaping). A result's error text (the gateway's, or a request's own values echoed back) sent as is
+    could ping the whole channel or show a link it never had. Telegram (no parse_mode) and the generic webhook
+    get the plain text."""
+    text = 'limit <= 0 & <!channel> see <https://evil.example|your broker>'
+    notify(event(errored(message=text)), settings_for(sink), store=store)
+    [slack], [hook] = sink.bodies('/slack'), sink.bodies('/hook')
+    assert '<!channel>' not in slack['text'] and '<https://' not in slack['text'], slack['text']
+    assert 'limit &lt;= 0 &amp; &lt;!channel&gt; see &lt;https://evil.example|your broker&gt;' in slack['text']
+    assert text in hook['text']
