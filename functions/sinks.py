@@ -5,7 +5,7 @@ Each sink is a URL and the JSON body its service expects:
 | sink | settings | body |
 |---|---|---|
 | `webhook` | NOTIFY_WEBHOOK_URL | `{"text": message, "result": the result document}` |
-| `slack` | NOTIFY_SLACK_WEBHOOK_URL | `{"text": message}` (Slack incoming webhooks) |
+| `slack` | NOTIFY_SLACK_WEBHOOK_URL | `{"text": message}` (Slack incoming webhooks; &, <, > escaped) |
 | `telegram` | NOTIFY_TELEGRAM_BOT_TOKEN, NOTIFY_TELEGRAM_CHAT_ID | `{"chat_id": ..., "text": message}` POSTed to the Bot API's `sendMessage` (NOTIFY_TELEGRAM_API_BASE, default https://api.telegram.org) |
 
 `send` answers what Pub/Sub's rules make of it: `sent` (2xx), `rejected` (the sink refused this request
@@ -47,7 +47,7 @@ class Sink:
             return {'text': text, 'result': log.mask(doc)}
         if self.name == 'telegram':
             return {'chat_id': self.chat_id, 'text': text, 'disable_web_page_preview': True}
-        return {'text': text}
+        return {'text': _slack_escaped(text)}
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,12 @@ class Sent:
 
     state: SendState
     detail: str
+
+
+def _slack_escaped(text: str) -> str:
+    # Slack parses <...> (mentions such as <!channel>, links) and wants &, <, > as entities otherwise
+    # (api.slack.com/reference/surfaces/formatting#escaping): a result's text is shown, never parsed
+    return text.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')
 
 
 def configured_sinks(settings: NotifySettings) -> list[Sink]:
