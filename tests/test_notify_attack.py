@@ -244,3 +244,23 @@ def test_slack_text_escapes_its_control_characters(sink, store):  # noqa: F811
     assert '<!channel>' not in slack['text'] and '<https://' not in slack['text'], slack['text']
     assert 'limit &lt;= 0 &amp; &lt;!channel&gt; see &lt;https://evil.example|your broker&gt;' in slack['text']
     assert text in hook['text']
+
+
+# --- a sink URL that can never work is a config error --------------------------------------------------------
+
+@pytest.mark.parametrize('url', [
+    'http://[::1/hook',                                     # urllib.request.Request raises ValueError outside send's try
+    'https://hooks.slack.com:abc/services/T0/B0/zzsecret',  # a port that is not a number: InvalidURL at every send
+    'https://alice:zzsecret@hooks.example.com/hook',        # urllib does not send userinfo: DNS fails at every send
+    'https:///services/T0/B0/zzsecret',                     # no host
+    'https://hooks.example.com/services/zz secret',         # whitespace inside
+], ids=['ipv6-unclosed', 'port-text', 'userinfo', 'no-host', 'space'])
+def test_a_sink_url_that_can_never_work_is_a_config_error_without_its_value(url):
+    """NotifySettings only checked the http(s):// prefix: these URLs passed, then failed every send (retried
+    until dead-lettered, each result) or raised out of send. Refused at configuration (and so by the deploy's
+    check), naming the variable and not the value (a webhook URL is a secret)."""
+    from lib.config import ConfigError
+
+    with pytest.raises(ConfigError, match='NOTIFY_SLACK_WEBHOOK_URL') as raised:
+        NotifySettings.from_env({'NOTIFY_SLACK_WEBHOOK_URL': url})
+    assert 'zzsecret' not in str(raised.value) and 'alice' not in str(raised.value)
