@@ -19,52 +19,28 @@ import contextlib
 import gc
 import os
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from unittest import mock
 
 import lib.ibapi  # noqa: F401  (main thread import, see lib/ibapi.py)
-from bench.common import RunStart, median, percentile, table, write_report
+from bench.common import (RunStart, bench_parser, finish, market_gateways, median, percentile, quiet_logs, table,
+                          trading_environment)
 from bench.concurrency import _cpu_seconds
 from bench.gateway import GatewayProcess
 from functions.__main__ import pubsub_push_event
 from functions.handler import TransientFailure, handle
 from intents.registry import get_intent
-from lib import log, session
+from lib import session
 from lib.config import Settings
 
-ACCOUNT = 'DU1234567'
-# Tuesday 2026-11-24, 10:30 in New York: the market is open, so the activity's orders fill.
-MARKET_OPEN = datetime(2026, 11, 24, 15, 30, tzinfo=timezone.utc)
 INTENTS = ('health', 'summary', 'allocation', 'cash-balancer', 'trade-reconciliation', 'collect-market-data')
 PARAMS = {'allocation': {'strategies': ['dummy']},
           'collect-market-data': {'instruments': [{'symbol': 'SPY'}], 'duration': '5 D'}}
 CONNECTS = ('lean', 'full')
 ROUND_TRIP_LATENCY_MS = 20
-TRADING_CONFIG = """
-[exposure]
-overall = 1.0
-[exposure.strategies]
-dummy = 0.5
-[strategies.dummy]
-symbol = "SPY"
-sec_type = "STK"
-exchange = "SMART"
-[orderPolicy]
-orderType = "market"
-tif = "DAY"
-[limits]
-maxOrderNotional = 2000000.0
-maxOrderNlvShare = 1.0
-maxRunNlvShare = 2.0
-maxOrdersPerRun = 10
-allowlist = ["*"]
-priceBand = 0.2
-"""
 
 
 @dataclass
@@ -127,23 +103,18 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     start = RunStart.now()
     levels = [int(x) for x in args.levels.split(',')]
-    intents = args.intents.split(',')
-    os.environ['LOG_LEVEL'] = 'WARNING'
-    log.configure(stream=open(os.devnull, 'w'), level='WARNING', json=True)
+    intents, connects = args.intents.split(','), args.connects.split(',')
+    quiet_logs('WARNING')
     cells: dict[tuple[str, int, str], Cell] = {}
     trips: dict[tuple[str, str], int] = {}
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_environment(Path(stack.enter_context(tempfile.TemporaryDirectory()))))
+        trading_environment(stack)
         # a gateway per level and connect: the levels are measured in turn, so drift on the machine hits all
         # alike, and a lean run never follows a full one on the same gateway (which then lags for a while)
-        connects = args.connects.split(',')
-        gateways = {(level, connect): stack.enter_context(GatewayProcess(accounts=[ACCOUNT], time=MARKET_OPEN))
-                    for level in levels for connect in connects}
-        settings = {key: Settings(gateway_host=gateway.host, gateway_port=gateway.port, connect_timeout=30,
-                                  deadline_seconds=120) for key, gateway in gateways.items()}
+        gateways, settings = market_gateways(stack, [(level, connect) for level in levels for connect in connects])
         for (level, connect), gateway in gateways.items():
             for intent in intents:   # warm up, and let allocation reach its targets before anything is timed
-                _check(intent, run_once(intent, settings[level, connect], connect))
+                check(intent, run_once(intent, settings[level, connect], connect))
             print(f'{connect}: {gateway.fill(level) if level else 0} executions', file=sys.stderr, flush=True)
         for intent in ('health', 'summary'):
             for connect in connects:
@@ -158,31 +129,18 @@ def main(argv: list[str] | None = None) -> int:
                         gc.collect()   # a full connect's garbage is not collected on a lean run's time, nor the reverse
                         gateway = gateways[level, connect]
                         gateway_cpu = _cpu_seconds(gateway.pid)
-                        wall, cpu, status = _check(intent, run_once(intent, settings[level, connect], connect))
+                        wall, cpu, status = check(intent, run_once(intent, settings[level, connect], connect))
                         cell = cells.setdefault((intent, level, connect), Cell(intent, level, connect))
                         cell.wall_ms.append(wall)
                         cell.cpu_ms.append(cpu)
                         cell.gateway_cpu_ms += (_cpu_seconds(gateway.pid) - gateway_cpu) * 1000
     rows = [_row(cells, intent, level) for intent in intents for level in levels]
-    print(table(HEADERS, rows))
-    path = write_report(args.report, 'Connect cost against account activity: lean vs full connect',
-                        _report(rows, trips, args), start=start)
-    print(f'\nwrote {path}')
-    return 0
+    return finish(args.report, 'Connect cost against account activity: lean vs full connect', HEADERS, rows,
+                  _notes(trips, args), start)
 
 
-@contextlib.contextmanager
-def _environment(scratch: Path):
-    """A trading config and a SQLite store of the bench's own, for the order-placing intents."""
-    config = scratch / 'trading.toml'
-    config.write_text(TRADING_CONFIG)
-    values = {'TRADING_CONFIG_PATH': str(config), 'STORE_BACKEND': 'sqlite', 'SQLITE_PATH': str(scratch / 'state.db'),
-              'TRADING_ENABLED': 'true'}
-    with mock.patch.dict(os.environ, values):
-        yield
-
-
-def _check(intent: str, measured: tuple[float, float, str]) -> tuple[float, float, str]:
+def check(intent: str, measured: tuple[float, float, str]) -> tuple[float, float, str]:
+    """`measured` (run_once's answer), or RuntimeError when the run did not end ok or skipped."""
     if measured[2] not in ('ok', 'skipped'):
         raise RuntimeError(f'{intent} ended {measured[2]}')
     return measured
@@ -201,11 +159,10 @@ def _row(cells: dict, intent: str, level: int) -> list:
             lean.gateway_cpu_ms / max(len(lean.wall_ms), 1), f'{median(lean.wall_ms) / empty:.2f}×']
 
 
-def _report(rows: list, trips: dict, args: argparse.Namespace) -> list[str]:
+def _notes(trips: dict, args: argparse.Namespace) -> list[str]:
     trip_rows = [[intent, trips.get((intent, 'full'), '–'), trips.get((intent, 'lean'), '–')]
                  for intent in ('health', 'summary')]
     return [
-        '## Results\n\n' + table(HEADERS, rows),
         f'{args.n} timed runs per cell. Each level and connect has its own simulated gateway (a process each), '
         'and the runs go round the levels and intents in turn, so load drift on the machine hits every level alike; '
         'all lean runs come first, then all full ones (a gateway that has just sent a full connect thousands of '
@@ -225,12 +182,11 @@ def _report(rows: list, trips: dict, args: argparse.Namespace) -> list[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='python -m bench.connect_cost', description=__doc__.split('\n')[0])
+    parser = bench_parser('connect_cost', __doc__)
     parser.add_argument('--levels', default='0,200,1000,3000', help="today's executions, ascending, comma-separated")
     parser.add_argument('-n', type=int, default=8, help='timed runs per intent, level and connect')
     parser.add_argument('--intents', default=','.join(INTENTS), help='intents to run, comma-separated')
     parser.add_argument('--connects', default=','.join(CONNECTS), help='full, lean or both, comma-separated')
-    parser.add_argument('--report', default='connect_cost', help='name of the report under docs/bench/')
     return parser
 
 

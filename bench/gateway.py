@@ -2,16 +2,27 @@
 
 The child serves `simulator.Simulator` and answers commands over a pipe: set the reply latency,
 read or reset the per-connection counters, fill the account with activity, move its clock, stop.
+`code` runs the simulator of another source tree (bench.common.source_tree: a commit's), so a bench can
+measure the simulator before a change beside the one after it, in one run.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from multiprocessing.connection import Connection
 
 
-def _serve(pipe: Connection, options: dict) -> None:
+def _serve(pipe: Connection, options: dict, code: str | None) -> None:
+    if code:
+        if 'simulator' in sys.modules:
+            raise RuntimeError('the simulator was imported before its source tree was chosen')
+        sys.path.insert(0, code)
+    import simulator
     from simulator import Simulator
+
+    if code and not simulator.__file__.startswith(code):
+        raise RuntimeError(f'{simulator.__file__} is not the simulator of {code}')
 
     with Simulator(**options) as sim:
         pipe.send((sim.host, sim.port, os.getpid()))
@@ -39,8 +50,9 @@ def _serve(pipe: Connection, options: dict) -> None:
 class GatewayProcess:
     """A simulator serving on 127.0.0.1 in its own process; use as a context manager."""
 
-    def __init__(self, **options) -> None:
+    def __init__(self, code: str | None = None, **options) -> None:
         self.options = options
+        self.code = code
         self.host: str | None = None
         self.port: int | None = None
         self.pid: int | None = None
@@ -50,7 +62,8 @@ class GatewayProcess:
     def __enter__(self) -> GatewayProcess:
         context = multiprocessing.get_context('spawn')
         self._pipe, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child, self.options), name='bench-gateway', daemon=True)
+        self._process = context.Process(target=_serve, args=(child, self.options, self.code), name='bench-gateway',
+                                        daemon=True)
         self._process.start()
         self.host, self.port, self.pid = self._pipe.recv()
         return self

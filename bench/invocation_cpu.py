@@ -28,15 +28,13 @@ import time
 from unittest import mock
 
 import lib.ibapi  # noqa: F401  (main thread import, see lib/ibapi.py)
-from bench.common import RunStart, median, percentile, table, write_report
+from bench.common import ACCOUNT, RunStart, bench_parser, finish, median, percentile, quiet_logs
 from bench.gateway import GatewayProcess
 from functions import runner
 from functions.__main__ import pubsub_push_event
 from functions.handler import handle
-from lib import log
 from lib.config import Settings
 
-ACCOUNT = 'DU1234567'
 VARIANTS = ('shared pool', 'per-loop executor')
 HEADERS = ['variant', 'invocations', 'CPU ms / invocation', 'p50 ms', 'p95 ms']
 
@@ -67,9 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     start = RunStart.now()
     scratch = tempfile.mkdtemp(prefix='bench-cpu-')
-    os.environ.update({'STORE_BACKEND': 'sqlite', 'SQLITE_PATH': os.path.join(scratch, 'state.db'),
-                       'LOG_LEVEL': 'INFO'})
-    log.configure(stream=open(os.devnull, 'w'), level='INFO', json=True)
+    os.environ.update({'STORE_BACKEND': 'sqlite', 'SQLITE_PATH': os.path.join(scratch, 'state.db')})
+    quiet_logs('INFO')
     cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
     wall: dict[str, list[float]] = {v: [] for v in VARIANTS}
     with GatewayProcess(accounts=[ACCOUNT]) as gateway:
@@ -97,22 +94,18 @@ def main(argv: list[str] | None = None) -> int:
                     cpu[name].append((time.process_time() - began) * 1000 / block)
     rows = [[name, len(wall[name]), median(cpu[name]), median(wall[name]), percentile(wall[name], 0.95)]
             for name in VARIANTS]
-    print(table(HEADERS, rows))
-    path = write_report(args.report, f'CPU per {args.intent} invocation in process: shared pool vs per-loop executor', [
-        '## Results\n\n' + table(HEADERS, rows),
+    return finish(args.report, f'CPU per {args.intent} invocation in process: shared pool vs per-loop executor',
+                  HEADERS, rows, [
         f'{args.blocks} blocks of {block} invocations per variant, alternating; "CPU ms / invocation" is the median '
         'over the blocks of this process\'s CPU time (all threads) per invocation. Through '
-        '`functions.handler.handle` in process: no HTTP server, no Pub/Sub publish.'], start=start)
-    print(f'\nwrote {path}')
-    return 0
+        '`functions.handler.handle` in process: no HTTP server, no Pub/Sub publish.'], start)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='python -m bench.invocation_cpu', description=__doc__.split('\n')[0])
+    parser = bench_parser('invocation_cpu', __doc__)
     parser.add_argument('-n', type=int, default=400, help='invocations per variant')
     parser.add_argument('--blocks', type=int, default=8, help='alternating blocks per variant')
     parser.add_argument('--intent', default='health', help='a read-only intent without params')
-    parser.add_argument('--report', default='invocation_cpu', help='name of the report under docs/bench/')
     return parser
 
 

@@ -34,6 +34,7 @@ from lib.failures import Failure, failure_of
 from trading.idempotency import FinishedRun, TooManyAttempts, claim_run, derive_key, legacy_claim, plan_key
 from lib.store import ClaimRecord, Store, StoreUnavailable, open_store
 from lib.times import iso
+from trading.plans import PLAN_REJECTED
 from trading.trading_config import load_trading_config
 
 logger = log.get_logger(__name__)
@@ -163,7 +164,9 @@ def settle(held: Hold | None, outcome: Outcome, now: datetime | None = None) -> 
         return
     crash_point('before-settle')
     store, run_id = held.context.store, held.context.run_id
-    record = FinishedRun(run_id=run_id, status=outcome.status, retry=outcome.redeliver,
+    # a refused plan execution placed nothing: a later request of it runs again (trading.plans.PLAN_REJECTED)
+    again = outcome.failure is not None and outcome.failure.type == PLAN_REJECTED
+    record = FinishedRun(run_id=run_id, status=outcome.status, retry=outcome.redeliver or again,
                          idempotency_key=held.context.idempotency_key,
                          error=outcome.failure.error() if outcome.failure else None, orders=outcome.orders)
     try:

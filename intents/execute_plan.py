@@ -20,13 +20,13 @@ from intents.base import IntentParams, IntentRejected
 from intents.outcome import Outcome
 from intents.trading import OrderIntent, account_positions, book_entries
 from lib.failures import Failure
-from lib.ibapi import Contract, Order
+from lib.ibapi import Contract, Order, Trade
 from lib.times import iso
 from trading.market_data import AccountSnapshot, contract_info, gateway_time, quotes
 from trading.market_hours import HoursUnreadable, market_state
 from trading.idempotency import order_ref, parse_order_ref
-from trading.orders import AlgoParam, Leg, place, planned_order, run_orders_at_broker, took_effect
-from trading.plans import describe_working, execute_key, plan_state, working_entry
+from trading.orders import FINAL, AlgoParam, Leg, place, planned_order, run_orders_at_broker, took_effect, what_if
+from trading.plans import PLAN_REJECTED, describe_working, execute_key, plan_state, working_entry
 from trading.risk import CheckedOrder, price_band_breach
 
 
@@ -90,13 +90,16 @@ class ExecutePlan(OrderIntent):
         items, more = await self._planned(plan, to_place, start.snapshot)
         reasons += more
         if reasons:
-            return Outcome.failed(Failure.rejected('PlanRejected', f'plan {plan["planId"]} not executed: '
+            return Outcome.failed(Failure.rejected(PLAN_REJECTED, f'plan {plan["planId"]} not executed: '
                                                    + '; '.join(reasons)),
                                   {**head, 'reasons': reasons, **self.run_orders.to_result()})
         settings = self.execution_settings(start.snapshot, None)
-        stale = set(plan.get('cancel') or [])
+        if self.dry_run:   # what executing would place (whatIf), and nothing placed, cancelled or written
+            self.run_orders.orders = [await what_if(self.ib, item) for item in items]
+            return self.output(self.run_orders, head)
+        stale = await self._stale_to_cancel(plan, chosen if params.orders else None)
         if stale:
-            await self.cancel([t for t in await self.working_orders() if t.order.permId in stale])
+            await self.cancel(stale)
         if items and not [p for p in self.run_orders.problems if p['code'] == 'order-not-cancelled']:
             await place(self.ib, items, settings, self.run_orders)
         if self.run_orders.orders:
@@ -124,6 +127,18 @@ class ExecutePlan(OrderIntent):
                 to_place.append({**order, 'orderRef': order_ref(reference, leg, again)})
         return to_place
 
+    async def _stale_to_cancel(self, plan: dict, chosen: list[dict] | None) -> list[Trade]:
+        """The open orders the planned run would have cancelled (any client's: close-all scope all cancels orders
+        placed by hand too); when a subset is executed, only those on the chosen orders' contracts (another
+        subset's contract is left as planned, for that subset to execute)."""
+        stale = set(plan.get('cancel') or [])
+        if not stale:
+            return []
+        contracts = None if chosen is None else {order['contract']['conId'] for order in chosen}
+        return [t for t in await self.ib.reqAllOpenOrdersAsync()
+                if t.order.permId in stale and t.orderStatus.status not in FINAL
+                and (contracts is None or t.contract.conId in contracts)]
+
     async def _apply_effects(self, plan: dict, con_ids: set[int]) -> None:
         """What the planned run would have written had it placed: the strategies' new targets, and the internal
         transfers of the contracts placed now (each booked once, by its execId)."""
@@ -137,6 +152,9 @@ class ExecutePlan(OrderIntent):
                                   if entry['conId'] in con_ids or entry['conId'] not in ordered])
 
     async def _discard(self, plan: dict, head: dict) -> Outcome:
+        if self.dry_run:   # says whether it would discard; the plan is left as it is
+            return Outcome.ok({**head, 'discarded': plan.get('discarded'), 'wouldDiscard': not plan.get('discarded'),
+                               **self.run_orders.to_result()})
         if not plan.get('discarded'):
             plan['discarded'] = {'at': iso(datetime.now(timezone.utc)), 'runId': self.context.run_id}
             await self.in_store(self.context.store.put_plan, plan['planId'], plan)

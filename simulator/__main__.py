@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 from .faults import HIST_ERRORS
 from .limits import Limits
@@ -48,11 +49,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='streaming market-data subscriptions before error 101; 0: no limit')
     limits.add_argument('--all-executions', action='store_true',
                         help="reqExecutions returns every past execution, not only the current day's")
+    p.add_argument('--time-zone', default='America/New_York', metavar='ZONE',
+                   help="the TWS login's time zone, in which a request's date-time without a zone is read "
+                        '(ExecutionFilter.time, endDateTime); default %(default)s')
     p.add_argument('--log-level', default='WARNING')
     args = p.parse_args(argv)
     args.accounts = [a for a in args.accounts.split(',') if a]
     if not args.accounts:
         p.error('--accounts needs at least one account id')
+    try:
+        ZoneInfo(args.time_zone)
+    except (KeyError, ValueError):
+        p.error(f'--time-zone: unknown time zone {args.time_zone!r}')
     try:
         args.stall = {int(x) for x in args.stall.split(',') if x}
     except ValueError:
@@ -79,7 +87,8 @@ async def serve(args: argparse.Namespace) -> None:
     sim = Simulator(accounts=args.accounts, base_currency=args.base_currency, cash=args.cash,
                     seed=args.seed, latency_ms=args.latency_ms, time=args.time,
                     master_client_id=args.master_client_id, state_file=args.state,
-                    contracts_file=args.contracts, host=args.host, port=args.port, limits=limits_of(args))
+                    contracts_file=args.contracts, host=args.host, port=args.port, limits=limits_of(args),
+                    time_zone=args.time_zone)
     f = sim.faults
     f.jitter_ms, f.drop_after, f.stall = args.jitter_ms, args.drop_after, args.stall
     f.reject_orders, f.partial_fill, f.hist_outage = args.reject_orders, args.partial_fill, args.hist_outage

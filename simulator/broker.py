@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from bisect import bisect_left
 import secrets
 import threading
 from dataclasses import dataclass
@@ -126,8 +127,42 @@ def _apply_fill(account: Account, inst: Instrument, dq: float, price: float, com
     return realized
 
 
+class ExecutionLog:
+    """Every fill in the order it happened, indexed by account and time, so a filtered request reads only what
+    it can match: a busy account's thousands of fills cost the request that wants the last minute's nothing.
+
+    The time index holds while the fills' times never go back (the clock only moves back when a test sets it
+    so); after that a time filter scans, as before, so the answer is the same either way.
+    """
+
+    def __init__(self, executions: list[Execution] = ()) -> None:
+        self.all: list[Execution] = []
+        self._by_account: dict[str, list[Execution]] = {}
+        self._in_time_order = True
+        for execution in executions:
+            self.append(execution)
+
+    def append(self, execution: Execution) -> None:
+        if self.all and execution.time < self.all[-1].time:
+            self._in_time_order = False
+        self.all.append(execution)
+        self._by_account.setdefault(execution.account, []).append(execution)
+
+    def candidates(self, account: str, since: datetime | None) -> list[Execution]:
+        """The fills of `account` ('' = every account) at or after `since`, and maybe some more; in fill order."""
+        kept = self._by_account.get(account, []) if account else self.all
+        if since is None or not self._in_time_order:
+            return kept
+        return kept[bisect_left(kept, since, key=lambda e: e.time):]
+
+
 class Broker:
-    """Paper accounts and their orders. Every public method holds `self.lock`."""
+    """Paper accounts and their orders. Every public method holds `self.lock`.
+
+    Orders still working are kept apart from the rest (`_working`), and fills in an ExecutionLog, so what a
+    connect asks for (open orders, recent executions) and the periodic tick cost the same on an account
+    with thousands of finished orders as on an empty one.
+    """
 
     def __init__(self, accounts: list[str], base_currency: str, cash: float, clock, universe, prices,
                  listener: BrokerListener | None = None) -> None:
@@ -140,7 +175,8 @@ class Broker:
         self.base_currency = base_currency
         self._accounts = {a: Account(a, base_currency, {base_currency: float(cash)}) for a in accounts}
         self._orders: dict[tuple[int, int], Order] = {}
-        self._executions: list[Execution] = []
+        self._working: dict[tuple[int, int], Order] = {}    # orders not done yet, in placement order
+        self._executions = ExecutionLog()
         self._max_order_ids: dict[int, int] = {}
         self._next_perm_id = 1_000_001
         self._exec_count = 0
@@ -244,11 +280,12 @@ class Broker:
                    symbol: str = '', secType: str = '', exchange: str = '', side: str = '') -> list[Execution]:
         """Fills matching an IB ExecutionFilter; 0 and '' mean any."""
         sides = {'BUY': 'BOT', 'SELL': 'SLD'}
+        since = as_utc(since) if since is not None else None
         with self.lock:
-            return [e for e in self._executions
+            return [e for e in self._executions.candidates(account, since)
                     if (not client_id or e.clientId == client_id)
                     and (not account or e.account == account)
-                    and (since is None or e.time >= as_utc(since))
+                    and (since is None or e.time >= since)
                     and (not symbol or e.instrument.symbol == symbol)
                     and (not secType or e.instrument.secType == secType)
                     and (not exchange or exchange in (e.instrument.exchange, e.instrument.primaryExchange))
@@ -306,7 +343,7 @@ class Broker:
                 'baseCurrency': self.base_currency,
                 'accounts': [encode(a) for a in self._accounts.values()],
                 'orders': [encode(o) for o in self._orders.values()],
-                'executions': [encode(e) for e in self._executions],
+                'executions': [encode(e) for e in self._executions.all],
                 'maxOrderIds': {str(c): i for c, i in self._max_order_ids.items()},
                 'nextPermId': self._next_perm_id,
                 'execCount': self._exec_count,
@@ -321,7 +358,8 @@ class Broker:
         broker._accounts = {a.accountId: a for a in accounts}
         orders = [decode_order(o) for o in data['orders']]
         broker._orders = {(o.clientId, o.orderId): o for o in orders}
-        broker._executions = [decode_execution(e) for e in data['executions']]
+        broker._working = {key: o for key, o in broker._orders.items() if not o.is_done}
+        broker._executions = ExecutionLog([decode_execution(e) for e in data['executions']])
         broker._max_order_ids = {int(c): i for c, i in data['maxOrderIds'].items()}
         broker._next_perm_id = data['nextPermId']
         broker._exec_count = data['execCount']
@@ -339,7 +377,7 @@ class Broker:
     # order internals
 
     def _live(self) -> list[Order]:
-        return [o for o in self._orders.values() if not o.is_done]
+        return [o for o in self._working.values() if not o.is_done]
 
     def _accept(self, order: Order, now: datetime) -> Order:
         try:
@@ -353,6 +391,7 @@ class Broker:
         order.stopTriggered = False
         self._next_perm_id += 1
         self._orders[order.clientId, order.orderId] = order
+        self._working[order.clientId, order.orderId] = order
         return order
 
     def _reject(self, order: Order, rejection: OrderError, now: datetime) -> None:
@@ -541,6 +580,7 @@ class Broker:
 
     def _finish(self, order: Order, status: str, completed_status: str, now: datetime) -> None:
         order.status, order.completedStatus, order.completedAt = status, completed_status, now
+        self._working.pop((order.clientId, order.orderId), None)
         self._notify_order(order)
 
     def _notify_order(self, order: Order) -> None:

@@ -7,7 +7,7 @@ import logging
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -37,6 +37,10 @@ UNSUPPORTED_REQ_ID_AT = {10: 2, 21: 2, 22: 1, 50: 2, 52: 2, 54: 2, 55: 2, 67: 2,
 CANCELS = {2: 2, 11: 2, 23: 2, 25: 2, 51: 2, 53: 2, 56: 2, 57: 2, 63: 2, 70: 2, 75: 2, 77: 2,
            89: 1, 90: 1, 93: 1, 95: 1, 98: 1, 101: 1, 103: 1}
 NOT_IMPLEMENTED = 10300  # not a TWS code: the simulator's "unsupported request"
+# TWS's warning for a request date-time without a zone, read in the login's zone (text as TWS sends it)
+IMPLIED_TIME_ZONE_WARNING = ('Warning: You submitted request with date-time attributes without explicit time zone. '
+                             'Please switch to use yyyymmdd-hh:mm:ss in UTC or use instrument time zone, like '
+                             'US/Eastern. Implied time zone functionality will be removed in the next API release')
 CLIENT_TOO_OLD = 10301   # not a TWS code: the client's newest version is below MIN_CLIENT_VERSION
 
 TICKS_LIVE = {'bid': 1, 'ask': 2, 'last': 4, 'high': 6, 'low': 7, 'close': 9, 'open': 14,
@@ -412,7 +416,7 @@ class Connection(asyncio.Protocol):
     def on_req_executions(self, f):
         req_id = int(f[2])
         client_id, account, since, symbol, sec_type, exchange, side = (f + [''] * 10)[3:10]
-        since = _later(_parse_filter_time(since), self.sim.limits.execution_day_start(self.sim.clock.now()))
+        since = _later(self._filter_time(req_id, since), self.sim.limits.execution_day_start(self.sim.clock.now()))
         executions = self.sim.broker.executions(
             client_id=int(client_id or 0), account=account, since=since,
             symbol=symbol, secType=sec_type, exchange=exchange, side=side)
@@ -420,6 +424,21 @@ class Connection(asyncio.Protocol):
             self.send(msg.exec_details(req_id, ex))
             self.send(msg.commission_report(ex))
         self.send([msg.EXECUTION_DATA_END, 1, req_id])
+
+    def _request_time(self, text: str, req_id: int = -1) -> datetime | None:
+        """A date-time of a request as TWS reads it (_parse_request_time), with warning 2174 for the form without
+        a zone, as TWS sends it."""
+        when, zoned = _parse_request_time(text, self.sim.time_zone)
+        if when is not None and not zoned:
+            self.send_error(req_id, 2174, IMPLIED_TIME_ZONE_WARNING)
+        return when
+
+    def _filter_time(self, req_id: int, text: str) -> datetime | None:
+        """ExecutionFilter.time as TWS reads it; one it cannot read filters nothing."""
+        try:
+            return self._request_time(text.replace('  ', ' '), req_id)
+        except (ValueError, KeyError):
+            return None
 
     def on_place_order(self, f):
         parsed = msg.parse_place_order(f)
@@ -587,7 +606,7 @@ class Connection(asyncio.Protocol):
             self.send_error(req_id, 200, 'No security definition has been found for the request')
             return
         try:
-            end = _parse_end_time(end_text) or self.sim.clock.now()
+            end = self._request_time(end_text, req_id) or self.sim.clock.now()
             bars = self.sim.prices.bars(inst, end, duration, bar_size, what, use_rth == '1')
         except ValueError as e:
             text = str(e)
@@ -630,30 +649,37 @@ def _optional_float(text: str) -> float | None:
     return float(text) if text and float(text) < 1e300 else None
 
 
-def _parse_end_time(text: str) -> datetime | None:
-    """endDateTime of reqHistoricalData: '', 'YYYYMMDD HH:MM:SS [TZ]' or 'YYYYMMDD-HH:MM:SS' (UTC)."""
+def _parse_request_time(text: str, login_zone: tzinfo) -> tuple[datetime | None, bool]:
+    """(instant, whether the text named its zone) of a request's date-time (reqHistoricalData's endDateTime,
+    ExecutionFilter.time), read as TWS reads it; (None, True) for ''.
+
+    - 'yyyymmdd-hh:mm:ss' (a dash): UTC, and nothing may follow it;
+    - 'yyyymmdd hh:mm:ss ZONE' (a space, then a zone such as US/Eastern or UTC): in that zone;
+    - 'yyyymmdd hh:mm:ss' (no zone): in the time zone of the TWS login (`login_zone`), which TWS deprecates
+      with warning 2174.
+    Sources: TWS's error 10314 ("The correct format is yyyymmdd hh:mm:ss xx/xxxx where yyyymmdd and xx/xxxx are
+    optional ... If no time-zone is specified, local time-zone is assumed(deprecated). You can also provide
+    yyyymmddd-hh:mm:ss time is in UTC. Note that there is a dash between the date and time in UTC notation.")
+    and warning 2174 (IMPLIED_TIME_ZONE_WARNING), as logged from live sessions in public IB API projects
+    quoting them, in projects that log what TWS sent; IB's Python client
+    (ibapi 10.50 EClient.reqExecutions: "Time format must be 'yyyymmdd-hh:mm:ss'") and its C# reference
+    (ExecutionFilter.Time: "yyyymmdd hh:mm:ss ... Only those executions reported after the specified time
+    will be returned"). ValueError or KeyError (unknown zone) when TWS could not read it either.
+    """
     text = text.strip()
     if not text:
-        return None
+        return None, True
     if '-' in text[:9]:
-        return datetime.strptime(text, '%Y%m%d-%H:%M:%S').replace(tzinfo=timezone.utc)
+        return datetime.strptime(text, '%Y%m%d-%H:%M:%S').replace(tzinfo=timezone.utc), True
     parts = text.split()
     when = datetime.strptime(' '.join(parts[:2]), '%Y%m%d %H:%M:%S')
-    zone = ZoneInfo(parts[2]) if len(parts) > 2 else timezone.utc
-    return when.replace(tzinfo=zone)
+    if len(parts) > 2:
+        return when.replace(tzinfo=ZoneInfo(parts[2])), True
+    return when.replace(tzinfo=login_zone), False
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
     return max((t for t in (a, b) if t is not None), default=None)
-
-
-def _parse_filter_time(text: str) -> datetime | None:
-    if not text.strip():
-        return None
-    try:
-        return _parse_end_time(text.replace('  ', ' '))
-    except (ValueError, KeyError):
-        return None
 
 
 HANDLERS = {

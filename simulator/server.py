@@ -8,6 +8,7 @@ import threading
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
+from zoneinfo import ZoneInfo
 
 from . import messages as msg
 from .broker import Broker
@@ -37,8 +38,10 @@ class Simulator:
                  seed: int = 1, latency_ms: float = 0.0, time: datetime | None = None,
                  master_client_id: int | None = None, state_file: str | Path | None = None,
                  contracts_file: str | Path | None = None, host: str = '127.0.0.1', port: int = 0,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, time_zone: str = 'America/New_York') -> None:
         self.accounts = list(accounts)
+        # the TWS login's time zone: a request's date-time without a zone is read in it (see connection.py)
+        self.time_zone = ZoneInfo(time_zone)
         if not self.accounts:
             raise ValueError('the simulator needs at least one account')
         self.host, self.port = host, port

@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 from datetime import date, datetime, time, timedelta
+from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -135,40 +136,16 @@ class Universe:
 
     def sessions(self, inst: Instrument, day: date) -> tuple[Span | None, Span | None]:
         """(trading, liquid) sessions of trading date `day` in the instrument's zone; None when closed."""
-        tz = ZoneInfo(inst.timeZoneId)
-
-        def at(d: date, hour: int, minute: int = 0) -> datetime:
-            return datetime.combine(d, time(hour, minute), tzinfo=tz)
-
-        eve = day - timedelta(days=1)
-        if inst.session == 'forex':
-            if day.weekday() >= 5 or (day.month, day.day) in ((12, 25), (1, 1)):
-                return None, None
-            span = (at(eve, 17, 15), at(day, 17))
-            return span, span
-        regular = regular_session(day)
-        if regular is None:
-            return None, None
-        early = regular[1] != REGULAR_CLOSE
-        if inst.session == 'future':     # CME Globex: equity futures halt at 12:15 CT on NYSE early-close days
-            trading = (at(eve, 17), at(day, 12, 15) if early else at(day, 16))
-            return trading, (at(day, 8, 30), at(day, 12 if early else 15))
-        open_, close = (datetime.combine(day, t, tzinfo=tz) for t in regular)
-        return (at(day, 4), at(day, 17 if early else 20)), (open_, close)
+        return _sessions(inst.session, inst.timeZoneId, day)
 
     def sessions_between(self, inst: Instrument, start: datetime, end: datetime,
                          liquid: bool) -> list[tuple[date, datetime, datetime]]:
         """(trading date, start, end) of the liquid or trading sessions overlapping [start, end], in order."""
         start, end = as_utc(start), as_utc(end)
         tz = ZoneInfo(inst.timeZoneId)
-        day, last = start.astimezone(tz).date() - timedelta(days=1), end.astimezone(tz).date() + timedelta(days=1)
-        found = []
-        while day <= last:
-            span = self.sessions(inst, day)[1 if liquid else 0]
-            if span and span[0] <= end and span[1] >= start:
-                found.append((day, *span))
-            day += timedelta(days=1)
-        return found
+        first, last = start.astimezone(tz).date() - timedelta(days=1), end.astimezone(tz).date() + timedelta(days=1)
+        spans = _day_spans(inst.session, inst.timeZoneId, first, last, liquid)
+        return [span for span in spans if span[1] <= end and span[2] >= start]
 
     def hours(self, inst: Instrument, now: datetime) -> tuple[str, str]:
         """(tradingHours, liquidHours) in IB's format for 7 days from `now`'s date in the instrument's zone."""
@@ -196,6 +173,41 @@ class Universe:
         at = as_utc(at)
         opens = [s for _, s, _ in self.sessions_between(inst, at, at + timedelta(days=_SEARCH_DAYS), True) if s > at]
         return as_utc(opens[0]) if opens else None
+
+
+@lru_cache(maxsize=4096)
+def _sessions(session: str, zone: str, day: date) -> tuple[Span | None, Span | None]:
+    """Universe.sessions, by the only fields it depends on: every price and quote asks for the sessions of the
+    days around it, so a portfolio row or a resting order would otherwise recompute the calendar each time."""
+    tz = ZoneInfo(zone)
+
+    def at(d: date, hour: int, minute: int = 0) -> datetime:
+        return datetime.combine(d, time(hour, minute), tzinfo=tz)
+
+    eve = day - timedelta(days=1)
+    if session == 'forex':
+        if day.weekday() >= 5 or (day.month, day.day) in ((12, 25), (1, 1)):
+            return None, None
+        span = (at(eve, 17, 15), at(day, 17))
+        return span, span
+    regular = regular_session(day)
+    if regular is None:
+        return None, None
+    early = regular[1] != REGULAR_CLOSE
+    if session == 'future':     # CME Globex: equity futures halt at 12:15 CT on NYSE early-close days
+        trading = (at(eve, 17), at(day, 12, 15) if early else at(day, 16))
+        return trading, (at(day, 8, 30), at(day, 12 if early else 15))
+    open_, close = (datetime.combine(day, t, tzinfo=tz) for t in regular)
+    return (at(day, 4), at(day, 17 if early else 20)), (open_, close)
+
+
+@lru_cache(maxsize=4096)
+def _day_spans(session: str, zone: str, first: date, last: date,
+               liquid: bool) -> tuple[tuple[date, datetime, datetime], ...]:
+    """(trading date, start, end) of the liquid or trading sessions of the days first..last, in order: every
+    price asks for the ten days before it, once per portfolio row and resting order."""
+    days = (first + timedelta(days=n) for n in range((last - first).days + 1))
+    return tuple((day, *span) for day in days if (span := _sessions(session, zone, day)[1 if liquid else 0]))
 
 
 def _format_hours(days: list[date], spans) -> str:

@@ -187,6 +187,14 @@ async def gateway_time(ib: IB) -> datetime:
 
 def execution_filter_time(moment: datetime) -> str:
     """An ExecutionFilter's time: yyyymmdd-hh:mm:ss in UTC (the form TWS reads as UTC), whole seconds, rounded down."""
+    # TWS reads 'yyyymmdd-hh:mm:ss' as UTC, 'yyyymmdd hh:mm:ss ZONE' in ZONE, and 'yyyymmdd hh:mm:ss' in the TWS
+    # login's own time zone (deprecated: warning 2174). Sources: TWS's error 10314 text ("If no time-zone is
+    # specified, local time-zone is assumed(deprecated). You can also provide yyyymmddd-hh:mm:ss time is in UTC")
+    # and warning 2174 ("Please switch to use yyyymmdd-hh:mm:ss in UTC or use instrument time zone"); IB's
+    # ibapi 10.50 EClient.reqExecutions ("Time format must be 'yyyymmdd-hh:mm:ss'"). A naive moment would be
+    # read in this machine's zone, so it is refused. tests/trading/test_execution_filter_time.py holds us to it.
+    if moment.tzinfo is None:
+        raise ValueError(f'an ExecutionFilter time needs a time zone: {moment!r}')
     return moment.astimezone(timezone.utc).strftime('%Y%m%d-%H:%M:%S')
 
 

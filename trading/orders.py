@@ -204,7 +204,7 @@ async def execute(ib: IB, legs: list[Leg], settings: ExecutionSettings,
         else:
             run_orders.skipped.append({**_describe_plan(item), **closed})
     if settings.dry_run:
-        run_orders.orders = list(await asyncio.gather(*(_what_if(ib, p) for p in tradable)))
+        run_orders.orders = list(await asyncio.gather(*(what_if(ib, p) for p in tradable)))
         return run_orders
     return await place(ib, tradable, settings, run_orders)
 
@@ -220,6 +220,8 @@ def planned_order(leg: Leg, order: Order, snapshot: AccountSnapshot) -> _Planned
 async def place(ib: IB, tradable: list[_Planned], settings: ExecutionSettings,
                 run_orders: RunOrders) -> RunOrders:
     """Place the orders one by one (trading gate, reduce-only check), confirm them, and report each."""
+    if settings.dry_run:
+        raise ValueError('a dry run places nothing: ask what_if instead')
     await _place_one_by_one(ib, tradable, settings, run_orders)
     await confirm(ib, [trade for _, trade in run_orders.placing], settings.deadline - CONFIRM_MARGIN_SECONDS)
     for item, trade in run_orders.placing:
@@ -692,7 +694,7 @@ def describe_trade(trade: Trade) -> dict:
             'filled': trade.orderStatus.filled, 'remaining': trade.orderStatus.remaining}
 
 
-async def _what_if(ib: IB, item: _Planned) -> dict:
+async def what_if(ib: IB, item: _Planned) -> dict:
     """The planned order with the gateway's whatIf answer (margin and commission); nothing is placed."""
     contract = copy.copy(item.leg.info.contract)   # errors come back tagged with this object
     refusals: list[str] = []

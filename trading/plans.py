@@ -19,6 +19,9 @@ from typing import Any
 from lib.times import parse_instant
 
 EXECUTE_PLAN = 'execute-plan'
+# an execution refused before placing anything: its key stays open, so the same execution can be asked again once
+# what refused it has passed (trading enabled, the market open, a price back within its band)
+PLAN_REJECTED = 'PlanRejected'
 
 
 def plan_id(account: str, run_id: str, orders: list[dict]) -> str:

@@ -6,6 +6,8 @@ evaluated on them. A policy fires for a run when any of the run's lines matches.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from deploy.alerts import POLICY_FILES, health_filter, render_policy
@@ -38,7 +40,7 @@ def run_logged(capsys, send) -> tuple[object, list[dict]]:
     return result, [entry for entry in entries if 'schema' not in entry['jsonPayload']]   # result documents aside
 
 
-def test_each_policy_catches_the_runs_it_names_and_no_other(make_rig, capsys, monkeypatch):  # noqa: F811
+def test_each_policy_catches_the_runs_it_names_and_no_other(make_rig, capsys):  # noqa: F811
     log.configure(json=True)
     runs: dict[str, tuple[object, list[dict]]] = {}
 
@@ -47,9 +49,11 @@ def test_each_policy_catches_the_runs_it_names_and_no_other(make_rig, capsys, mo
     trading.sim.faults.no_live_quote = {'SPY'}
     runs['rejected: risk limit'] = run_logged(capsys, lambda: trading.send('allocation', key='no-quote'))
     trading.sim.faults.no_live_quote = set()
-    monkeypatch.setenv('TRADING_ENABLED', 'false')
+    enabled = trading.settings
+    trading.settings = replace(enabled, trading_config=replace(enabled.trading_config,
+                                                               environment={'TRADING_ENABLED': 'false'}))
     runs['rejected: trading disabled'] = run_logged(capsys, lambda: trading.send('allocation', key='off'))
-    monkeypatch.delenv('TRADING_ENABLED')
+    trading.settings = enabled
     trading.sim.faults.hist_outage = True
     runs['degraded allocation'] = run_logged(capsys, lambda: trading.send('allocation', key='outage'))
 

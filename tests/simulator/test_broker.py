@@ -399,6 +399,56 @@ def test_execution_filters(env, broker):
     assert len(broker.executions(account=ACCOUNT, secType='STK', exchange='ARCA')) == 1
 
 
+def test_execution_time_filter_holds_when_the_clock_went_back_and_per_account(env):
+    """The executions are indexed by account and time; fills dated before an earlier one (a test set the clock
+    back) and a second account's fills must still be found exactly as a scan over every fill finds them."""
+    broker = make_broker(env, accounts=(ACCOUNT, 'DU7654321'))
+    for minute, order_id, account in ((10, 1, ACCOUNT), (1, 2, ACCOUNT), (2, 3, 'DU7654321'), (3, 4, ACCOUNT)):
+        env.clock.set(T0 + timedelta(minutes=minute))
+        placed = order(env.SPY, 'BUY', 1, order_id=order_id)
+        placed.account = account
+        broker.place(placed)
+    assert [e.orderId for e in broker.executions(since=T0 + timedelta(minutes=5))] == [1]
+    assert [e.orderId for e in broker.executions(since=T0 + timedelta(minutes=2))] == [1, 3, 4]
+    assert [e.orderId for e in broker.executions(account=ACCOUNT, since=T0 + timedelta(minutes=2))] == [1, 4]
+    assert [e.orderId for e in broker.executions(account='DU7654321')] == [3]
+    assert broker.executions(account='DU0000000') == []
+    naive = (T0 + timedelta(minutes=4)).replace(tzinfo=None)     # naive means UTC, as before
+    assert [e.orderId for e in broker.executions(account=ACCOUNT, since=naive)] == [1]
+
+
+def test_execution_time_filter_on_fills_in_time_order(env, broker):
+    for minute, order_id in ((1, 1), (2, 2), (2, 3), (4, 4)):
+        env.clock.set(T0 + timedelta(minutes=minute))
+        broker.place(order(env.SPY, 'BUY', 1, order_id=order_id))
+    assert [e.orderId for e in broker.executions(account=ACCOUNT, since=T0 + timedelta(minutes=2))] == [2, 3, 4]
+    assert [e.orderId for e in broker.executions(since=T0 + timedelta(minutes=2, seconds=1))] == [4]
+    assert [e.orderId for e in broker.executions(since=T0 + timedelta(minutes=5))] == []
+
+
+def test_open_orders_stay_in_placement_order_among_many_finished_ones(env, broker):
+    """Working orders are kept apart from finished ones; what reqOpenOrders, the tick and a reload see must
+    not change: placement order, filled and cancelled ones gone, a modified order in its first place."""
+    limit = round(env.prices.price(env.SPY, T0) * 0.9, 2)
+    broker.place(order(env.SPY, 'BUY', 1, 'LMT', lmtPrice=limit, order_id=1))
+    for order_id in range(2, 40):
+        broker.place(order(env.QQQ, 'BUY', 1, order_id=order_id))
+    broker.place(order(env.SPY, 'BUY', 1, 'LMT', lmtPrice=limit, order_id=40, client_id=2))
+    broker.place(order(env.SPY, 'BUY', 1, 'LMT', lmtPrice=limit, order_id=41))
+    broker.place(order(env.SPY, 'BUY', 2, 'LMT', lmtPrice=limit, order_id=1))       # modify keeps its place
+    broker.cancel(1, 41)
+    assert [(o.clientId, o.orderId, o.totalQuantity) for o in broker.open_orders()] == [(1, 1, 2), (2, 40, 1)]
+    assert [o.orderId for o in broker.open_orders(client_id=2)] == [40]
+    reloaded = Broker.from_dict(broker.to_dict(), env.clock, env.universe, env.prices)
+    assert [o.orderId for o in reloaded.open_orders()] == [1, 40]
+    later = T0 + timedelta(minutes=1)
+    env.clock.set(later)
+    env.prices.set_price(env.SPY.conId, limit - 1, later)
+    reloaded.tick()
+    assert reloaded.open_orders() == [] and len(reloaded.executions()) == 38 + 2
+    assert [o.status for o in reloaded.completed_orders()][-2:] == ['Filled', 'Filled']
+
+
 def test_account_summary_tags_and_ledger(env, broker):
     broker.place(order(env.EURUSD, 'BUY', 20_000, order_id=1))
     rows = broker.summary(ACCOUNT, ['AccountType', 'NetLiquidation', '$LEDGER:ALL'])

@@ -1,7 +1,7 @@
 """Orders through the real client: fills, resting limits, cancels, whatIf, orderRef, client ownership."""
 import pytest
 
-from lib.ibapi import CLIENT_LIBRARY, LimitOrder, MarketOrder, Stock
+from lib.ibapi import CLIENT_LIBRARY, ExecutionFilter, LimitOrder, MarketOrder, Stock
 
 
 def spy(ib):
@@ -180,3 +180,23 @@ def test_master_client_sees_other_clients_order_status(sim):
     finally:
         master.disconnect()
         trader.disconnect()
+
+
+def test_execution_filter_time_is_read_as_tws_reads_it(connect, sim):
+    """'yyyymmdd-hh:mm:ss' is UTC; 'yyyymmdd hh:mm:ss ZONE' is in ZONE; 'yyyymmdd hh:mm:ss' alone is in the TWS
+    login's time zone (New York by default), with warning 2174 (sources: simulator/connection.py)."""
+    ib = connect(1)
+    trade = wait_done(ib, ib.placeOrder(spy(ib), MarketOrder('BUY', 1)))   # fills at 15:00 UTC = 10:00 New York
+    assert trade.orderStatus.status == 'Filled'
+    warnings = []
+    ib.errorEvent += lambda req_id, code, text, *rest: warnings.append(code)
+
+    def found(time: str) -> int:
+        return len(ib.reqExecutions(ExecutionFilter(time=time)))
+
+    assert (found('20261125-14:59:00'), found('20261125-15:01:00')) == (1, 0)
+    assert (found('20261125 09:59:00 US/Eastern'), found('20261125 10:01:00 America/New_York')) == (1, 0)
+    assert (found('20261125 16:01:00 Europe/Berlin'), found('20261125 15:01:00 UTC')) == (0, 0)
+    assert warnings == []
+    assert (found('20261125 09:59:00'), found('20261125 10:01:00')) == (1, 0)         # read in New York
+    assert warnings == [2174, 2174]
