@@ -330,12 +330,14 @@ def _check_limits(config: DeployConfig) -> None:
 
 
 def _check_notify(config: DeployConfig) -> None:
+    from functions.notify import checked_intents
     from lib.config import ConfigError as SettingsError, NotifySettings
 
     if 'telegram' in config.notify_sinks and not config.notify_telegram_chat_id:
         raise ConfigError('NOTIFY_SINKS has telegram: set NOTIFY_TELEGRAM_CHAT_ID too')
     try:   # the function's own reading of its filters, so the deploy refuses what the function would
-        NotifySettings.from_env({'NOTIFY_STATUSES': config.notify_statuses, 'NOTIFY_INTENTS': config.notify_intents})
+        checked_intents(NotifySettings.from_env({'NOTIFY_STATUSES': config.notify_statuses,
+                                                 'NOTIFY_INTENTS': config.notify_intents}))
     except SettingsError as exc:
         raise ConfigError(str(exc)) from None
 

@@ -119,9 +119,21 @@ def _document(data: str | None) -> dict[str, Any] | None:
     return doc
 
 
+def checked_intents(settings: NotifySettings) -> NotifySettings:
+    """`settings`, or ConfigError when NOTIFY_INTENTS names an intent that does not exist (it would filter out
+    every result of the intent meant, silently)."""
+    from intents.registry import intent_names
+
+    unknown = sorted((settings.intents or frozenset()) - set(intent_names()))
+    if unknown:
+        raise ConfigError(f'NOTIFY_INTENTS is invalid: unknown {", ".join(unknown)}; '
+                          f'expected some of {", ".join(intent_names())}')
+    return settings
+
+
 def _settings_from_env() -> NotifySettings:
     try:
-        return NotifySettings.from_env()
+        return checked_intents(NotifySettings.from_env())
     except ConfigError as exc:
         logger.critical('notification settings are invalid, so every result fails until they are fixed: %s', exc)
         raise

@@ -7,6 +7,7 @@ approves it. Every secret in the environment is masked in it (lib.log.mask), wha
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from functions.render import headline
@@ -16,6 +17,8 @@ from lib.config import NotifySettings
 # Telegram refuses texts over 4096 characters; a notification is meant to be short anyway.
 MAX_MESSAGE_CHARS = 3500
 MAX_ORDER_LINES = 10
+# in a str every surrogate code point is a lone one (JSON's escaped pairs decode to one character)
+_LONE_SURROGATE = re.compile('[\ud800-\udfff]')
 
 
 def tags(doc: dict[str, Any]) -> set[str]:
@@ -24,7 +27,7 @@ def tags(doc: dict[str, Any]) -> set[str]:
     found = set()
     if isinstance(result.get('plan'), dict):
         found.add('planned')
-    if not doc.get('dryRun') and any(isinstance(order, dict) for order in result.get('orders') or []):
+    if not doc.get('dryRun') and any(isinstance(order, dict) for order in _list(result.get('orders'))):
         found.add('orders')
     return found
 
@@ -37,7 +40,22 @@ def passes(doc: dict[str, Any], settings: NotifySettings) -> bool:
 
 
 def message(doc: dict[str, Any]) -> str:
-    """The short text about one result, with every secret of the environment masked."""
+    """The short text about one result, with every secret of the environment masked.
+
+    A result with a part of the wrong type (published by someone else, or by another version) still makes a
+    message: its intent, status and run, saying the rest could not be read (a redelivery reads it no better).
+    """
+    try:
+        text = _full_message(doc)
+    except (TypeError, KeyError, AttributeError, ValueError) as exc:
+        text = (f'{doc.get("intent") or "?"}: {str(doc.get("status")).upper()} — the result document could not be '
+                f'read in full ({type(exc).__name__}); see the run in the history'
+                + (f'\nrun {doc["runId"]}' if doc.get('runId') else ''))
+    # a lone surrogate (JSON allows its escape) is not UTF-8: Slack and Telegram would refuse the text
+    return _LONE_SURROGATE.sub('\ufffd', _cut(log.mask(text)))
+
+
+def _full_message(doc: dict[str, Any]) -> str:
     result = _result(doc)
     lines = [headline(doc, width=300)]
     if doc.get('account'):
@@ -57,7 +75,7 @@ def message(doc: dict[str, Any]) -> str:
         lines += _plan_lines(plan)
     if doc.get('runId'):
         lines.append(f'run {doc["runId"]}')
-    return _cut(log.mask('\n'.join(lines)))
+    return '\n'.join(lines)
 
 
 def _plan_lines(plan: dict[str, Any]) -> list[str]:
@@ -105,6 +123,10 @@ def _number(value: Any) -> str:
     if value != value or value in (float('inf'), float('-inf')):
         return str(value)
     return f'{value:,.0f}' if float(value).is_integer() else f'{value:,.4g}' if abs(value) < 1 else f'{value:,.2f}'
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _result(doc: dict[str, Any]) -> dict[str, Any]:

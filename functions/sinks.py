@@ -5,7 +5,7 @@ Each sink is a URL and the JSON body its service expects:
 | sink | settings | body |
 |---|---|---|
 | `webhook` | NOTIFY_WEBHOOK_URL | `{"text": message, "result": the result document}` |
-| `slack` | NOTIFY_SLACK_WEBHOOK_URL | `{"text": message}` (Slack incoming webhooks) |
+| `slack` | NOTIFY_SLACK_WEBHOOK_URL | `{"text": message}` (Slack incoming webhooks; &, <, > escaped) |
 | `telegram` | NOTIFY_TELEGRAM_BOT_TOKEN, NOTIFY_TELEGRAM_CHAT_ID | `{"chat_id": ..., "text": message}` POSTed to the Bot API's `sendMessage` (NOTIFY_TELEGRAM_API_BASE, default https://api.telegram.org) |
 
 `send` answers what Pub/Sub's rules make of it: `sent` (2xx), `rejected` (the sink refused this request
@@ -15,9 +15,11 @@ configuration to fix, and a redirected POST would lose its body.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -45,7 +47,7 @@ class Sink:
             return {'text': text, 'result': log.mask(doc)}
         if self.name == 'telegram':
             return {'chat_id': self.chat_id, 'text': text, 'disable_web_page_preview': True}
-        return {'text': text}
+        return {'text': _slack_escaped(text)}
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,12 @@ class Sent:
 
     state: SendState
     detail: str
+
+
+def _slack_escaped(text: str) -> str:
+    # Slack parses <...> (mentions such as <!channel>, links) and wants &, <, > as entities otherwise
+    # (api.slack.com/reference/surfaces/formatting#escaping): a result's text is shown, never parsed
+    return text.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')
 
 
 def configured_sinks(settings: NotifySettings) -> list[Sink]:
@@ -91,16 +99,16 @@ def send(sink: Sink, text: str, doc: dict[str, Any], timeout: float) -> Sent:
     except urllib.error.HTTPError as exc:
         answer = _answer(exc)
         state: SendState = 'failed' if exc.code >= 500 or exc.code in RETRYABLE_4XX else 'rejected'
-        return Sent(state, _detail(f'HTTP {exc.code}{": " + answer if answer else ""}'))
+        return Sent(state, _detail(sink, f'HTTP {exc.code}{": " + answer if answer else ""}'))
     except (TimeoutError, socket.timeout):
         return Sent('failed', f'no answer within {timeout:g} s')
     except urllib.error.URLError as exc:
         reason = exc.reason
         if isinstance(reason, (TimeoutError, socket.timeout)):
             return Sent('failed', f'no answer within {timeout:g} s')
-        return Sent('failed', _detail(f'{type(reason).__name__}: {reason}'))
-    except (OSError, ValueError) as exc:     # a broken connection, an unusable URL
-        return Sent('failed', _detail(f'{type(exc).__name__}: {exc}'))
+        return Sent('failed', _detail(sink, f'{type(reason).__name__}: {reason}'))
+    except (OSError, ValueError, http.client.HTTPException) as exc:   # a broken connection, an unusable URL, not HTTP
+        return Sent('failed', _detail(sink, f'{type(exc).__name__}: {exc}'))
 
 
 def _answer(exc: urllib.error.HTTPError) -> str:
@@ -110,7 +118,14 @@ def _answer(exc: urllib.error.HTTPError) -> str:
         return ''
 
 
-def _detail(text: str) -> str:
-    # a sink's URL (with its token) can appear in an error text: masked like every logged value
-    text = log.redact(' '.join(text.split()))
+def _detail(sink: Sink, text: str) -> str:
+    # a sink's URL (with its token) can appear in an error text: masked like every logged value; and its path
+    # and query alone, which an error page may echo ('Cannot POST /services/T0/B0/...'): for a webhook they are
+    # the credential, while the environment knows only the whole URL
+    text = ' '.join(text.split())
+    parts = urllib.parse.urlsplit(sink.url)
+    for form in sorted({sink.url, parts.path, parts.query, urllib.parse.unquote(parts.path)}, key=len, reverse=True):
+        if len(form) > 1 and form in text:
+            text = text.replace(form, log.MASK)
+    text = log.redact(text)
     return text if len(text) <= MAX_DETAIL_CHARS else text[:MAX_DETAIL_CHARS - 1] + '…'

@@ -13,6 +13,7 @@ secret set late is masked too) and the test-only crash hook.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Callable, Mapping, TypeVar
@@ -378,8 +379,9 @@ class NotifySettings:
             raise ConfigError('NOTIFY_TELEGRAM_BOT_TOKEN and NOTIFY_TELEGRAM_CHAT_ID go together: set both or neither')
         urls = {name: get(name) for name in ('NOTIFY_WEBHOOK_URL', 'NOTIFY_SLACK_WEBHOOK_URL', 'NOTIFY_TELEGRAM_API_BASE')}
         for name, url in urls.items():
-            if url is not None and not url.startswith(('https://', 'http://')):
-                raise ConfigError(f'{name} is invalid: expected an http(s):// URL')   # the value may be a secret
+            problem = None if url is None else _url_problem(url)
+            if problem:
+                raise ConfigError(f'{name} is invalid: {problem}')   # never the value: it may be a secret
         max_attempts = env.get('NOTIFY_MAX_ATTEMPTS', '').strip()
         try:
             attempts = _positive_int(max_attempts) if max_attempts else cls.max_attempts
@@ -397,6 +399,24 @@ class NotifySettings:
             max_attempts=attempts,
             store=StoreSettings.from_env(env),
         )
+
+
+def _url_problem(url: str) -> str | None:
+    """Why urllib could never POST to `url` (without quoting it), or None."""
+    if not url.startswith(('https://', 'http://')):
+        return 'expected an http(s):// URL'
+    if any(char.isspace() for char in url):
+        return 'the URL has a space or line break inside'
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port                                # raises ValueError for a port that is not a number
+    except ValueError:
+        return 'the URL cannot be parsed (its host or port)'
+    if not parts.hostname:
+        return 'the URL has no host'
+    if '@' in parts.netloc:
+        return 'user or password in the URL are not sent; put the credential in the path, as the service gives it'
+    return None
 
 
 def _names(raw: str | None, name: str, allowed: tuple[str, ...] | None) -> frozenset[str] | None:
