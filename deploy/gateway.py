@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from deploy.config import DeployConfig
-from deploy.steps import Ensure, Ref, Remove, SetSecret, Step, WriteFile, gcloud
+from deploy.steps import Ensure, Ref, Remove, Step, WriteFile, gcloud, secret_with_value
 
 GATEWAY_DIR = Path(__file__).resolve().parent / 'gateway'
 SCRIPT_PATH = '/var/lib/ib-gateway/start-gateway.sh'
@@ -61,18 +61,9 @@ def _metadata_flag(cfg: DeployConfig) -> str:
 
 def secret_steps(cfg: DeployConfig) -> list[Step]:
     """The two credential secrets, and a new version of each whose value was given and changed."""
-    steps: list[Step] = []
-    for secret, value_name in ((cfg.ib_username_secret, 'IB_USERNAME'), (cfg.ib_password_secret, 'IB_PASSWORD')):
-        steps.append(Ensure(f'secret {secret}',
-                            probe=gcloud(cfg.project, 'secrets', 'describe', secret),
-                            create=(gcloud(cfg.project, 'secrets', 'create', secret,
-                                           '--replication-policy=automatic'),)))
-        steps.append(SetSecret(f'secret {secret} value', secret, value_name,
-                               access=gcloud(cfg.project, 'secrets', 'versions', 'access', 'latest',
-                                             f'--secret={secret}'),
-                               add=gcloud(cfg.project, 'secrets', 'versions', 'add', secret, '--data-file=-',
-                                          stdin_secret=value_name)))
-    return steps
+    return [step for secret, value_name in ((cfg.ib_username_secret, 'IB_USERNAME'),
+                                            (cfg.ib_password_secret, 'IB_PASSWORD'))
+            for step in secret_with_value(cfg.project, secret, value_name)]
 
 
 def vm_steps(cfg: DeployConfig, work_dir: Path) -> list[Step]:

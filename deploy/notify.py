@@ -16,7 +16,7 @@ from deploy.config import NOTIFY_SINK_SECRETS, DeployConfig
 from deploy.function import RUNTIME, env_list, source_dir
 from deploy.identity import member, pubsub_agent_member, store_condition
 from deploy.messaging import RETENTION
-from deploy.steps import Always, Ensure, Query, Ref, Remove, SetSecret, Step, gcloud
+from deploy.steps import Always, Ensure, Query, Ref, Remove, Step, gcloud, secret_with_value
 
 ENTRY_POINT = 'notify_result'
 # Each sink is sent in turn, each send bounded by NOTIFY_TIMEOUT_SECONDS (10) per step: well within this.
@@ -41,19 +41,8 @@ def environment(cfg: DeployConfig) -> dict[str, str]:
 
 def secret_steps(cfg: DeployConfig) -> list[Step]:
     """A secret per sink, and a new version when its value (NOTIFY_WEBHOOK_URL, ...) was given and changed."""
-    steps: list[Step] = []
-    for sink in cfg.notify_sinks:
-        secret, value_name = cfg.notify_secret(sink), NOTIFY_SINK_SECRETS[sink]
-        steps.append(Ensure(f'secret {secret}',
-                            probe=gcloud(cfg.project, 'secrets', 'describe', secret),
-                            create=(gcloud(cfg.project, 'secrets', 'create', secret,
-                                           '--replication-policy=automatic'),)))
-        steps.append(SetSecret(f'secret {secret} value', secret, value_name,
-                               access=gcloud(cfg.project, 'secrets', 'versions', 'access', 'latest',
-                                             f'--secret={secret}'),
-                               add=gcloud(cfg.project, 'secrets', 'versions', 'add', secret, '--data-file=-',
-                                          stdin_secret=value_name)))
-    return steps
+    return [step for sink in cfg.notify_sinks
+            for step in secret_with_value(cfg.project, cfg.notify_secret(sink), NOTIFY_SINK_SECRETS[sink])]
 
 
 def topic_steps(cfg: DeployConfig) -> list[Step]:

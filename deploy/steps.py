@@ -124,3 +124,15 @@ def gcloud(project: str, *args: Arg, stdin_secret: str | None = None, tolerate_f
     """A gcloud command against `project` that never prompts."""
     return Command((*args, f'--project={project}', '--quiet'), stdin_secret=stdin_secret,
                    tolerate_failure=tolerate_failure)
+
+
+def secret_with_value(project: str, secret: str, value_name: str) -> list[Step]:
+    """Create `secret` when missing, then add a version holding the value named `value_name` (read from the
+    deploy's environment and given to gcloud on standard input, never in argv) when it was given and changed."""
+    return [Ensure(f'secret {secret}',
+                   probe=gcloud(project, 'secrets', 'describe', secret),
+                   create=(gcloud(project, 'secrets', 'create', secret, '--replication-policy=automatic'),)),
+            SetSecret(f'secret {secret} value', secret, value_name,
+                      access=gcloud(project, 'secrets', 'versions', 'access', 'latest', f'--secret={secret}'),
+                      add=gcloud(project, 'secrets', 'versions', 'add', secret, '--data-file=-',
+                                 stdin_secret=value_name))]
