@@ -26,11 +26,10 @@ from functions.contract import RESULT_SCHEMA, read_envelope
 from functions.notify_message import message, passes
 from functions.sinks import Sink, configured_sinks, send
 from lib import log
-from lib.config import ConfigError, NotifySettings
+from lib.config import LEASE_MARGIN_SECONDS, ConfigError, NotifySettings
 from lib.store import Store, open_store
 
 logger = log.get_logger(__name__)
-LEASE_MARGIN_SECONDS = 10.0
 
 
 class NotifyFailed(RuntimeError):

@@ -26,7 +26,7 @@ DEFAULT_SQLITE_PATH = './.local/state.sqlite3'
 DEFAULT_FIRESTORE_DATABASE = '(default)'
 DEFAULT_STORE_TIMEOUT_SECONDS = 10.0
 DEFAULT_HISTORY_DAYS = 30.0
-LEASE_MARGIN_SECONDS = 10.0      # a claim's lease past the run's deadline
+LEASE_MARGIN_SECONDS = 10.0      # a lease past the work it covers (a run's deadline, a sink's send)
 
 
 class ConfigError(ValueError):
